@@ -1,0 +1,204 @@
+"""The ``restore`` command: run, validate, models, info, eval."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+
+import click
+
+from .errors import RestoreError
+
+__all__ = ["main", "cli"]
+
+
+def _console(stderr: bool = False):
+    from rich.console import Console
+
+    return Console(stderr=stderr, highlight=False)
+
+
+def _fail(msg: str, code: int = 2) -> None:
+    _console(stderr=True).print(f"[bold red]error:[/] {msg}", markup=True, soft_wrap=True)
+    sys.exit(code)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("-v", "--verbose", is_flag=True, help="Log details (tracebacks of unexpected errors).")
+@click.version_option(package_name="restore-imaging", prog_name="restore")
+def cli(verbose: bool) -> None:
+    """Image restoration and HDR: RAW/LDR/EXR through transformer models to EXR/PNG/TIFF."""
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING, format="%(levelname)s %(message)s")
+
+
+@cli.command()
+@click.argument("pipeline", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("inputs", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("-o", "--output", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path), help="Output folder.")
+@click.option("--overwrite", is_flag=True, help="Redo inputs whose outputs already exist.")
+@click.option("--recursive", "-r", is_flag=True, help="Descend into sub-folders of input folders.")
+@click.option("--device", default=None, help="cpu, cuda, cuda:1 ... (default: the pipeline's, auto).")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar, summary only.")
+def run(pipeline: Path, inputs: tuple[Path, ...], out_dir: Path, overwrite: bool, recursive: bool, device: str | None, quiet: bool) -> None:
+    """Run PIPELINE over INPUT files and folders, writing into OUTPUT.
+
+    One bad file never stops the others; each output is written to a
+    temporary file and renamed; existing outputs are skipped unless
+    --overwrite.  Exit status: 0 all good, 1 some file failed, 2 usage error.
+    """
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from .pipeline import collect_inputs, load_pipeline
+
+    con = _console()
+    try:
+        pipe = load_pipeline(pipeline)
+        files = collect_inputs(inputs, pipe.spec.input.patterns, recursive or pipe.spec.input.recursive, exclude=out_dir)
+        if not files:
+            _fail(f"no input images found in {', '.join(map(str, inputs))}")
+        pipe.prepare()
+    except RestoreError as e:
+        _fail(str(e))
+    results = []
+    progress = Progress(
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+        console=con, disable=quiet or not con.is_terminal, transient=True,
+    )
+    with progress:
+        files_task = progress.add_task("files", total=len(files))
+        tiles_task = progress.add_task("tiles", total=1, visible=False)
+
+        def on_start(path, i):
+            progress.update(files_task, description=f"{path.name}")
+            progress.update(tiles_task, completed=0, total=1, visible=True)
+
+        def on_tile(done, total):
+            progress.update(tiles_task, completed=done, total=total, description="tiles")
+
+        def on_result(r):
+            results.append(r)
+            progress.advance(files_task)
+            if not quiet and not con.is_terminal:
+                con.print(f"{r.status:8s} {r.input}" + (f"  ({r.error})" if r.status == "failed" else ""), markup=False)
+
+        report = pipe.run(files, out_dir, overwrite=overwrite, device=device, on_start=on_start, on_result=on_result, tile_progress=on_tile)
+    done, skipped, failed = report.count("done"), report.count("skipped"), report.count("failed")
+    con.print(f"{pipe.name}: {done} done, {skipped} skipped, {failed} failed -> {out_dir}", markup=False)
+    for r in report.failed:
+        con.print(f"  failed: {r.error}", markup=False, soft_wrap=True)
+    sys.exit(0 if report.ok else 1)
+
+
+@cli.command()
+@click.argument("pipeline", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--load-models", is_flag=True, help="Also load every model the pipeline names.")
+def validate(pipeline: Path, load_models: bool) -> None:
+    """Check a pipeline file (schema, templates, and optionally its models)."""
+    from .pipeline import load_pipeline
+
+    try:
+        p = load_pipeline(pipeline)
+        if load_models:
+            p.prepare()
+    except RestoreError as e:
+        _fail(str(e))
+    kinds = " -> ".join(type(s).__name__.removesuffix("Stage").lower() for s in p.stages)
+    _console().print(f"{pipeline}: valid (version {p.spec.version}, '{p.name}': {kinds})", markup=False)
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def models(as_json: bool) -> None:
+    """List the model catalogue: name, task, scale, licence, available or not."""
+    from rich.table import Table
+
+    from .models import catalog
+
+    entries = catalog()
+    if as_json:
+        click.echo(json.dumps([{"name": e.name, "task": e.task, "scale": e.scale, "arch": e.arch, "licence": e.licence, "available": e.available, "file": str(e.path or e.file), "when": e.when} for e in entries], indent=2))
+        return
+    t = Table(expand=False)
+    for col in ("name", "task", "scale", "arch", "licence", "available"):
+        t.add_column(col, no_wrap=True)
+    t.add_column("when to use", overflow="fold")
+    for e in entries:
+        t.add_row(e.name, e.task, f"x{e.scale}", e.arch, e.licence, "yes" if e.available else f"no ({e.recipe})" if e.recipe else "no", e.when)
+    _console().print(t)
+
+
+@cli.command()
+@click.argument("files", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def info(files: tuple[Path, ...], as_json: bool) -> None:
+    """Show size, colour encoding and metadata of image files as the reader sees them."""
+    import numpy as np
+
+    from .io import read
+
+    bad = 0
+    out = []
+    for f in files:
+        try:
+            im = read(f)
+        except RestoreError as e:
+            _console(stderr=True).print(f"error: {e}", markup=False)
+            bad += 1
+            continue
+        c = im.color
+        d = {
+            "file": str(f),
+            "size": f"{im.width}x{im.height}",
+            "channels": im.channels,
+            "encoding": str(im.encoding),
+            "range": [float(np.min(c)), float(np.max(c))],
+            **{k: v for k, v in im.meta.summary().items() if k not in ("source",)},
+        }
+        out.append(d)
+    if as_json:
+        click.echo(json.dumps(out, indent=2, default=str))
+    else:
+        con = _console()
+        for d in out:
+            con.print(f"[bold]{d.pop('file')}[/]")
+            for k, v in d.items():
+                con.print(f"  {k}: {v}", markup=False)
+    sys.exit(1 if bad else 0)
+
+
+@cli.command("eval")
+@click.argument("outputs", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.argument("truth", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--crop-border", "--scale", "crop", type=int, default=0, show_default=True, help="Pixels shaved on each side (BasicSR: the SR scale).")
+@click.option("--rgb", is_flag=True, help="Compare RGB instead of BT.601 Y.")
+@click.option("--json", "as_json", is_flag=True)
+def eval_cmd(outputs: Path, truth: Path, crop: int, rgb: bool, as_json: bool) -> None:
+    """PSNR-Y and SSIM of OUTPUTS against ground truth TRUTH (BasicSR conventions)."""
+    from .eval import evaluate, mean
+
+    try:
+        rows = evaluate(outputs, truth, crop_border=crop, y_channel=not rgb)
+    except RestoreError as e:
+        _fail(str(e))
+    mp, ms = mean(rows)
+    if as_json:
+        click.echo(json.dumps({"mean_psnr": mp, "mean_ssim": ms, "images": [{"output": str(r.output), "truth": str(r.truth), "psnr": r.psnr, "ssim": r.ssim} for r in rows]}, indent=2))
+        return
+    con = _console()
+    for r in rows:
+        con.print(f"{r.output.name:40s} {r.psnr:8.3f} dB  SSIM {r.ssim:.4f}", markup=False)
+    con.print(f"{'mean (' + str(len(rows)) + ' images)':40s} {mp:8.3f} dB  SSIM {ms:.4f}  [{'RGB' if rgb else 'Y'}, crop {crop}]", markup=False)
+
+
+def main() -> None:
+    """Entry point of the ``restore`` console script."""
+    try:
+        cli(standalone_mode=True)
+    except KeyboardInterrupt:
+        _fail("interrupted", 130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,192 @@
+"""Transfer functions, RGB primaries, exposure and the reversible HDR encoding.
+
+References:
+    * IEC 61966-2-1:1999 (sRGB) for the piecewise transfer function.
+    * ITU-R BT.709 / BT.2020, SMPTE ST 2065-1 (ACES AP0), S-2014-004 (ACEScg
+      AP1) for primaries; Bradford chromatic adaptation (Lam 1985) between
+      white points.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from functools import lru_cache
+
+import numpy as np
+
+from .image import Encoding, Image
+
+__all__ = [
+    "srgb_to_linear",
+    "linear_to_srgb",
+    "primaries_matrix",
+    "convert",
+    "apply_exposure",
+    "hdr_encode",
+    "hdr_decode",
+    "PRIMARIES",
+]
+
+# (xR, yR, xG, yG, xB, yB, xW, yW)
+PRIMARIES: dict[str, tuple[float, ...]] = {
+    "rec709": (0.640, 0.330, 0.300, 0.600, 0.150, 0.060, 0.3127, 0.3290),
+    "rec2020": (0.708, 0.292, 0.170, 0.797, 0.131, 0.046, 0.3127, 0.3290),
+    "ap0": (0.7347, 0.2653, 0.0, 1.0, 0.0001, -0.0770, 0.32168, 0.33767),
+    "ap1": (0.713, 0.293, 0.165, 0.830, 0.128, 0.044, 0.32168, 0.33767),
+}
+
+_BRADFORD = np.array(
+    [[0.8951, 0.2664, -0.1614], [-0.7502, 1.7135, 0.0367], [0.0389, -0.0685, 1.0296]], dtype=np.float64
+)
+
+
+def srgb_to_linear(x: np.ndarray) -> np.ndarray:
+    """sRGB EOTF (decode): encoded values -> linear light.
+
+    Args:
+        x: float array of any shape, nominally [0, 1].  Values outside are
+            extended symmetrically (sign-preserving) so the function is
+            invertible on the whole real line.
+
+    Returns:
+        float32 array, same shape.
+    """
+    x = np.asarray(x, dtype=np.float32)
+    a = np.abs(x)
+    lin = np.where(a <= 0.04045, a / 12.92, ((a + 0.055) / 1.055) ** 2.4)
+    return (np.sign(x) * lin).astype(np.float32)
+
+
+def linear_to_srgb(x: np.ndarray) -> np.ndarray:
+    """sRGB OETF (encode): linear light -> encoded values; inverse of :func:`srgb_to_linear`.
+
+    Args:
+        x: float array of any shape; linear values (1.0 = diffuse white).
+
+    Returns:
+        float32 array, same shape.  Not clipped.
+    """
+    x = np.asarray(x, dtype=np.float32)
+    a = np.abs(x)
+    enc = np.where(a <= 0.0031308, a * 12.92, 1.055 * np.power(a, 1 / 2.4) - 0.055)
+    return (np.sign(x) * enc).astype(np.float32)
+
+
+def _rgb_to_xyz(p: tuple[float, ...]) -> np.ndarray:
+    xr, yr, xg, yg, xb, yb, xw, yw = p
+    cols = np.array([[x / y, 1.0, (1 - x - y) / y] for x, y in ((xr, yr), (xg, yg), (xb, yb))]).T
+    white = np.array([xw / yw, 1.0, (1 - xw - yw) / yw])
+    s = np.linalg.solve(cols, white)
+    return cols * s
+
+
+@lru_cache(maxsize=None)
+def primaries_matrix(src: str, dst: str) -> np.ndarray:
+    """3x3 matrix M with ``rgb_dst = M @ rgb_src`` for linear values.
+
+    Args:
+        src, dst: keys of :data:`PRIMARIES` or ``"xyz"`` (D65-relative XYZ).
+
+    Returns:
+        float64 ``(3, 3)`` array.  Bradford adaptation is applied when the
+        white points differ.
+
+    Raises:
+        ValueError: for ``"camera"`` primaries (those need the RAW's own colour
+            matrix) or an unknown name.
+    """
+    def to_xyz_d65(name: str) -> np.ndarray:
+        if name == "xyz":
+            return np.eye(3)
+        if name not in PRIMARIES:
+            raise ValueError(f"cannot convert primaries {name!r}: known are {sorted(PRIMARIES)} and 'xyz'")
+        p = PRIMARIES[name]
+        m = _rgb_to_xyz(p)
+        wsrc = np.array([p[6] / p[7], 1.0, (1 - p[6] - p[7]) / p[7]])
+        d65 = PRIMARIES["rec709"]
+        wdst = np.array([d65[6] / d65[7], 1.0, (1 - d65[6] - d65[7]) / d65[7]])
+        if np.allclose(wsrc, wdst, atol=1e-6):
+            return m
+        ls, ld = _BRADFORD @ wsrc, _BRADFORD @ wdst
+        adapt = np.linalg.inv(_BRADFORD) @ np.diag(ld / ls) @ _BRADFORD
+        return adapt @ m
+
+    if src == dst:
+        return np.eye(3)
+    return np.linalg.inv(to_xyz_d65(dst)) @ to_xyz_d65(src)
+
+
+def convert(image: Image, target: Encoding) -> Image:
+    """Convert an :class:`Image` to another colour encoding.
+
+    Linear light is the hub: decode the source transfer, change primaries,
+    encode the target transfer.  Alpha is left untouched.  Changing
+    ``referred`` alone does not touch pixels: going from scene- to
+    display-referred needs a tone-mapping stage, which this function will not
+    do silently.
+
+    Raises:
+        ValueError: for scene -> display conversion of an image with values
+            above 1 (tone map first), or primaries that cannot be converted.
+    """
+    src = image.encoding
+    if src == target:
+        return image
+    px = image.pixels
+    color = px[..., :3] if px.shape[2] >= 3 else px
+    if src.referred == "scene" and target.referred == "display" and float(np.nanmax(color, initial=0.0)) > 1.0 + 1e-6:
+        raise ValueError(
+            f"{image.meta.source or 'image'}: scene-referred values above 1 (max {float(color.max()):.3g}) "
+            "cannot become display-referred without a tone-mapping step"
+        )
+    lin = srgb_to_linear(color) if src.transfer == "srgb" else color
+    if src.primaries != target.primaries:
+        if color.shape[2] != 3:
+            raise ValueError("primaries conversion needs 3 colour channels")
+        m = primaries_matrix(src.primaries, target.primaries).astype(np.float32)
+        lin = lin @ m.T
+    out = linear_to_srgb(lin) if target.transfer == "srgb" else lin
+    if px.shape[2] == 4:
+        out = np.concatenate([out, px[..., 3:4]], axis=2)
+    return replace(image, pixels=np.ascontiguousarray(out, dtype=np.float32), encoding=target)
+
+
+def apply_exposure(image: Image, ev: float) -> Image:
+    """Scale linear light by ``2**ev`` (exposure compensation in stops).
+
+    Raises:
+        ValueError: if the image is not linear (exposure is only meaningful on
+            linear light; convert first).
+    """
+    if image.encoding.transfer != "linear":
+        raise ValueError("exposure needs linear pixels; convert the image to a linear encoding first")
+    px = image.pixels.copy()
+    px[..., : min(3, px.shape[2])] *= np.float32(2.0**ev)
+    return replace(image, pixels=px)
+
+
+# The reversible encoding used around models trained on sRGB [0, 1] images when
+# the input is linear HDR (values above 1):  y = srgb_oetf(x / (1 + x)).
+# x in [0, inf) maps monotonically onto [0, 1); the inverse is x = u / (1 - u)
+# with u = srgb_eotf(y).  Negative (out-of-gamut) values are clipped to 0.
+_HDR_U_MAX = 1.0 - 1e-4  # caps decoded radiance at 9999
+
+
+def hdr_encode(x: np.ndarray) -> np.ndarray:
+    """Map linear radiance in [0, inf) into [0, 1) reversibly (Reinhard x/(1+x), then sRGB OETF).
+
+    Args:
+        x: float32 array of linear values; negatives are clipped to 0.
+
+    Returns:
+        float32 array in [0, 1), same shape.
+    """
+    x = np.maximum(np.asarray(x, dtype=np.float32), 0.0)
+    return linear_to_srgb(x / (1.0 + x))
+
+
+def hdr_decode(y: np.ndarray) -> np.ndarray:
+    """Inverse of :func:`hdr_encode`.  Input is clipped to [0, 1 - 1e-4] first (so at most 9999)."""
+    u = srgb_to_linear(np.clip(np.asarray(y, dtype=np.float32), 0.0, 1.0))
+    u = np.clip(u, 0.0, _HDR_U_MAX)
+    return (u / (1.0 - u)).astype(np.float32)

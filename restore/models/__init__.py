@@ -1,0 +1,40 @@
+"""Models: safe checkpoint loading, architecture detection (spandrel + ours), the catalogue."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..errors import ModelError
+from .catalog import CatalogEntry, catalog, find, resolve
+from .loader import detect, load_state_dict
+from .model import RestorationModel
+
+__all__ = ["load_model", "RestorationModel", "catalog", "find", "CatalogEntry", "ModelError"]
+
+_CHECKPOINT_SUFFIXES = {".safetensors", ".pth", ".pt", ".ckpt", ".bin"}
+
+
+def load_model(name_or_path: str | Path) -> RestorationModel:
+    """Load a model by catalogue name or from a checkpoint path.
+
+    Args:
+        name_or_path: A catalogue name (see ``restore models``) or a path to a
+            ``.safetensors`` / ``.pth`` checkpoint of any architecture spandrel
+            or :mod:`restore.models.archs` knows.  The architecture is
+            detected from the state dict; nothing needs to be told.
+
+    Returns:
+        :class:`RestorationModel` (float32, CPU, eval mode).
+
+    Raises:
+        ModelError: unknown name, missing/unverifiable file, a pickle that
+            would execute code, or an unrecognised architecture.
+    """
+    s = str(name_or_path)
+    p = Path(s).expanduser()
+    if p.suffix.lower() in _CHECKPOINT_SUFFIXES or p.exists():
+        sd, _ = load_state_dict(p)
+        return RestorationModel.from_descriptor(detect(sd, p), name=str(p), source=p)
+    entry, path = resolve(s)
+    sd, _ = load_state_dict(path)
+    return RestorationModel.from_descriptor(detect(sd, path), name=entry.name, source=path)

@@ -1,0 +1,133 @@
+"""Named models: ``weights/MANIFEST`` entries resolved to verified files.
+
+A catalogue entry names its file, sha256, architecture, task, scale, licence,
+source and the recipe that made it.  Files are searched in, in order:
+``$RESTORE_WEIGHTS`` (``os.pathsep``-separated folders), the user cache
+(``$XDG_CACHE_HOME/restore/weights`` or ``~/.cache/restore/weights``) and the
+``weights/`` folder of the source tree this package was installed from.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+
+import yaml
+
+from ..errors import ModelError
+from .loader import sha256_file
+
+__all__ = ["CatalogEntry", "catalog", "find", "weight_dirs", "resolve"]
+
+_REPO_WEIGHTS = Path(__file__).resolve().parents[2] / "weights"
+
+
+@dataclass(frozen=True)
+class CatalogEntry:
+    """One named model.
+
+    Attributes:
+        name: Catalogue name (``dat-light-x2``).
+        file: File name looked up in :func:`weight_dirs`.
+        sha256: Expected hex digest; a mismatch refuses the file.
+        arch: Architecture id (``DAT``...).
+        task: ``super-resolution``, ``derain``, ...
+        scale: Output/input size ratio.
+        licence: SPDX-style licence of the weights.
+        source: Where the weights come from.
+        recipe: Command that (re)creates the file.
+        when: One line: when to use it.
+        quality: Measured quality with the command that measured it.
+    """
+
+    name: str
+    file: str
+    sha256: str
+    arch: str
+    task: str
+    scale: int = 1
+    licence: str = "unknown"
+    source: str = ""
+    recipe: str = ""
+    when: str = ""
+    quality: str = ""
+    extra: dict = field(default_factory=dict, hash=False, compare=False)
+
+    @property
+    def path(self) -> Path | None:
+        """First existing file among :func:`weight_dirs`, or None."""
+        for d in weight_dirs():
+            p = d / self.file
+            if p.is_file():
+                return p
+        return None
+
+    @property
+    def available(self) -> bool:
+        return self.path is not None
+
+
+def weight_dirs() -> list[Path]:
+    """Folders searched for weight files, in priority order."""
+    dirs = [Path(p) for p in os.environ.get("RESTORE_WEIGHTS", "").split(os.pathsep) if p]
+    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "restore" / "weights"
+    dirs += [cache, _REPO_WEIGHTS]
+    return dirs
+
+
+@lru_cache(maxsize=1)
+def _load_manifests() -> dict[str, CatalogEntry]:
+    entries: dict[str, CatalogEntry] = {}
+    for d in reversed(weight_dirs()):  # earlier folders override later ones
+        mf = d / "MANIFEST"
+        if not mf.is_file():
+            continue
+        try:
+            data = yaml.safe_load(mf.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise ModelError(f"{mf}: invalid YAML: {e}") from None
+        known = set(CatalogEntry.__dataclass_fields__) - {"extra"}
+        for item in data.get("models", []):
+            kw = {k: v for k, v in item.items() if k in known}
+            kw["extra"] = {k: v for k, v in item.items() if k not in known}
+            entries[item["name"]] = CatalogEntry(**kw)
+    return entries
+
+
+def catalog() -> list[CatalogEntry]:
+    """All catalogue entries, sorted by task then name."""
+    return sorted(_load_manifests().values(), key=lambda e: (e.task, e.name))
+
+
+def find(name: str) -> CatalogEntry | None:
+    """The entry called ``name``, or None."""
+    return _load_manifests().get(name)
+
+
+_VERIFIED: dict[tuple[str, int, int], str] = {}
+
+
+def resolve(name: str) -> tuple[CatalogEntry, Path]:
+    """Resolve a catalogue name to a file whose sha256 matches the manifest.
+
+    Raises:
+        ModelError: unknown name, file missing (with the recipe that makes
+            it), or checksum mismatch.
+    """
+    entry = find(name)
+    if entry is None:
+        names = ", ".join(e.name for e in catalog()) or "(none)"
+        raise ModelError(f"unknown model {name!r}; catalogue: {names}; or give a .safetensors/.pth path")
+    path = entry.path
+    if path is None:
+        hint = f" Make it with: {entry.recipe}" if entry.recipe else ""
+        raise ModelError(f"model {name!r}: file {entry.file} not found in {', '.join(map(str, weight_dirs()))}.{hint}")
+    st = path.stat()
+    key = (str(path), st.st_size, st.st_mtime_ns)
+    digest = _VERIFIED.get(key) or sha256_file(path)
+    if digest != entry.sha256:
+        raise ModelError(f"{path}: sha256 {digest[:12]}... does not match the manifest ({entry.sha256[:12]}...) for {name!r}; refused")
+    _VERIFIED[key] = digest
+    return entry, path

@@ -1,0 +1,99 @@
+"""A loaded restoration model: spandrel descriptor + what tiling and encoding need."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from .archs import ArchInfo, info_for
+
+__all__ = ["RestorationModel", "default_info"]
+
+# Context (input pixels) that spandrel's own architectures need around a tile
+# for tiled output to match whole-image output: their attention windows.
+_SPANDREL_OVERLAP = {
+    "DAT": 32,   # split windows up to 8x32 / 32x8
+    "HAT": 32,   # 16x16 windows + overlapping cross-attention
+    "DRCT": 32,
+    "RGT": 32,
+    "CRAFT": 32,
+    "SwinIR": 16,  # 8x8 windows
+    "Swin2SR": 16,
+    "ATD": 32,
+}
+
+
+def default_info(arch_id: str, purpose: str) -> ArchInfo:
+    """ArchInfo for spandrel's own architectures (single sRGB frame, clamped output)."""
+    task = {"SR": "super-resolution", "FaceSR": "face-restoration"}.get(purpose, "restoration")
+    return ArchInfo(task=task, overlap=_SPANDREL_OVERLAP.get(arch_id, 16))
+
+
+@dataclass
+class RestorationModel:
+    """A model ready for :func:`restore.tiling.run_tiled`.
+
+    Attributes:
+        descriptor: spandrel ``ImageModelDescriptor`` (model in eval mode).
+        info: :class:`~restore.models.archs.ArchInfo` for the architecture.
+        name: Catalogue name or file path it came from.
+        source: File the weights were read from.
+    """
+
+    descriptor: object
+    info: ArchInfo
+    name: str
+    source: Path | None = None
+
+    @property
+    def module(self) -> torch.nn.Module:
+        return self.descriptor.model
+
+    @property
+    def arch(self) -> str:
+        return str(self.descriptor.architecture.id)
+
+    @property
+    def scale(self) -> int:
+        return int(self.descriptor.scale)
+
+    @property
+    def input_channels(self) -> int:
+        return int(self.descriptor.input_channels)
+
+    @property
+    def output_channels(self) -> int:
+        return int(self.descriptor.output_channels)
+
+    @property
+    def multiple_of(self) -> int:
+        return int(self.descriptor.size_requirements.multiple_of)
+
+    @property
+    def min_size(self) -> int:
+        return int(self.descriptor.size_requirements.minimum)
+
+    @property
+    def supports_half(self) -> bool:
+        return bool(self.descriptor.supports_half)
+
+    @property
+    def supports_bfloat16(self) -> bool:
+        return bool(self.descriptor.supports_bfloat16)
+
+    def describe(self) -> str:
+        d = self.descriptor
+        return (
+            f"{self.name}: {self.arch} ({', '.join(d.tags) or '-'}), task {self.info.task}, x{self.scale}, "
+            f"{self.input_channels}->{self.output_channels} ch, multiple of {self.multiple_of}, "
+            f"overlap {self.info.overlap}px, fp16 {'yes' if self.supports_half else 'no'}, "
+            f"bf16 {'yes' if self.supports_bfloat16 else 'no'}"
+        )
+
+    @classmethod
+    def from_descriptor(cls, descriptor, name: str, source: Path | None = None) -> "RestorationModel":
+        arch_id = str(descriptor.architecture.id)
+        info = info_for(arch_id) or default_info(arch_id, getattr(descriptor, "purpose", "Restoration"))
+        return cls(descriptor=descriptor, info=info, name=name, source=source)

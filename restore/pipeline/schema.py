@@ -1,0 +1,333 @@
+"""Pipeline files: a versioned YAML schema validated with pydantic.
+
+Errors name the file, the line and the key::
+
+    pipelines/bad.yaml:7: steps[1].model.tile: Input should be greater than or equal to 0
+
+Version 1 layout::
+
+    version: 1
+    name: sr-x2
+    input:
+      patterns: ["*.png", "*.jpg"]        # optional filter for folder inputs
+    steps:
+      - develop: {white_balance: auto, demosaic: ahd, output: linear-rec709}
+      - model: {name: dat-light-x2, tile: 256, overlap: 32, precision: auto}
+      - resize: {scale: 0.5, filter: lanczos}
+      - convert: {transfer: srgb, primaries: rec709}
+      - exposure: {ev: 1.0}
+      - write: {path: "{stem}_x2.png", bit_depth: 16}
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from ..errors import PipelineError
+
+__all__ = [
+    "PipelineSpec",
+    "DevelopStep",
+    "ModelStep",
+    "ResizeStep",
+    "ConvertStep",
+    "ExposureStep",
+    "WriteStep",
+    "parse_pipeline",
+]
+
+SCHEMA_VERSION = 1
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DevelopOptions(_Strict):
+    """RAW development (ignored for non-RAW inputs except ``output``)."""
+
+    white_balance: Union[Literal["auto", "camera", "daylight", "gray-world", "none"], list[float]] = "auto"
+    demosaic: Literal["ahd", "dcb", "dht", "aahd", "vng", "ppg", "linear"] = "ahd"
+    output: Literal["linear-rec709", "camera"] = "linear-rec709"
+    half_size: bool = False
+
+
+class ModelOptions(_Strict):
+    """Run a restoration model tiled.
+
+    ``tile`` 0 = whole image; ``overlap`` in input pixels (default: the
+    architecture's own); ``alpha``: how an alpha channel is upscaled
+    (``resize`` = Lanczos, ``model`` = through the model as grey);
+    ``hdr``: how linear values above 1 are encoded around a model trained on
+    [0, 1] (``auto`` = reversible ``srgb(x/(1+x))`` when the image exceeds 1,
+    ``reinhard`` = always, ``clip`` = clip to [0, 1]).
+    """
+
+    name: str
+    tile: int = Field(256, ge=0)
+    overlap: int | None = Field(None, ge=0)
+    batch: int = Field(1, ge=1, le=64)
+    precision: Literal["auto", "fp32", "fp16", "bf16"] = "auto"
+    device: str = "auto"
+    alpha: Literal["resize", "model"] = "resize"
+    hdr: Literal["auto", "reinhard", "clip"] = "auto"
+
+    @model_validator(mode="after")
+    def _overlap_below_tile(self):
+        if self.tile and self.overlap is not None and self.overlap * 2 >= self.tile:
+            raise ValueError(f"overlap ({self.overlap}) must be less than half the tile ({self.tile})")
+        return self
+
+
+class ResizeOptions(_Strict):
+    """Resize by a factor or to a size (pixels); filtering in linear light unless ``linear: false``."""
+
+    scale: float | None = Field(None, gt=0, le=16)
+    width: int | None = Field(None, gt=0)
+    height: int | None = Field(None, gt=0)
+    filter: Literal["lanczos", "bicubic", "bilinear", "area", "nearest"] = "lanczos"
+    linear: bool = True
+
+    @model_validator(mode="after")
+    def _one_target(self):
+        if self.scale is None and self.width is None and self.height is None:
+            raise ValueError("give scale, or width and/or height")
+        if self.scale is not None and (self.width or self.height):
+            raise ValueError("give either scale or width/height, not both")
+        return self
+
+
+class ConvertOptions(_Strict):
+    """Change the colour encoding (``referred`` changes only with a tone-mapping stage)."""
+
+    transfer: Literal["linear", "srgb"] | None = None
+    primaries: Literal["rec709", "rec2020", "ap0", "ap1", "xyz"] | None = None
+
+
+class ExposureOptions(_Strict):
+    """Exposure compensation in stops (EV) on linear light."""
+
+    ev: float = Field(..., ge=-20, le=20)
+
+
+class WriteOptions(_Strict):
+    """Write the current image.
+
+    ``path``: template relative to the output folder; fields ``{stem}``
+    (input name without suffix), ``{name}``, ``{suffix}``, ``{parent}`` (input
+    folder name), ``{index}`` (position in the batch), ``{pipeline}``.  The
+    format comes from the extension.  Templates may not be absolute or leave
+    the output folder.
+    """
+
+    path: str
+    bit_depth: Literal[8, 16, 32] | None = None
+    dtype: Literal["half", "float"] = "half"
+    compression: str | None = None
+    quality: int = Field(95, ge=1, le=100)
+
+    @field_validator("path")
+    @classmethod
+    def _safe_template(cls, v: str) -> str:
+        from ..io import WRITE_SUFFIXES
+
+        if not v.strip():
+            raise ValueError("empty path template")
+        p = Path(v)
+        if p.is_absolute() or v.startswith(("/", "\\")) or (len(v) > 1 and v[1] == ":"):
+            raise ValueError("path template must be relative to the output folder")
+        if ".." in p.parts:
+            raise ValueError("path template may not contain '..'")
+        if p.suffix.lower() not in WRITE_SUFFIXES:
+            raise ValueError(f"unsupported output extension {p.suffix!r}; use one of {sorted(WRITE_SUFFIXES)}")
+        try:
+            v.format(stem="s", name="n", suffix=".x", parent="p", index=0, pipeline="p", group="g")
+        except (KeyError, IndexError, ValueError) as e:
+            raise ValueError(f"bad template field {e}; known: stem, name, suffix, parent, index, pipeline") from None
+        return v
+
+
+class DevelopStep(_Strict):
+    develop: DevelopOptions = DevelopOptions()
+
+
+class ModelStep(_Strict):
+    model: ModelOptions
+
+
+class ResizeStep(_Strict):
+    resize: ResizeOptions
+
+
+class ConvertStep(_Strict):
+    convert: ConvertOptions
+
+
+class ExposureStep(_Strict):
+    exposure: ExposureOptions
+
+
+class WriteStep(_Strict):
+    write: WriteOptions
+
+
+Step = Union[DevelopStep, ModelStep, ResizeStep, ConvertStep, ExposureStep, WriteStep]
+STEP_TYPES: dict[str, type[_Strict]] = {
+    "develop": DevelopStep,
+    "model": ModelStep,
+    "resize": ResizeStep,
+    "convert": ConvertStep,
+    "exposure": ExposureStep,
+    "write": WriteStep,
+}
+
+
+class InputOptions(_Strict):
+    patterns: list[str] = Field(default_factory=list)
+    recursive: bool = False
+
+
+class PipelineSpec(_Strict):
+    """A validated pipeline definition."""
+
+    version: Literal[1]
+    name: str = "pipeline"
+    description: str = ""
+    input: InputOptions = InputOptions()
+    steps: list[Annotated[Any, Field()]]
+
+    @field_validator("steps", mode="before")
+    @classmethod
+    def _parse_steps(cls, steps):
+        if not isinstance(steps, list) or not steps:
+            raise ValueError("steps must be a non-empty list")
+        out = []
+        for i, s in enumerate(steps):
+            if isinstance(s, str):
+                s = {s: {}}
+            if not isinstance(s, dict) or len(s) != 1:
+                raise ValueError(f"step {i} must be a mapping with exactly one key (one of {', '.join(STEP_TYPES)})")
+            (kind,) = s
+            if kind not in STEP_TYPES:
+                raise ValueError(f"step {i}: unknown step {kind!r}; known: {', '.join(STEP_TYPES)}")
+            out.append(s if s[kind] is not None else {kind: {}})
+        return out
+
+    @model_validator(mode="after")
+    def _typed(self):
+        typed = [STEP_TYPES[next(iter(s))].model_validate(s) if isinstance(s, dict) else s for s in self.steps]
+        object.__setattr__(self, "steps", typed)
+        kinds = [type(s) for s in typed]
+        if DevelopStep in kinds and kinds.index(DevelopStep) != 0:
+            raise ValueError("develop must be the first step")
+        return self
+
+
+# --------------------------------------------------------------------------- errors with line numbers
+
+
+def _node_at(node: yaml.Node | None, loc: tuple) -> yaml.Node | None:
+    """Walk a composed YAML node tree along a pydantic error location."""
+    for part in loc:
+        if node is None:
+            return None
+        if isinstance(node, yaml.MappingNode):
+            nxt = None
+            for k, v in node.value:
+                if k.value == part:
+                    nxt = v
+                    break
+            if nxt is None:
+                return node
+            node = nxt
+        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int):
+            if part >= len(node.value):
+                return node
+            node = node.value[part]
+        else:
+            return node
+    return node
+
+
+def _fmt_loc(loc: tuple) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif part in STEP_TYPES.values() or str(part).endswith("Step"):
+            continue
+        else:
+            out += ("." if out else "") + str(part)
+    return out or "(top level)"
+
+
+def parse_pipeline(source: str | Path | dict, *, origin: str | None = None) -> PipelineSpec:
+    """Load and validate a pipeline from a YAML file, YAML text or a dict.
+
+    Args:
+        source: Path to a ``.yaml`` file, YAML text, or an already parsed dict.
+        origin: Name used in error messages for text/dict sources.
+
+    Returns:
+        :class:`PipelineSpec`.
+
+    Raises:
+        PipelineError: unreadable file, invalid YAML, or schema violation,
+            as ``file:line: key: problem``.
+    """
+    node = None
+    if isinstance(source, dict):
+        data, name = source, origin or "<dict>"
+    else:
+        text, name = None, origin
+        if isinstance(source, Path) or (isinstance(source, str) and "\n" not in source and source.endswith((".yaml", ".yml"))):
+            p = Path(source)
+            name = name or str(p)
+            try:
+                text = p.read_text()
+            except OSError as e:
+                raise PipelineError(f"{p}: cannot read pipeline ({e.strerror or e})") from None
+        else:
+            text, name = str(source), name or "<string>"
+        try:
+            node = yaml.compose(text, Loader=yaml.SafeLoader)
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as e:
+            mark = getattr(e, "problem_mark", None)
+            where = f":{mark.line + 1}" if mark else ""
+            raise PipelineError(f"{name}{where}: invalid YAML: {getattr(e, 'problem', None) or e}") from None
+    if not isinstance(data, dict):
+        raise PipelineError(f"{name}: a pipeline must be a mapping with version and steps")
+    if "version" in data and data["version"] != SCHEMA_VERSION:
+        line = _node_at(node, ("version",))
+        where = f":{line.start_mark.line + 1}" if line is not None else ""
+        raise PipelineError(f"{name}{where}: version: unsupported pipeline version {data['version']!r} (this restore reads version {SCHEMA_VERSION})")
+    def fail(e: ValidationError, prefix: tuple = ()) -> PipelineError:
+        err = e.errors()[0]
+        loc = prefix + tuple(p for p in err["loc"] if not (isinstance(p, str) and p.endswith("Step")))
+        if err["msg"].endswith("develop must be the first step"):
+            loc = ("steps",)
+        # pydantic's union/function locations may include class names; keep data keys
+        n = _node_at(node, loc)
+        where = f":{n.start_mark.line + 1}" if n is not None else ""
+        msg = err["msg"].removeprefix("Value error, ")
+        more = f" (and {len(e.errors()) - 1} more)" if len(e.errors()) > 1 else ""
+        return PipelineError(f"{name}{where}: {_fmt_loc(loc)}: {msg}{more}")
+
+    steps = data.get("steps")
+    if isinstance(steps, list):  # validate step by step so errors carry steps[i] and its line
+        for i, s in enumerate(steps):
+            if isinstance(s, dict) and len(s) == 1 and next(iter(s)) in STEP_TYPES:
+                kind = next(iter(s))
+                try:
+                    STEP_TYPES[kind].model_validate({kind: s[kind] if s[kind] is not None else {}})
+                except ValidationError as e:
+                    raise fail(e, ("steps", i)) from None
+    try:
+        return PipelineSpec.model_validate(data)
+    except ValidationError as e:
+        raise fail(e) from None

@@ -1,0 +1,302 @@
+"""Pipeline stages.  Each takes an :class:`~restore.image.Image` and returns one.
+
+A stage declares the encoding it works in and converts what it receives, so
+a model trained on sRGB [0, 1] images never sees linear radiance above 1 by
+accident, and an EXR output is always linear.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Callable
+
+import cv2
+import numpy as np
+
+from .. import color
+from ..errors import OutputError, RestoreError
+from ..image import Encoding, Image
+from ..io import RawOptions, write
+from . import schema
+
+__all__ = ["Context", "Stage", "DevelopStage", "ModelStage", "ResizeStage", "ConvertStage", "ExposureStage", "WriteStage", "build_stages"]
+
+
+@dataclass
+class Context:
+    """Per-input facts stages need (output folder, template fields, progress)."""
+
+    out_dir: Path | None = None
+    fields: dict = field(default_factory=dict)
+    overwrite: bool = False
+    tile_progress: Callable[[int, int], None] | None = None
+    outputs: list[Path] = field(default_factory=list)
+    device: str | None = None
+
+
+class Stage:
+    """Base class: ``__call__(image, ctx) -> image``."""
+
+    kind = "stage"
+
+    def __call__(self, image: Image, ctx: Context) -> Image:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def prepare(self) -> None:
+        """Load what the stage needs (models) before the first file; raise early."""
+
+
+class DevelopStage(Stage):
+    """RAW development options (applied by the reader) and, for other inputs, conversion to linear."""
+
+    kind = "develop"
+
+    def __init__(self, opts: schema.DevelopOptions):
+        self.opts = opts
+        wb = opts.white_balance
+        self.raw_options = RawOptions(
+            white_balance=tuple(wb) if isinstance(wb, list) else wb,
+            demosaic=opts.demosaic,
+            output=opts.output,
+            half_size=opts.half_size,
+        )
+
+    def __call__(self, image: Image, ctx: Context) -> Image:
+        if image.meta.source_format == "raw" or self.opts.output == "camera":
+            return image
+        return color.convert(image, Encoding("linear", "rec709", image.encoding.referred))
+
+
+class ModelStage(Stage):
+    """Run a restoration model over the image, tiled (see :mod:`restore.tiling`)."""
+
+    kind = "model"
+
+    def __init__(self, opts: schema.ModelOptions):
+        self.opts = opts
+        self.model = None
+
+    def prepare(self) -> None:
+        if self.model is None:
+            from ..models import load_model
+
+            self.model = load_model(self.opts.name)
+            if self.model.info.frames != 1:
+                raise RestoreError(f"model {self.opts.name!r} takes {self.model.info.frames} frames; use it in a merge step")
+            if self.model.info.extra_inputs:
+                raise RestoreError(f"model {self.opts.name!r} needs {', '.join(self.model.info.extra_inputs)}, which the model step cannot provide yet")
+
+    # -- colour handling -------------------------------------------------
+    def _encode(self, image: Image) -> tuple[np.ndarray, Callable[[np.ndarray], np.ndarray], Encoding]:
+        """Model-space colour pixels (H, W, C) and the function that maps model output back."""
+        want = self.model.info.input_encoding
+        enc = image.encoding
+        px = image.color
+        if want == "raw-rgb":
+            if enc.transfer != "linear":
+                raise RestoreError(f"model {self.opts.name!r} takes linear camera RGB; develop the RAW with output: camera")
+            return np.clip(px, 0, 1), lambda y: y, enc
+        if enc.primaries not in ("rec709", "camera") and px.shape[2] == 3:
+            image = color.convert(image, Encoding(enc.transfer, "rec709", enc.referred))
+            enc, px = image.encoding, image.color
+        if want == "linear":
+            lin = color.srgb_to_linear(px) if enc.transfer == "srgb" else px
+            back = (lambda y: color.linear_to_srgb(y)) if enc.transfer == "srgb" else (lambda y: y)
+            return np.clip(lin, 0, 1), back, enc
+        # model wants sRGB-encoded [0, 1]
+        if enc.transfer == "srgb":
+            return np.clip(px, 0, 1), lambda y: y, enc
+        hdr = self.opts.hdr
+        if hdr == "reinhard" or (hdr == "auto" and float(np.max(px, initial=0.0)) > 1.0):
+            return color.hdr_encode(px), color.hdr_decode, enc
+        return color.linear_to_srgb(np.clip(px, 0, 1)), color.srgb_to_linear, enc
+
+    def _run(self, hwc: np.ndarray, ctx: Context) -> np.ndarray:
+        import torch
+
+        from ..tiling import TileSpec, resolve_device, resolve_precision, run_tiled
+
+        m = self.model
+        device = resolve_device(ctx.device or self.opts.device)
+        dtype = resolve_precision(self.opts.precision, device, m.supports_half, m.supports_bfloat16)
+        module = m.module.to(device)
+        overlap = self.opts.overlap if self.opts.overlap is not None else m.info.overlap
+        tile = self.opts.tile
+        if tile and overlap * 2 >= tile:
+            overlap = max(0, tile // 2 - 1)
+        spec = TileSpec(tile=tile, overlap=overlap, batch=self.opts.batch)
+        c = hwc.shape[2]
+        cin = m.input_channels
+        outs = []
+        if cin == c:
+            groups = [hwc]
+        elif cin == 3 and c == 1:
+            groups = [np.repeat(hwc, 3, axis=2)]
+        elif cin == 1:
+            groups = [hwc[:, :, i : i + 1] for i in range(c)]
+        else:
+            raise RestoreError(f"model {self.opts.name!r} takes {cin} channels, image has {c}")
+        for g in groups:
+            chw = np.ascontiguousarray(g.transpose(2, 0, 1))
+
+            def forward(x, _module=module):
+                return _module(x)
+
+            y = run_tiled(
+                forward, chw, scale=m.scale, out_channels=m.output_channels, spec=spec,
+                multiple_of=m.multiple_of, min_size=m.min_size, device=device, dtype=dtype,
+                progress=ctx.tile_progress,
+            )
+            outs.append(y.transpose(1, 2, 0))
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+        out = np.concatenate(outs, axis=2) if cin == 1 else outs[0]
+        if cin == 3 and c == 1:
+            out = out.mean(axis=2, keepdims=True)
+        return out
+
+    def __call__(self, image: Image, ctx: Context) -> Image:
+        self.prepare()
+        px, back, enc = self._encode(image)
+        y = self._run(px, ctx)
+        if self.model.info.output_range != "unbounded":
+            y = np.clip(y, 0.0, 1.0)
+        y = back(y)
+        if image.alpha is not None:
+            s = self.model.scale
+            a = image.alpha
+            if self.opts.alpha == "model" and self.model.input_channels == 3:
+                a_up = self._run(np.repeat(a, 3, axis=2), ctx).mean(axis=2, keepdims=True)
+            elif s == 1:
+                a_up = a
+            else:
+                a_up = cv2.resize(a[:, :, 0], (a.shape[1] * s, a.shape[0] * s), interpolation=cv2.INTER_LANCZOS4)[:, :, None]
+            y = np.concatenate([y, np.clip(a_up, 0, 1)], axis=2)
+        return image.with_pixels(y, enc)
+
+
+_FILTERS = {
+    "lanczos": cv2.INTER_LANCZOS4,
+    "bicubic": cv2.INTER_CUBIC,
+    "bilinear": cv2.INTER_LINEAR,
+    "area": cv2.INTER_AREA,
+    "nearest": cv2.INTER_NEAREST,
+}
+
+
+class ResizeStage(Stage):
+    """Resize (OpenCV); in linear light by default, alpha premultiplied while filtering."""
+
+    kind = "resize"
+
+    def __init__(self, opts: schema.ResizeOptions):
+        self.opts = opts
+
+    def __call__(self, image: Image, ctx: Context) -> Image:
+        o = self.opts
+        h, w = image.height, image.width
+        if o.scale is not None:
+            nw, nh = max(1, round(w * o.scale)), max(1, round(h * o.scale))
+        else:
+            nw = o.width or max(1, round(w * o.height / h))
+            nh = o.height or max(1, round(h * o.width / w))
+        px = image.pixels.copy()
+        c = min(3, px.shape[2])
+        srgb = image.encoding.transfer == "srgb" and o.linear
+        if srgb:
+            px[..., :c] = color.srgb_to_linear(px[..., :c])
+        if image.has_alpha:
+            px[..., :3] *= px[..., 3:4]
+        out = cv2.resize(px, (nw, nh), interpolation=_FILTERS[o.filter])
+        if out.ndim == 2:
+            out = out[:, :, None]
+        if image.has_alpha:
+            a = np.clip(out[..., 3:4], 0, 1)
+            out[..., :3] = np.where(a > 1e-6, out[..., :3] / np.maximum(a, 1e-6), 0.0)
+            out[..., 3:4] = a
+        if srgb:
+            out[..., :c] = color.linear_to_srgb(out[..., :c])
+        if image.encoding.referred == "display":
+            out = np.clip(out, 0, 1)
+        return image.with_pixels(out)
+
+
+class ConvertStage(Stage):
+    kind = "convert"
+
+    def __init__(self, opts: schema.ConvertOptions):
+        self.opts = opts
+
+    def __call__(self, image: Image, ctx: Context) -> Image:
+        e = image.encoding
+        return color.convert(image, Encoding(self.opts.transfer or e.transfer, self.opts.primaries or e.primaries, e.referred))
+
+
+class ExposureStage(Stage):
+    kind = "exposure"
+
+    def __init__(self, opts: schema.ExposureOptions):
+        self.opts = opts
+
+    def __call__(self, image: Image, ctx: Context) -> Image:
+        e = image.encoding
+        lin = color.convert(image, Encoding("linear", e.primaries, e.referred)) if e.transfer != "linear" else image
+        out = color.apply_exposure(lin, self.opts.ev)
+        return color.convert(out, e) if e.transfer != "linear" else out
+
+
+def output_path(template: str, out_dir: Path, fields: dict) -> Path:
+    """Expand a write template and make sure the result stays inside ``out_dir``.
+
+    Raises:
+        OutputError: unknown field, or a path that leaves the output folder.
+    """
+    try:
+        rel = template.format(**fields)
+    except (KeyError, IndexError, ValueError) as e:
+        raise OutputError(template, f"bad path template field {e}") from None
+    out_dir = Path(out_dir)
+    p = (out_dir / rel).resolve()
+    root = out_dir.resolve()
+    if Path(rel).is_absolute() or ".." in Path(rel).parts or (p != root and root not in p.parents):
+        raise OutputError(rel, "output path leaves the output folder; refused")
+    return out_dir / rel
+
+
+class WriteStage(Stage):
+    """Write the current image (atomically) under the output folder."""
+
+    kind = "write"
+
+    def __init__(self, opts: schema.WriteOptions):
+        self.opts = opts
+
+    def path_for(self, ctx: Context) -> Path:
+        if ctx.out_dir is None:
+            raise OutputError(self.opts.path, "no output folder given")
+        return output_path(self.opts.path, ctx.out_dir, ctx.fields)
+
+    def __call__(self, image: Image, ctx: Context) -> Image:
+        if ctx.out_dir is None:  # in-memory use (Python API): writing is skipped
+            return image
+        p = self.path_for(ctx)
+        o = self.opts
+        write(image, p, bit_depth=o.bit_depth, dtype=o.dtype, compression=o.compression, quality=o.quality)
+        ctx.outputs.append(p)
+        return image
+
+
+_BUILDERS = {
+    schema.DevelopStep: lambda s: DevelopStage(s.develop),
+    schema.ModelStep: lambda s: ModelStage(s.model),
+    schema.ResizeStep: lambda s: ResizeStage(s.resize),
+    schema.ConvertStep: lambda s: ConvertStage(s.convert),
+    schema.ExposureStep: lambda s: ExposureStage(s.exposure),
+    schema.WriteStep: lambda s: WriteStage(s.write),
+}
+
+
+def build_stages(spec: schema.PipelineSpec) -> list[Stage]:
+    """Stage objects for a validated spec, in order."""
+    return [_BUILDERS[type(s)](s) for s in spec.steps]
