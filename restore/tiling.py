@@ -2,10 +2,14 @@
 
 The image stays on the host.  It is cut into tiles that overlap by
 ``overlap`` input pixels; tiles go to the device in batches; each output tile
-is weighted by a raised-cosine (Hann) ramp across the region it shares with
-each neighbour - complementary ramps that sum to one - and accumulated in
-float32 at output resolution, then divided by the accumulated weight.  Tiles
-at the image border get no ramp on the border side.
+is weighted across the region it shares with each neighbour: zero on the
+outer quarter (a tile's edge pixels lack context), a raised-cosine (Hann)
+ramp over the middle half, one on the inner quarter - complementary weights
+that sum to one - and accumulated in float32 at output resolution, then
+divided by the accumulated weight.  Tiles at the image border get no ramp on
+the border side.  A model whose receptive field (input pixels) is at most a
+quarter of the overlap therefore gives tiled output equal to whole-image
+output.
 
 Size requirements: the image is reflect-padded at its bottom/right edge up to
 the model's ``multiple_of`` and ``minimum`` (exactly what whole-image
@@ -89,6 +93,24 @@ def blend_ramp(n: int) -> np.ndarray:
     return (np.sin(0.5 * np.pi * (i + 0.5) / n) ** 2).astype(np.float32)
 
 
+def _shared_weights(shared: int, scale: int) -> np.ndarray:
+    """Weight of the *later* tile across a region of ``shared`` input pixels (output resolution).
+
+    The first and last quarter of the shared region are hard (0 then 1): a
+    tile's outermost pixels lack context, so they never contribute while the
+    neighbour has pixels with full context there.  The middle half ramps with
+    :func:`blend_ramp`.  The earlier tile gets ``1 - w``.
+    """
+    margin = (shared // 4) * scale
+    n = shared * scale
+    w = np.zeros(n, dtype=np.float32)
+    ramp = n - 2 * margin
+    if ramp > 0:
+        w[margin : margin + ramp] = blend_ramp(ramp)
+    w[margin + max(ramp, 0) :] = 1.0
+    return w
+
+
 def _axis_weights(starts: list[int], tile: int, scale: int) -> list[np.ndarray]:
     """Per-tile 1-D weights at output resolution along one axis."""
     out = []
@@ -96,13 +118,13 @@ def _axis_weights(starts: list[int], tile: int, scale: int) -> list[np.ndarray]:
     for j, s in enumerate(starts):
         w = np.ones(n_out, dtype=np.float32)
         if j > 0:
-            shared = (starts[j - 1] + tile - s) * scale
+            shared = starts[j - 1] + tile - s
             if shared > 0:
-                w[:shared] = blend_ramp(shared)
+                w[: shared * scale] = _shared_weights(shared, scale)
         if j + 1 < len(starts):
-            shared = (s + tile - starts[j + 1]) * scale
+            shared = s + tile - starts[j + 1]
             if shared > 0:
-                w[n_out - shared :] = blend_ramp(shared)[::-1]
+                w[n_out - shared * scale :] = np.minimum(w[n_out - shared * scale :], 1.0 - _shared_weights(shared, scale))
         out.append(w)
     return out
 

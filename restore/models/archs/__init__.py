@@ -15,7 +15,15 @@ from ._base import ArchInfo, info_for, registered
 __all__ = ["ArchInfo", "info_for", "registered", "MODULES"]
 
 #: One module per architecture (family); importing each calls ``_base.register``.
-MODULES: tuple[str, ...] = ()
+MODULES: tuple[str, ...] = (
+    "restormer_base",
+    "drsformer",
+    "histoformer",
+    "hdr_transformer",
+    "sctnet",
+    "rawformer",
+    "rrformer",
+)
 
 
 def _install() -> None:

@@ -1,0 +1,20 @@
+import os
+
+import numpy as np
+import pytest
+import torch
+
+torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(0)
+
+
+@pytest.fixture
+def photo(rng):
+    """A small smooth RGB image (float32, sRGB [0, 1]) with some texture."""
+    y, x = np.mgrid[0:40, 0:48].astype(np.float32)
+    base = np.stack([0.5 + 0.4 * np.sin(x / 7), 0.5 + 0.4 * np.cos(y / 5), (x + y) / 88], axis=-1)
+    return np.clip(base + 0.05 * rng.standard_normal(base.shape), 0, 1).astype(np.float32)

@@ -1,0 +1,54 @@
+import numpy as np
+import pytest
+
+from restore import color
+from restore.image import LINEAR_REC709, SRGB, Encoding, Image
+
+
+def test_srgb_round_trip_and_known_values():
+    x = np.linspace(-0.5, 4, 1001, dtype=np.float32)
+    assert np.allclose(color.srgb_to_linear(color.linear_to_srgb(x)), x, atol=1e-5)
+    assert color.linear_to_srgb(np.float32(0.18)) == pytest.approx(0.4613, abs=1e-3)
+    assert color.srgb_to_linear(np.float32(0.5)) == pytest.approx(0.2140, abs=1e-3)
+
+
+def test_rec709_to_xyz_matches_standard_matrix():
+    m = color.primaries_matrix("rec709", "xyz")
+    assert np.allclose(m[1], [0.2126, 0.7152, 0.0722], atol=1e-3)  # BT.709 luma row
+    back = color.primaries_matrix("xyz", "rec709") @ m
+    assert np.allclose(back, np.eye(3), atol=1e-9)
+
+
+def test_white_maps_to_white_across_white_points():
+    # Bradford adaptation: ACES white in AP0 maps to D65 white in Rec.709
+    m = color.primaries_matrix("ap0", "rec709")
+    assert np.allclose(m @ np.ones(3), np.ones(3), atol=1e-3)
+
+
+def test_hdr_encoding_is_reversible_above_one():
+    x = np.array([0, 0.01, 0.5, 1, 7.5, 100, 1000], np.float32)
+    y = color.hdr_encode(x)
+    assert y.max() < 1 and y.min() >= 0
+    assert np.allclose(color.hdr_decode(y), x, rtol=1e-3, atol=1e-5)
+
+
+def test_convert_refuses_silent_tone_mapping():
+    img = Image(np.full((2, 2, 3), 5.0, np.float32), LINEAR_REC709)
+    with pytest.raises(ValueError, match="tone-mapping"):
+        color.convert(img, SRGB)
+
+
+def test_convert_keeps_alpha_and_changes_primaries():
+    px = np.random.default_rng(1).random((3, 4, 4)).astype(np.float32)
+    img = Image(px, Encoding("linear", "rec709", "scene"))
+    out = color.convert(img, Encoding("linear", "rec2020", "scene"))
+    assert np.array_equal(out.pixels[..., 3], px[..., 3])
+    back = color.convert(out, img.encoding)
+    assert np.allclose(back.pixels, px, atol=1e-5)
+
+
+def test_exposure_needs_linear():
+    img = Image(np.full((1, 1, 3), 0.25, np.float32), LINEAR_REC709)
+    assert color.apply_exposure(img, 2).pixels[0, 0, 0] == pytest.approx(1.0)
+    with pytest.raises(ValueError):
+        color.apply_exposure(Image(np.zeros((1, 1, 3), np.float32), SRGB), 1)

@@ -1,0 +1,110 @@
+import numpy as np
+import pytest
+import torch
+
+from restore.tiling import TileSpec, blend_ramp, plan_axis, resolve_precision, run_tiled
+
+
+@pytest.mark.parametrize("length,tile,overlap", [(100, 32, 8), (33, 32, 8), (32, 32, 0), (7, 32, 8), (257, 64, 16)])
+def test_plan_axis_covers_every_pixel_within_bounds(length, tile, overlap):
+    starts = plan_axis(length, tile, overlap)
+    covered = np.zeros(length, bool)
+    for s in starts:
+        covered[s : s + tile] = True
+        assert s >= 0 and (s + tile <= length or len(starts) == 1)
+    assert covered.all()
+    assert all(b - a <= tile - overlap for a, b in zip(starts, starts[1:]))
+
+
+def test_plan_axis_rejects_bad_overlap():
+    with pytest.raises(ValueError):
+        plan_axis(100, 16, 16)
+
+
+def test_blend_ramps_are_complementary():
+    r = blend_ramp(13)
+    assert np.allclose(r + r[::-1], 1.0, atol=1e-6)
+    assert np.all(np.diff(r) > 0) and r[0] > 0
+
+
+class LocalNet(torch.nn.Module):
+    """Receptive field 7 px (three 3x3 convs) then x`scale` pixel shuffle."""
+
+    def __init__(self, scale=1, cin=3):
+        super().__init__()
+        torch.manual_seed(0)
+        self.scale = scale
+        self.body = torch.nn.Sequential(
+            torch.nn.Conv2d(cin, 8, 3, padding=1), torch.nn.GELU(),
+            torch.nn.Conv2d(8, 8, 3, padding=1), torch.nn.GELU(),
+            torch.nn.Conv2d(8, 3 * scale * scale, 3, padding=1),
+        )
+
+    def forward(self, x):
+        return torch.nn.functional.pixel_shuffle(self.body(x), self.scale)
+
+
+@pytest.mark.parametrize("scale", [1, 2, 3])
+def test_tiled_matches_whole_image_when_overlap_exceeds_receptive_field(scale, rng):
+    img = rng.random((3, 45, 61), dtype=np.float32)
+    net = LocalNet(scale)
+    whole = run_tiled(net, img, scale=scale, spec=TileSpec(tile=0))
+    tiled = run_tiled(net, img, scale=scale, spec=TileSpec(tile=28, overlap=12, batch=3))
+    assert tiled.shape == (3, 45 * scale, 61 * scale)
+    # receptive-field radius 3 <= overlap / 4: tile edges never contribute, so tiling is exact
+    assert np.abs(tiled - whole).max() < 1e-5
+
+
+def test_blending_hides_seams_for_a_context_hungry_model(rng):
+    # a model whose output depends on the tile mean: seams would be visible without blending
+    img = rng.random((3, 64, 64), dtype=np.float32)
+    net = lambda x: x + x.mean(dim=(2, 3), keepdim=True)  # noqa: E731
+    out = run_tiled(net, img, scale=1, spec=TileSpec(tile=32, overlap=16))
+    jump = np.abs(np.diff(out - img, axis=2)).max()  # the added mean varies smoothly
+    assert jump < 0.02
+
+
+def test_size_requirements_and_single_tile_is_whole_image(rng):
+    img = rng.random((3, 13, 21), dtype=np.float32)
+    seen = []
+
+    def net(x):
+        seen.append(tuple(x.shape[-2:]))
+        return x * 2
+
+    out = run_tiled(net, img, scale=1, spec=TileSpec(tile=0), multiple_of=8, min_size=16)
+    assert seen == [(16, 24)] and out.shape == img.shape and np.allclose(out, img * 2)
+
+
+def test_batching_gives_identical_results(rng):
+    img = rng.random((3, 50, 50), dtype=np.float32)
+    net = LocalNet(2)
+    a = run_tiled(net, img, scale=2, spec=TileSpec(tile=20, overlap=6, batch=1))
+    b = run_tiled(net, img, scale=2, spec=TileSpec(tile=20, overlap=6, batch=7))
+    assert np.allclose(a, b, atol=1e-6)
+
+
+def test_progress_reports_every_tile(rng):
+    calls = []
+    run_tiled(lambda x: x, rng.random((1, 40, 40), dtype=np.float32), scale=1, spec=TileSpec(16, 4, 2), progress=lambda d, t: calls.append((d, t)))
+    assert calls[-1][0] == calls[-1][1] == 9
+
+
+def test_precision_rules():
+    cpu = torch.device("cpu")
+    assert resolve_precision("auto", cpu, True, True) == torch.float32
+    assert resolve_precision("bf16", cpu, False, True) == torch.bfloat16
+    with pytest.raises(ValueError):
+        resolve_precision("fp16", cpu, True, True)
+    with pytest.raises(ValueError):
+        resolve_precision("bf16", cpu, True, False)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_tiles_and_auto_precision(rng):
+    img = rng.random((3, 40, 40), dtype=np.float32)
+    net = LocalNet(2).cuda()
+    dt = resolve_precision("auto", torch.device("cuda"), True, True)
+    out = run_tiled(net, img, scale=2, spec=TileSpec(16, 4), device="cuda", dtype=dt)
+    ref = run_tiled(LocalNet(2), img, scale=2, spec=TileSpec(16, 4))
+    assert np.abs(out - ref).max() < 0.05
