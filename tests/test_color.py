@@ -27,9 +27,12 @@ def test_white_maps_to_white_across_white_points():
 
 def test_hdr_encoding_is_reversible_above_one():
     x = np.array([0, 0.01, 0.5, 1, 7.5, 100, 1000], np.float32)
-    y = color.hdr_encode(x)
-    assert y.max() < 1 and y.min() >= 0
-    assert np.allclose(color.hdr_decode(y), x, rtol=1e-3, atol=1e-5)
+    y = color.hdr_encode(x, peak=1000)
+    assert y.max() == pytest.approx(1) and y.min() == 0 and np.all(np.diff(y) > 0)
+    assert np.allclose(color.hdr_decode(y, peak=1000), x, rtol=1e-4, atol=1e-6)
+    # an encoding error of 0.002 is a bounded error relative to max(x, k): relative above k, absolute below
+    err = np.abs(color.hdr_decode(y[1:] + 0.002, 1000) - x[1:])
+    assert np.all(err < 0.05 * np.maximum(x[1:], color.HDR_LOG_K))
 
 
 def test_convert_refuses_silent_tone_mapping():

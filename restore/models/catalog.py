@@ -19,7 +19,7 @@ import yaml
 from ..errors import ModelError
 from .loader import sha256_file
 
-__all__ = ["CatalogEntry", "catalog", "find", "weight_dirs", "resolve"]
+__all__ = ["CatalogEntry", "catalog", "find", "weight_dirs", "resolve", "refresh"]
 
 _REPO_WEIGHTS = Path(__file__).resolve().parents[2] / "weights"
 
@@ -94,6 +94,12 @@ def _load_manifests() -> dict[str, CatalogEntry]:
             kw["extra"] = {k: v for k, v in item.items() if k not in known}
             entries[item["name"]] = CatalogEntry(**kw)
     return entries
+
+
+def refresh() -> None:
+    """Forget cached manifests and verified hashes (after weights or ``RESTORE_WEIGHTS`` change)."""
+    _load_manifests.cache_clear()
+    _VERIFIED.clear()
 
 
 def catalog() -> list[CatalogEntry]:

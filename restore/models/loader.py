@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import importlib
 import json
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -78,7 +79,8 @@ def _rebuild_buffers(sd: dict[str, torch.Tensor], meta: dict[str, str], path: Pa
     try:
         cls = getattr(importlib.import_module(module_name), cls_name)
         kwargs = json.loads(meta.get("restore.rebuild_kwargs", "{}"))
-        with torch.device("cpu"):
+        with torch.device("cpu"), warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="torch.meshgrid")
             ref = cls(**kwargs).state_dict()
     except Exception as e:
         raise ModelError(f"{path}: cannot rebuild dropped buffers with {target}: {e}") from None
@@ -145,7 +147,9 @@ def detect(state_dict: dict[str, torch.Tensor], path: str | Path | None = None):
     from . import archs  # noqa: F401  (registers our architectures)
 
     try:
-        desc = spandrel.MAIN_REGISTRY.load(state_dict)
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="torch.meshgrid")  # spandrel's Swin-family code
+            desc = spandrel.MAIN_REGISTRY.load(state_dict)
     except spandrel.UnsupportedModelError:
         raise ModelError(f"{path or 'state dict'}: architecture not recognised (neither spandrel nor restore knows these keys)") from None
     except Exception as e:

@@ -63,8 +63,9 @@ class ModelOptions(_Strict):
     architecture's own); ``alpha``: how an alpha channel is upscaled
     (``resize`` = Lanczos, ``model`` = through the model as grey);
     ``hdr``: how linear values above 1 are encoded around a model trained on
-    [0, 1] (``auto`` = reversible ``srgb(x/(1+x))`` when the image exceeds 1,
-    ``reinhard`` = always, ``clip`` = clip to [0, 1]).
+    [0, 1] (``auto`` = the reversible peak-normalised log encoding of
+    :func:`restore.color.hdr_encode` when the image exceeds 1, sRGB otherwise;
+    ``log`` = always the log encoding; ``clip`` = clip to [0, 1], then sRGB).
     """
 
     name: str
@@ -74,7 +75,7 @@ class ModelOptions(_Strict):
     precision: Literal["auto", "fp32", "fp16", "bf16"] = "auto"
     device: str = "auto"
     alpha: Literal["resize", "model"] = "resize"
-    hdr: Literal["auto", "reinhard", "clip"] = "auto"
+    hdr: Literal["auto", "log", "clip"] = "auto"
 
     @model_validator(mode="after")
     def _overlap_below_tile(self):

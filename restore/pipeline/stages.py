@@ -108,8 +108,10 @@ class ModelStage(Stage):
         if enc.transfer == "srgb":
             return np.clip(px, 0, 1), lambda y: y, enc
         hdr = self.opts.hdr
-        if hdr == "reinhard" or (hdr == "auto" and float(np.max(px, initial=0.0)) > 1.0):
-            return color.hdr_encode(px), color.hdr_decode, enc
+        peak = float(np.max(px, initial=0.0))
+        if hdr == "log" or (hdr == "auto" and peak > 1.0):
+            peak = max(peak, 1.0)
+            return color.hdr_encode(px, peak), lambda y: color.hdr_decode(y, peak), enc
         return color.linear_to_srgb(np.clip(px, 0, 1)), color.srgb_to_linear, enc
 
     def _run(self, hwc: np.ndarray, ctx: Context) -> np.ndarray:
