@@ -17,7 +17,10 @@ __all__ = ["main", "cli"]
 def _console(stderr: bool = False):
     from rich.console import Console
 
-    return Console(stderr=stderr, highlight=False)
+    con = Console(stderr=stderr, highlight=False)
+    if not con.is_terminal:  # pipes and logs: don't squeeze tables into 80 columns
+        con = Console(stderr=stderr, highlight=False, width=200)
+    return con
 
 
 def _fail(msg: str, code: int = 2) -> None:
@@ -111,14 +114,23 @@ def validate(pipeline: Path, load_models: bool) -> None:
 @cli.command()
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def models(as_json: bool) -> None:
-    """List the model catalogue: name, task, scale, licence, available or not."""
+    """List the model catalogue (name, task, scale, licence, available) and the architectures that load official checkpoints."""
+    from importlib.resources import files
+
+    import yaml
     from rich.table import Table
 
     from .models import catalog
+    from .models.archs import registered
 
     entries = catalog()
+    official = yaml.safe_load(files("restore.models").joinpath("official.yaml").read_text())["architectures"]
+    infos = {k: v.info for k, v in registered().items()}
     if as_json:
-        click.echo(json.dumps([{"name": e.name, "task": e.task, "scale": e.scale, "arch": e.arch, "licence": e.licence, "available": e.available, "file": str(e.path or e.file), "when": e.when} for e in entries], indent=2))
+        click.echo(json.dumps({
+            "catalogue": [{"name": e.name, "task": e.task, "scale": e.scale, "arch": e.arch, "licence": e.licence, "available": e.available, "file": str(e.path or e.file), "when": e.when} for e in entries],
+            "architectures": [{**a, "frames": infos[a["arch"]].frames if a["arch"] in infos else 1} for a in official],
+        }, indent=2))
         return
     t = Table(expand=False)
     for col in ("name", "task", "scale", "arch", "licence", "available"):
@@ -126,7 +138,17 @@ def models(as_json: bool) -> None:
     t.add_column("when to use", overflow="fold")
     for e in entries:
         t.add_row(e.name, e.task, f"x{e.scale}", e.arch, e.licence, "yes" if e.available else f"no ({e.recipe})" if e.recipe else "no", e.when)
-    _console().print(t)
+    con = _console()
+    con.print(t)
+    a = Table(title="Architectures: official checkpoints load by path (bring the file; nothing is downloaded)", expand=False)
+    for col in ("architecture", "task", "frames", "tiles"):
+        a.add_column(col, no_wrap=True)
+    a.add_column("official checkpoints accepted", overflow="fold")
+    for o in official:
+        info = infos.get(o["arch"])
+        tiles = "-" if info is None else ("fixed size" if info.fixed_size else f"overlap {info.overlap}")
+        a.add_row(o["arch"], o["task"], str(info.frames if info else 1), tiles, ", ".join(map(str, o["checkpoints"])))
+    con.print(a)
 
 
 @cli.command()

@@ -42,14 +42,15 @@ class TileSpec:
     """Tiling parameters.
 
     Attributes:
-        tile: Tile edge in input pixels (0 = whole image as one tile).  Rounded
-            down to the model's ``multiple_of``.
+        tile: Tile edge in input pixels (0 = whole image as one tile), or
+            ``(height, width)`` for rectangular tiles (models with a fixed
+            input size).  Rounded down to the model's ``multiple_of``.
         overlap: Pixels (input resolution) shared by neighbouring tiles; the
             blend ramp spans the shared region.
         batch: Tiles per forward pass.
     """
 
-    tile: int = 256
+    tile: int | tuple[int, int] = 256
     overlap: int = 32
     batch: int = 1
 
@@ -232,12 +233,17 @@ def run_tiled(
     # the padded canvas: what whole-image inference would see
     ph = max(_round_up(h, m), _round_up(max(min_size, 1), m))
     pw = max(_round_up(w, m), _round_up(max(min_size, 1), m))
-    tile = int(spec.tile)
-    if tile <= 0 or (tile >= ph and tile >= pw):
+    tile_h, tile_w = (spec.tile, spec.tile) if isinstance(spec.tile, int) else (int(spec.tile[0]), int(spec.tile[1]))
+    min_m = _round_up(max(min_size, 1), m)
+    if tile_h <= 0 or tile_w <= 0 or (tile_h >= ph and tile_w >= pw):
         th, tw = ph, pw
     else:
-        tile = max(m, (tile // m) * m, _round_up(max(min_size, 1), m))
-        th, tw = min(tile, ph), min(tile, pw)
+        th = min(max(m, (tile_h // m) * m, min_m), ph)
+        tw = min(max(m, (tile_w // m) * m, min_m), pw)
+    if not isinstance(spec.tile, int) and (ph < tile_h or pw < tile_w):
+        # a fixed-size model: the canvas must hold at least one whole tile
+        ph, pw = max(ph, tile_h), max(pw, tile_w)
+        th, tw = tile_h, tile_w
     overlap_y = min(spec.overlap, th - 1) if th < ph else 0
     overlap_x = min(spec.overlap, tw - 1) if tw < pw else 0
     ys = plan_axis(ph, th, overlap_y)

@@ -76,8 +76,11 @@ def test_validate_models_info_eval(tmp_path, batch):
     r = restore_cli("validate", ROOT / "pipelines" / "raw-sr-exr.yaml")
     assert r.returncode == 0 and "valid" in r.stdout
     r = restore_cli("models", "--json")
-    rows = {m["name"]: m for m in json.loads(r.stdout)}
+    data = json.loads(r.stdout)
+    rows = {m["name"]: m for m in data["catalogue"]}
     assert rows["dat-light-x4"]["available"] and rows["dat-light-x4"]["licence"] == "Apache-2.0"
+    archs = {a["arch"]: a for a in data["architectures"]}
+    assert "Rain200H" in archs["DRSformer"]["checkpoints"] and archs["HDRTransformer"]["frames"] == 3
     r = restore_cli("info", "--json", ROOT / "examples" / "coffee_raw.dng")
     info = json.loads(r.stdout)[0]
     assert info["cfa_pattern"] == "RGGB" and info["white_level"] == 16383 and info["encoding"].startswith("linear")

@@ -20,7 +20,7 @@ import yaml
 from safetensors import safe_open
 
 import restore.models
-from restore.models.catalog import _load_manifests
+from restore.models.catalog import refresh
 from restore.models.loader import sha256_file
 from tests.golden import load_golden
 
@@ -138,13 +138,13 @@ def test_rerun_force_and_catalogue(tmp_path: Path, monkeypatch):
 
     # the entry resolves as a catalogue name (sha256 verified by the catalogue)
     monkeypatch.setenv("RESTORE_WEIGHTS", str(out))
-    _load_manifests.cache_clear()
+    refresh()
     try:
         model = restore.models.load_model("drs-x")
         assert model.arch == "DRSformer" and model.source == out / "drs-x.safetensors"
     finally:
         monkeypatch.delenv("RESTORE_WEIGHTS")
-        _load_manifests.cache_clear()
+        refresh()
 
 
 class _NotAllowed:

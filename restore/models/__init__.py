@@ -6,7 +6,7 @@ from pathlib import Path
 
 from ..errors import ModelError
 from .catalog import CatalogEntry, catalog, find, resolve
-from .loader import detect, load_state_dict
+from .loader import detect, load_state_dict, read_hparams
 from .model import RestorationModel
 
 __all__ = ["load_model", "RestorationModel", "catalog", "find", "CatalogEntry", "ModelError"]
@@ -21,7 +21,10 @@ def load_model(name_or_path: str | Path) -> RestorationModel:
         name_or_path: A catalogue name (see ``restore models``) or a path to a
             ``.safetensors`` / ``.pth`` checkpoint of any architecture spandrel
             or :mod:`restore.models.archs` knows.  The architecture is
-            detected from the state dict; nothing needs to be told.
+            detected from the state dict; nothing needs to be told.  The few
+            hyper-parameters no state dict can tell (Rawformer's head count)
+            are read from the checkpoint's metadata or a sidecar JSON
+            (:func:`restore.models.loader.read_hparams`).
 
     Returns:
         :class:`RestorationModel` (float32, CPU, eval mode).
@@ -33,8 +36,8 @@ def load_model(name_or_path: str | Path) -> RestorationModel:
     s = str(name_or_path)
     p = Path(s).expanduser()
     if p.suffix.lower() in _CHECKPOINT_SUFFIXES or p.exists():
-        sd, _ = load_state_dict(p)
-        return RestorationModel.from_descriptor(detect(sd, p), name=str(p), source=p)
+        sd, meta = load_state_dict(p)
+        return RestorationModel.from_descriptor(detect(sd, p, read_hparams(p, meta)), name=str(p), source=p)
     entry, path = resolve(s)
-    sd, _ = load_state_dict(path)
-    return RestorationModel.from_descriptor(detect(sd, path), name=entry.name, source=path)
+    sd, meta = load_state_dict(path)
+    return RestorationModel.from_descriptor(detect(sd, path, read_hparams(path, meta)), name=entry.name, source=path)

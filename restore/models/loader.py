@@ -28,7 +28,7 @@ import torch
 
 from ..errors import ModelError
 
-__all__ = ["load_state_dict", "unwrap_checkpoint", "detect", "sha256_file"]
+__all__ = ["load_state_dict", "unwrap_checkpoint", "detect", "read_hparams", "sha256_file"]
 
 _REBUILD_ALLOWED = ("spandrel.architectures.", "restore.models.archs.")
 _WRAPPER_KEYS = ("params_ema", "params-ema", "params", "state_dict", "model_state_dict", "icnn", "model", "net", "netG", "generator")
@@ -133,8 +133,40 @@ def load_state_dict(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str
     return sd, meta
 
 
-def detect(state_dict: dict[str, torch.Tensor], path: str | Path | None = None):
+def read_hparams(path: str | Path, meta: dict[str, str]) -> dict[str, Any]:
+    """Hyper-parameters shipped with a checkpoint (see :mod:`restore.models.archs._base`).
+
+    Looks at the safetensors metadata ``restore.hparams`` (JSON), then at a
+    sidecar ``<checkpoint>.json`` or ``config.json`` in the same folder (its
+    ``kwargs`` mapping if present, else its top level).  Unreadable sidecars
+    are ignored.
+    """
+    if meta.get("restore.hparams"):
+        try:
+            return dict(json.loads(meta["restore.hparams"]))
+        except (ValueError, TypeError):
+            raise ModelError(f"{path}: invalid restore.hparams metadata") from None
+    p = Path(path)
+    for side in (p.with_suffix(".json"), p.parent / "config.json"):
+        if side.is_file():
+            try:
+                data = json.loads(side.read_text())
+            except (OSError, ValueError):
+                continue
+            if isinstance(data, dict):
+                kw = data.get("kwargs", data)
+                return dict(kw) if isinstance(kw, dict) else {}
+    return {}
+
+
+def detect(state_dict: dict[str, torch.Tensor], path: str | Path | None = None, hparams: dict[str, Any] | None = None):
     """Detect the architecture of a state dict and build the model.
+
+    Args:
+        state_dict: Canonical state dict (see :func:`unwrap_checkpoint`).
+        path: Named in errors.
+        hparams: Hyper-parameters the weights cannot tell, for architectures
+            that define ``load_with`` (see :func:`read_hparams`).
 
     Returns:
         A spandrel ``ModelDescriptor`` (model in eval mode, float32, CPU).
@@ -150,6 +182,8 @@ def detect(state_dict: dict[str, torch.Tensor], path: str | Path | None = None):
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="torch.meshgrid")  # spandrel's Swin-family code
             desc = spandrel.MAIN_REGISTRY.load(state_dict)
+            if hparams and hasattr(desc.architecture, "load_with"):
+                desc = desc.architecture.load_with(state_dict, hparams)
     except spandrel.UnsupportedModelError:
         raise ModelError(f"{path or 'state dict'}: architecture not recognised (neither spandrel nor restore knows these keys)") from None
     except Exception as e:

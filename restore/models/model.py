@@ -49,7 +49,21 @@ class RestorationModel:
 
     @property
     def module(self) -> torch.nn.Module:
+        """The ``nn.Module`` (official forward signature), eval mode."""
         return self.descriptor.model
+
+    @property
+    def model(self) -> torch.nn.Module:
+        """Alias of :attr:`module`: ``m.model(*inputs)`` calls the network as the official code does."""
+        return self.descriptor.model
+
+    @property
+    def fixed_size(self) -> tuple[int, int] | None:
+        """(H, W) the network only runs at (Rawformer's positional grid), else None."""
+        if not self.info.fixed_size:
+            return None
+        shape = getattr(self.module, "image_shape", None) or getattr(self.module, "input_shape", None)
+        return (int(shape[-2]), int(shape[-1])) if shape is not None else None
 
     @property
     def arch(self) -> str:

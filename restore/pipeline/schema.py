@@ -76,6 +76,7 @@ class ModelOptions(_Strict):
     device: str = "auto"
     alpha: Literal["resize", "model"] = "resize"
     hdr: Literal["auto", "log", "clip"] = "auto"
+    vgg19: str | None = None  # ImageNet VGG19 weights (path) for models with a VGG hypercolumn input (RRFormer)
 
     @model_validator(mode="after")
     def _overlap_below_tile(self):

@@ -76,16 +76,31 @@ class ModelStage(Stage):
     def __init__(self, opts: schema.ModelOptions):
         self.opts = opts
         self.model = None
+        self.vgg = None
 
     def prepare(self) -> None:
         if self.model is None:
             from ..models import load_model
 
-            self.model = load_model(self.opts.name)
-            if self.model.info.frames != 1:
-                raise RestoreError(f"model {self.opts.name!r} takes {self.model.info.frames} frames; use it in a merge step")
-            if self.model.info.extra_inputs:
-                raise RestoreError(f"model {self.opts.name!r} needs {', '.join(self.model.info.extra_inputs)}, which the model step cannot provide yet")
+            model = load_model(self.opts.name)
+            if model.info.frames != 1:
+                raise RestoreError(f"model {self.opts.name!r} takes {model.info.frames} frames; use it in a merge step")
+            extra = set(model.info.extra_inputs)
+            if extra - {"vgg19-hypercolumn"}:
+                raise RestoreError(f"model {self.opts.name!r} needs {', '.join(extra)}, which the model step cannot provide")
+            if "vgg19-hypercolumn" in extra:
+                if not self.opts.vgg19:
+                    raise RestoreError(
+                        f"model {self.opts.name!r} takes a VGG19 hypercolumn: set `vgg19:` in the model step to the path of "
+                        "torchvision's ImageNet VGG19 weights (.pth/.safetensors); restore never downloads them"
+                    )
+                from ..models.archs.rrformer import MissingVGG19Error, _resolve_vgg
+
+                try:
+                    self.vgg = _resolve_vgg(self.opts.vgg19)
+                except (MissingVGG19Error, ValueError, RuntimeError, OSError) as e:
+                    raise RestoreError(f"{self.opts.vgg19}: cannot use as VGG19 weights: {str(e).splitlines()[0]}") from None
+            self.model = model
 
     # -- colour handling -------------------------------------------------
     def _encode(self, image: Image) -> tuple[np.ndarray, Callable[[np.ndarray], np.ndarray], Encoding]:
@@ -125,11 +140,23 @@ class ModelStage(Stage):
         module = m.module.to(device)
         overlap = self.opts.overlap if self.opts.overlap is not None else m.info.overlap
         tile = self.opts.tile
-        if tile and overlap * 2 >= tile:
+        if m.fixed_size:  # the network runs only at its native size: tiles of exactly that size
+            tile = m.fixed_size
+            overlap = min(overlap, min(tile) // 2 - 1)
+        elif tile and overlap * 2 >= tile:
             overlap = max(0, tile // 2 - 1)
         spec = TileSpec(tile=tile, overlap=overlap, batch=self.opts.batch)
         c = hwc.shape[2]
         cin = m.input_channels
+        base_forward = module
+        if self.vgg is not None:  # RRFormer: the network sees cat(image, VGG19 hypercolumn)
+            from ..models.archs.rrformer import build_hypercolumn_input
+
+            vgg = self.vgg.to(device)
+            cin = 3
+
+            def base_forward(x, _module=module, _vgg=vgg):
+                return _module(build_hypercolumn_input(x, _vgg))
         outs = []
         if cin == c:
             groups = [hwc]
@@ -142,11 +169,8 @@ class ModelStage(Stage):
         for g in groups:
             chw = np.ascontiguousarray(g.transpose(2, 0, 1))
 
-            def forward(x, _module=module):
-                return _module(x)
-
             y = run_tiled(
-                forward, chw, scale=m.scale, out_channels=m.output_channels, spec=spec,
+                base_forward, chw, scale=m.scale, out_channels=m.output_channels, spec=spec,
                 multiple_of=m.multiple_of, min_size=m.min_size, device=device, dtype=dtype,
                 progress=ctx.tile_progress,
             )

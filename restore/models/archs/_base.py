@@ -14,6 +14,14 @@ package.  Every file defines
 
 :mod:`restore.models.archs` imports every file and adds the architectures to
 ``spandrel.MAIN_REGISTRY`` so ``restore.load_model(path)`` needs no hint.
+
+Hyper-parameters the weights cannot tell (Rawformer's ViT head count: the
+attention projections have the same shapes for any head count) may come with
+the checkpoint: an architecture that has such parameters defines
+``load_with(state_dict, hparams: Mapping) -> descriptor``, and the loader
+passes it the ``restore.hparams`` JSON of a safetensors file's metadata or a
+sidecar JSON (``<checkpoint>.json`` or ``config.json`` beside it; its
+``kwargs`` mapping, else its top level).
 """
 
 from __future__ import annotations

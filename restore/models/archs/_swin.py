@@ -1,11 +1,12 @@
-"""Shared Swin window-attention pieces for the SwinIR-lineage HDR models.
+"""Shared Swin window-attention pieces for the SwinIR-lineage models.
 
 Both HDR-Transformer (Liu et al., "Ghost-free High Dynamic Range Imaging with
 Context-aware Transformer", ECCV 2022) and SCTNet (Tel et al., "Alignment-free
 HDR Deghosting with Semantics Consistent Transformer", ICCV 2023) build on the
 residual Swin blocks of SwinIR (Liang et al., ICCVW 2021), which in turn follow
-Swin Transformer (Liu et al., ICCV 2021).  This module holds the pieces they
-share, written from those papers; the sub-module attribute names (``norm1``,
+Swin Transformer (Liu et al., ICCV 2021); so does the SwinIR sub-module of
+RRFormer's DRNet (:mod:`restore.models.archs.rrformer`).  This module holds the
+pieces they share, written from those papers; the sub-module attribute names (``norm1``,
 ``attn.qkv``, ``attn.relative_position_bias_table``, ``mlp.fc1`` ...) and the
 persistent buffers (``attn.relative_position_index``, ``attn_mask``) match the
 official implementations so their checkpoints load with ``strict=True``.
@@ -62,6 +63,9 @@ __all__ = [
     "BasicLayer",
     "PatchEmbed",
     "PatchUnEmbed",
+    "RSTB",
+    "resi_conv",
+    "init_swin_weights",
     "split_frames",
     "infer_swin_stages",
 ]
@@ -586,6 +590,113 @@ class PatchUnEmbed(nn.Module):
     def forward(self, x: torch.Tensor, x_size: tuple[int, int]) -> torch.Tensor:
         b = x.shape[0]
         return x.transpose(1, 2).reshape(b, self.embed_dim, x_size[0], x_size[1])
+
+
+def resi_conv(resi_connection: str, dim: int, dilation: int = 1) -> nn.Module:
+    """SwinIR's convolution after a residual group (``RSTB.conv``, ``conv_after_body``).
+
+    ``'1conv'``: one 3x3 conv ``dim -> dim`` (key ``weight``/``bias``);
+    ``'3conv'``: 3x3 ``dim -> dim/4``, LeakyReLU(0.2), 1x1, LeakyReLU(0.2),
+    3x3 ``-> dim`` (keys ``0``, ``2``, ``4``).  ``dilation`` applies to the 3x3
+    convs (padding = dilation keeps the size), as in HDR-Transformer's
+    ``dilated_conv``.  Maps ``(B, dim, H, W)`` to the same shape.
+
+    Raises:
+        ValueError: for another ``resi_connection``.
+    """
+    d = int(dilation)
+    if resi_connection == "1conv":
+        return nn.Conv2d(dim, dim, 3, 1, d, dilation=d)
+    if resi_connection == "3conv":
+        return nn.Sequential(
+            nn.Conv2d(dim, dim // 4, 3, 1, d, dilation=d),
+            nn.LeakyReLU(negative_slope=0.2, inplace=True),
+            nn.Conv2d(dim // 4, dim // 4, 1, 1, 0),
+            nn.LeakyReLU(negative_slope=0.2, inplace=True),
+            nn.Conv2d(dim // 4, dim, 3, 1, d, dilation=d),
+        )
+    raise ValueError(f"resi_connection must be '1conv' or '3conv', got {resi_connection!r}")
+
+
+def init_swin_weights(m: nn.Module) -> None:
+    """SwinIR's ``_init_weights`` (use with ``module.apply``).
+
+    ``nn.Linear``: weight ~ truncated N(0, 0.02^2), bias 0; ``nn.LayerNorm``:
+    weight 1, bias 0; other modules untouched.  Only matters for fresh
+    models: loading a checkpoint overwrites every parameter.
+    """
+    if isinstance(m, nn.Linear):
+        nn.init.trunc_normal_(m.weight, std=0.02)
+        if m.bias is not None:
+            nn.init.constant_(m.bias, 0)
+    elif isinstance(m, nn.LayerNorm):
+        nn.init.constant_(m.bias, 0)
+        nn.init.constant_(m.weight, 1.0)
+
+
+class RSTB(nn.Module):
+    """Residual Swin Transformer Block of SwinIR (Liang et al., ICCVW 2021).
+
+    ``tokens(conv(image(residual_group(x)))) + x`` with ``residual_group`` a
+    :class:`BasicLayer` of ``depth`` (shifted-)window blocks and ``conv`` from
+    :func:`resi_conv`.  Keys: ``residual_group.blocks.{i}.*``, ``conv.*``
+    (``patch_embed`` / ``patch_unembed`` have none).  Constructor keywords
+    and their order are SwinIR's.
+
+    Shapes: tokens ``(B, H*W, dim)`` with ``x_size = (H, W)`` (multiples of
+    the window) in and out.
+
+    Raises:
+        ValueError: ``downsample`` given (SwinIR stages never downsample) or
+            an unknown ``resi_connection``.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        input_resolution: tuple[int, int],
+        depth: int,
+        num_heads: int,
+        window_size: int,
+        mlp_ratio: float = 4.0,
+        qkv_bias: bool = True,
+        qk_scale: float | None = None,
+        drop: float = 0.0,
+        attn_drop: float = 0.0,
+        drop_path: float | list[float] = 0.0,
+        norm_layer: Callable[[int], nn.Module] = nn.LayerNorm,
+        downsample: None = None,
+        use_checkpoint: bool = False,
+        img_size: int | tuple[int, int] = 224,
+        patch_size: int | tuple[int, int] = 4,
+        resi_connection: str = "1conv",
+    ) -> None:
+        super().__init__()
+        if downsample is not None:
+            raise ValueError("RSTB has no downsampling")
+        self.dim = dim
+        self.input_resolution = input_resolution
+        self.residual_group = BasicLayer(
+            dim=dim,
+            input_resolution=input_resolution,
+            depth=depth,
+            num_heads=num_heads,
+            window_size=window_size,
+            mlp_ratio=mlp_ratio,
+            qkv_bias=qkv_bias,
+            qk_scale=qk_scale,
+            drop=drop,
+            attn_drop=attn_drop,
+            drop_path=drop_path,
+            norm_layer=norm_layer,
+            use_checkpoint=use_checkpoint,
+        )
+        self.conv = resi_conv(resi_connection, dim)
+        self.patch_embed = PatchEmbed(img_size=img_size, patch_size=patch_size, in_chans=0, embed_dim=dim)
+        self.patch_unembed = PatchUnEmbed(img_size=img_size, patch_size=patch_size, in_chans=0, embed_dim=dim)
+
+    def forward(self, x: torch.Tensor, x_size: tuple[int, int]) -> torch.Tensor:
+        return self.patch_embed(self.conv(self.patch_unembed(self.residual_group(x, x_size), x_size))) + x
 
 
 def split_frames(

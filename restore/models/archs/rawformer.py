@@ -908,6 +908,13 @@ class RawformerArch(Architecture[ViTRawNetGenerator]):
         """Infer the kwargs (:func:`infer_params`), build, strict-load; raises ValueError/RuntimeError on mismatch."""
         return _descriptor(self, state_dict)
 
+    #: Constructor kwargs that the state dict cannot tell; taken from checkpoint hparams when given.
+    HPARAMS = ("n_heads", "rawnet_token_size", "rawnet_num_heads", "activ", "activ_output", "modnet_activ", "modnet_demod")
+
+    def load_with(self, state_dict: StateDict, hparams: Mapping[str, Any]) -> ImageModelDescriptor[ViTRawNetGenerator]:
+        """:meth:`load` with the non-recoverable kwargs in :attr:`HPARAMS` taken from ``hparams``."""
+        return _descriptor(self, state_dict, **{k: hparams[k] for k in self.HPARAMS if k in hparams})
+
 
 def load_rawformer(state_dict: StateDict, **overrides: Any) -> ImageModelDescriptor[ViTRawNetGenerator]:
     """Like ``RawformerArch.load`` but with values for the non-recoverable kwargs

@@ -51,6 +51,7 @@ from spandrel.util import KeyCondition, get_seq_len
 from torch import Tensor, nn
 
 from restore.models.archs._base import ArchInfo, register
+from restore.models.archs._swin import RSTB, PatchEmbed, PatchUnEmbed, init_swin_weights, resi_conv
 
 __all__ = [
     "SwinIR",
@@ -101,271 +102,11 @@ HYPERCOLUMN_CHANNELS = 1472
 
 
 # --------------------------------------------------------------------------------------
-# SwinIR sub-module (network_uhderrnet variant: no conv_first, identity forward)
+# SwinIR sub-module (network_uhderrnet variant: no conv_first, identity forward).
+# The Swin pieces (RSTB, window attention, masks, patch (un)embedding, init) are
+# SwinIR's, shared with HDR-Transformer / SCTNet in restore.models.archs._swin:
+# same state-dict keys and the same numerics.
 # --------------------------------------------------------------------------------------
-
-
-def _pair(v: int | Sequence[int]) -> tuple[int, int]:
-    if isinstance(v, Sequence):
-        return int(v[0]), int(v[1])
-    return int(v), int(v)
-
-
-class _DropPath(nn.Module):
-    """Stochastic depth (training only; identity in eval)."""
-
-    def __init__(self, p: float) -> None:
-        super().__init__()
-        self.p = p
-
-    def forward(self, x: Tensor) -> Tensor:
-        if not self.training or self.p == 0.0:
-            return x
-        keep = 1.0 - self.p
-        mask = x.new_empty((x.shape[0],) + (1,) * (x.ndim - 1)).bernoulli_(keep)
-        return x * mask / keep
-
-
-class Mlp(nn.Module):
-    """``fc1 -> GELU -> fc2`` on (..., in_features)."""
-
-    def __init__(self, in_features: int, hidden_features: int | None = None, out_features: int | None = None,
-                 act_layer: type[nn.Module] = nn.GELU, drop: float = 0.0) -> None:
-        super().__init__()
-        hidden_features = hidden_features or in_features
-        out_features = out_features or in_features
-        self.fc1 = nn.Linear(in_features, hidden_features)
-        self.act = act_layer()
-        self.fc2 = nn.Linear(hidden_features, out_features)
-        self.drop = nn.Dropout(drop)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.drop(self.fc2(self.drop(self.act(self.fc1(x)))))
-
-
-def _windows(x: Tensor, ws: int) -> Tensor:
-    """(B, H, W, C) -> (B * nW, ws*ws, C)."""
-    b, h, w, c = x.shape
-    x = x.reshape(b, h // ws, ws, w // ws, ws, c).permute(0, 1, 3, 2, 4, 5)
-    return x.reshape(-1, ws * ws, c)
-
-
-def _unwindows(win: Tensor, ws: int, h: int, w: int) -> Tensor:
-    """(B * nW, ws*ws, C) -> (B, H, W, C)."""
-    c = win.shape[-1]
-    x = win.reshape(-1, h // ws, w // ws, ws, ws, c).permute(0, 1, 3, 2, 4, 5)
-    return x.reshape(-1, h, w, c)
-
-
-def _relative_position_index(wh: int, ww: int) -> Tensor:
-    """(wh*ww, wh*ww) int64 index into the (2wh-1)(2ww-1) relative-bias table."""
-    ys, xs = torch.meshgrid(torch.arange(wh), torch.arange(ww), indexing="ij")
-    coords = torch.stack([ys.flatten(), xs.flatten()])  # (2, N)
-    rel = (coords[:, :, None] - coords[:, None, :]).permute(1, 2, 0)  # (N, N, 2)
-    return (rel[..., 0] + wh - 1) * (2 * ww - 1) + (rel[..., 1] + ww - 1)
-
-
-def _shift_mask(h: int, w: int, ws: int, shift: int) -> Tensor:
-    """(nW, ws*ws, ws*ws) float mask: 0 within a shifted region, -100 across regions."""
-    region = torch.zeros((1, h, w, 1))
-    cuts = (slice(0, -ws), slice(-ws, -shift), slice(-shift, None))
-    label = 0
-    for hs in cuts:
-        for wsl in cuts:
-            region[:, hs, wsl, :] = label
-            label += 1
-    ids = _windows(region, ws).squeeze(-1)  # (nW, ws*ws)
-    diff = ids.unsqueeze(1) - ids.unsqueeze(2)
-    return diff.masked_fill(diff != 0, -100.0).masked_fill(diff == 0, 0.0)
-
-
-class WindowAttention(nn.Module):
-    """Window multi-head self-attention with a learned relative position bias.
-
-    Shapes: (B * nW, N, dim) with N = Wh*Ww, optional mask (nW, N, N) -> same.
-    """
-
-    def __init__(self, dim: int, window_size: tuple[int, int], num_heads: int, qkv_bias: bool = True,
-                 qk_scale: float | None = None, attn_drop: float = 0.0, proj_drop: float = 0.0) -> None:
-        super().__init__()
-        self.dim = dim
-        self.window_size = window_size
-        self.num_heads = num_heads
-        self.scale = qk_scale or (dim // num_heads) ** -0.5
-        wh, ww = window_size
-        self.relative_position_bias_table = nn.Parameter(torch.zeros((2 * wh - 1) * (2 * ww - 1), num_heads))
-        self.register_buffer("relative_position_index", _relative_position_index(wh, ww))
-        self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
-        self.attn_drop = nn.Dropout(attn_drop)
-        self.proj = nn.Linear(dim, dim)
-        self.proj_drop = nn.Dropout(proj_drop)
-        nn.init.trunc_normal_(self.relative_position_bias_table, std=0.02)
-
-    def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
-        b_, n, c = x.shape
-        qkv = self.qkv(x).reshape(b_, n, 3, self.num_heads, c // self.num_heads).permute(2, 0, 3, 1, 4)
-        q, k, v = qkv[0], qkv[1], qkv[2]
-        attn = (q * self.scale) @ k.transpose(-2, -1)
-        bias = self.relative_position_bias_table[self.relative_position_index.reshape(-1)]
-        attn = attn + bias.reshape(n, n, -1).permute(2, 0, 1).unsqueeze(0)
-        if mask is not None:
-            nw = mask.shape[0]
-            attn = attn.reshape(b_ // nw, nw, self.num_heads, n, n) + mask[None, :, None]
-            attn = attn.reshape(-1, self.num_heads, n, n)
-        attn = self.attn_drop(attn.softmax(dim=-1))
-        x = (attn @ v).transpose(1, 2).reshape(b_, n, c)
-        return self.proj_drop(self.proj(x))
-
-
-class SwinTransformerBlock(nn.Module):
-    """(Shifted-)window transformer block; (B, H*W, dim) with ``x_size=(H, W)`` -> same.
-
-    Odd blocks (``shift_size > 0``) keep the mask for ``input_resolution`` as the
-    persistent buffer ``attn_mask`` and recompute it for other sizes.
-    """
-
-    def __init__(self, dim: int, input_resolution: tuple[int, int], num_heads: int, window_size: int = 7,
-                 shift_size: int = 0, mlp_ratio: float = 4.0, qkv_bias: bool = True,
-                 qk_scale: float | None = None, drop: float = 0.0, attn_drop: float = 0.0,
-                 drop_path: float = 0.0, act_layer: type[nn.Module] = nn.GELU,
-                 norm_layer: Callable[[int], nn.Module] = nn.LayerNorm) -> None:
-        super().__init__()
-        self.dim = dim
-        self.input_resolution = tuple(input_resolution)
-        self.num_heads = num_heads
-        self.window_size = window_size
-        self.shift_size = shift_size
-        self.mlp_ratio = mlp_ratio
-        if min(self.input_resolution) <= self.window_size:
-            self.shift_size = 0
-            self.window_size = min(self.input_resolution)
-        if not 0 <= self.shift_size < self.window_size:
-            raise ValueError("shift_size must be in [0, window_size)")
-        self.norm1 = norm_layer(dim)
-        self.attn = WindowAttention(dim, _pair(self.window_size), num_heads, qkv_bias, qk_scale, attn_drop, drop)
-        self.drop_path = _DropPath(drop_path) if drop_path > 0.0 else nn.Identity()
-        self.norm2 = norm_layer(dim)
-        self.mlp = Mlp(dim, int(dim * mlp_ratio), act_layer=act_layer, drop=drop)
-        mask = self.calculate_mask(self.input_resolution) if self.shift_size > 0 else None
-        self.register_buffer("attn_mask", mask)
-
-    def calculate_mask(self, x_size: Sequence[int]) -> Tensor:
-        """(nW, ws*ws, ws*ws) shifted-window mask for an (H, W) token grid."""
-        h, w = x_size
-        return _shift_mask(h, w, self.window_size, self.shift_size)
-
-    def forward(self, x: Tensor, x_size: tuple[int, int]) -> Tensor:
-        h, w = x_size
-        b, _, c = x.shape
-        shortcut = x
-        x = self.norm1(x).reshape(b, h, w, c)
-        if self.shift_size > 0:
-            x = torch.roll(x, shifts=(-self.shift_size, -self.shift_size), dims=(1, 2))
-        mask = None
-        if self.shift_size > 0:
-            same = tuple(x_size) == self.input_resolution
-            mask = self.attn_mask if same else self.calculate_mask(x_size).to(x.device)
-        x = _unwindows(self.attn(_windows(x, self.window_size), mask=mask), self.window_size, h, w)
-        if self.shift_size > 0:
-            x = torch.roll(x, shifts=(self.shift_size, self.shift_size), dims=(1, 2))
-        x = shortcut + self.drop_path(x.reshape(b, h * w, c))
-        return x + self.drop_path(self.mlp(self.norm2(x)))
-
-
-class BasicLayer(nn.Module):
-    """``depth`` Swin blocks alternating plain and shifted windows (``blocks`` ModuleList)."""
-
-    def __init__(self, dim: int, input_resolution: tuple[int, int], depth: int, num_heads: int, window_size: int,
-                 mlp_ratio: float = 4.0, qkv_bias: bool = True, qk_scale: float | None = None, drop: float = 0.0,
-                 attn_drop: float = 0.0, drop_path: float | Sequence[float] = 0.0,
-                 norm_layer: Callable[[int], nn.Module] = nn.LayerNorm) -> None:
-        super().__init__()
-        self.dim = dim
-        self.input_resolution = input_resolution
-        self.depth = depth
-        self.blocks = nn.ModuleList([
-            SwinTransformerBlock(
-                dim, input_resolution, num_heads, window_size,
-                shift_size=0 if i % 2 == 0 else window_size // 2, mlp_ratio=mlp_ratio, qkv_bias=qkv_bias,
-                qk_scale=qk_scale, drop=drop, attn_drop=attn_drop,
-                drop_path=drop_path[i] if isinstance(drop_path, Sequence) else drop_path, norm_layer=norm_layer,
-            )
-            for i in range(depth)
-        ])
-
-    def forward(self, x: Tensor, x_size: tuple[int, int]) -> Tensor:
-        for blk in self.blocks:
-            x = blk(x, x_size)
-        return x
-
-
-def _tokens_to_image(x: Tensor, x_size: tuple[int, int]) -> Tensor:
-    b, _, c = x.shape
-    return x.transpose(1, 2).reshape(b, c, x_size[0], x_size[1])
-
-
-class PatchEmbed(nn.Module):
-    """(B, C, H, W) -> (B, H*W, C), optional LayerNorm ``norm`` (patch size only sets ``patches_resolution``)."""
-
-    def __init__(self, img_size: int | Sequence[int] = 224, patch_size: int | Sequence[int] = 4, in_chans: int = 3,
-                 embed_dim: int = 96, norm_layer: Callable[[int], nn.Module] | None = None) -> None:
-        super().__init__()
-        img, patch = _pair(img_size), _pair(patch_size)
-        self.img_size, self.patch_size = img, patch
-        self.patches_resolution = [img[0] // patch[0], img[1] // patch[1]]
-        self.num_patches = self.patches_resolution[0] * self.patches_resolution[1]
-        self.in_chans = in_chans
-        self.embed_dim = embed_dim
-        self.norm = norm_layer(embed_dim) if norm_layer is not None else None
-
-    def forward(self, x: Tensor) -> Tensor:
-        x = x.flatten(2).transpose(1, 2)
-        return self.norm(x) if self.norm is not None else x
-
-
-class PatchUnEmbed(nn.Module):
-    """(B, H*W, C) -> (B, C, H, W); no parameters."""
-
-    def __init__(self, img_size: int | Sequence[int] = 224, patch_size: int | Sequence[int] = 4, in_chans: int = 3,
-                 embed_dim: int = 96, norm_layer: Any = None) -> None:
-        super().__init__()
-        self.embed_dim = embed_dim
-
-    def forward(self, x: Tensor, x_size: tuple[int, int]) -> Tensor:
-        return _tokens_to_image(x, x_size)
-
-
-class RSTB(nn.Module):
-    """Residual Swin Transformer Block: ``tokens(conv(image(residual_group(x)))) + x``."""
-
-    def __init__(self, dim: int, input_resolution: tuple[int, int], depth: int, num_heads: int, window_size: int,
-                 mlp_ratio: float = 4.0, qkv_bias: bool = True, qk_scale: float | None = None, drop: float = 0.0,
-                 attn_drop: float = 0.0, drop_path: float | Sequence[float] = 0.0,
-                 norm_layer: Callable[[int], nn.Module] = nn.LayerNorm, img_size: int = 224, patch_size: int = 4,
-                 resi_connection: str = "1conv") -> None:
-        super().__init__()
-        self.dim = dim
-        self.input_resolution = input_resolution
-        self.residual_group = BasicLayer(dim, input_resolution, depth, num_heads, window_size, mlp_ratio, qkv_bias,
-                                         qk_scale, drop, attn_drop, drop_path, norm_layer)
-        self.conv = _resi_conv(resi_connection, dim)
-        self.patch_embed = PatchEmbed(img_size, patch_size, 0, dim, None)
-        self.patch_unembed = PatchUnEmbed(img_size, patch_size, 0, dim, None)
-
-    def forward(self, x: Tensor, x_size: tuple[int, int]) -> Tensor:
-        return self.patch_embed(self.conv(self.patch_unembed(self.residual_group(x, x_size), x_size))) + x
-
-
-def _resi_conv(kind: str, dim: int) -> nn.Module:
-    if kind == "1conv":
-        return nn.Conv2d(dim, dim, 3, 1, 1)
-    if kind == "3conv":
-        return nn.Sequential(
-            nn.Conv2d(dim, dim // 4, 3, 1, 1), nn.LeakyReLU(0.2, inplace=True),
-            nn.Conv2d(dim // 4, dim // 4, 1, 1, 0), nn.LeakyReLU(0.2, inplace=True),
-            nn.Conv2d(dim // 4, dim, 3, 1, 1),
-        )
-    raise ValueError(f"unknown resi_connection {kind!r}")
 
 
 class SwinIR(nn.Module):
@@ -427,22 +168,13 @@ class SwinIR(nn.Module):
             start = sum(depths[:i])
             self.layers.append(RSTB(
                 embed_dim, res, depth, heads, window_size, mlp_ratio, qkv_bias, qk_scale, drop_rate,
-                attn_drop_rate, dpr[start:start + depth], norm_layer, img_size, patch_size, resi_connection,
+                attn_drop_rate, dpr[start:start + depth], norm_layer, img_size=img_size, patch_size=patch_size,
+                resi_connection=resi_connection,
             ))
         self.norm = norm_layer(embed_dim)
-        self.conv_after_body = _resi_conv(resi_connection, embed_dim)
+        self.conv_after_body = resi_conv(resi_connection, embed_dim)
         self.conv_last = nn.Conv2d(embed_dim, in_chans, 3, 1, 1)
-        self.apply(self._init_weights)
-
-    @staticmethod
-    def _init_weights(m: nn.Module) -> None:
-        if isinstance(m, nn.Linear):
-            nn.init.trunc_normal_(m.weight, std=0.02)
-            if m.bias is not None:
-                nn.init.constant_(m.bias, 0)
-        elif isinstance(m, nn.LayerNorm):
-            nn.init.constant_(m.bias, 0)
-            nn.init.constant_(m.weight, 1.0)
+        self.apply(init_swin_weights)
 
     def check_image_size(self, x: Tensor) -> Tensor:
         """Reflect-pad (B, C, H, W) on the bottom/right to a multiple of ``window_size``."""
@@ -872,4 +604,57 @@ ARCH = register(
             "in the released code."
         ),
     ),
+)
+
+
+# --------------------------------------------------------------------------------------
+# the Swin sub-module on its own (checkpoints or fixtures of DRNet's `swinir_block`)
+# --------------------------------------------------------------------------------------
+
+_SWIN_KEYS = KeyCondition.has_all(
+    "norm.weight",
+    "conv_last.weight",
+    "layers.0.residual_group.blocks.0.attn.relative_position_bias_table",
+    "layers.0.residual_group.blocks.0.attn.relative_position_index",
+    KeyCondition.has_any("conv_after_body.weight", "conv_after_body.4.weight"),
+)
+
+
+class RRFormerSwinIRArch(Architecture[SwinIR]):
+    """DRNet's SwinIR sub-module as a standalone state dict (no ``conv_first``, unlike spandrel's SwinIR).
+
+    The module maps DRNet's conv3 features ``(B, embed_dim, H, W)`` to themselves (the released
+    forward is an identity); :meth:`SwinIR.forward_features` / :meth:`SwinIR.forward_residual`
+    evaluate the dead branch for inspection.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(
+            id="RRFormerSwinIR",
+            name="RRFormer Swin block",
+            detect=lambda sd: _SWIN_KEYS(sd) and "conv_first.weight" not in sd and "upsample.0.weight" not in sd,
+        )
+
+    def load(self, state_dict: StateDict) -> ImageModelDescriptor[SwinIR]:
+        kw = _infer_swinir({_SW + k: v for k, v in state_dict.items()})
+        model = SwinIR(**kw)
+        model.load_state_dict(state_dict, strict=True)
+        return ImageModelDescriptor(
+            model, state_dict, architecture=self, purpose="Restoration", tags=[f"{kw['embed_dim']}dim"],
+            supports_half=False, supports_bfloat16=False, scale=1,
+            input_channels=kw["embed_dim"], output_channels=kw["embed_dim"],
+            size_requirements=SizeRequirements(), tiling=ModelTiling.SUPPORTED,
+        )
+
+
+SWIN_ARCH = register(
+    RRFormerSwinIRArch(),
+    ArchInfo(
+        task="reflection-submodule",
+        input_encoding="linear",
+        output_range="unbounded",
+        overlap=0,
+        notes="DRNet's internal Swin block on its own (an identity in the released code); for inspection, not a pipeline stage.",
+    ),
+    before=("SwinIR",),
 )
