@@ -23,6 +23,10 @@ def _console(stderr: bool = False):
     return con
 
 
+#: Architectures whose tiled output differs from whole-image output (benchmarks/arch_tiling.py).
+_GLOBAL = {"Restormer", "DRSformer", "DRSformerNoMEFC", "Histoformer", "SCTNet", "RRFormer"}
+
+
 def _fail(msg: str, code: int = 2) -> None:
     _console(stderr=True).print(f"[bold red]error:[/] {msg}", markup=True, soft_wrap=True)
     sys.exit(code)
@@ -146,7 +150,7 @@ def models(as_json: bool) -> None:
     a.add_column("official checkpoints accepted", overflow="fold")
     for o in official:
         info = infos.get(o["arch"])
-        tiles = "-" if info is None else ("fixed size" if info.fixed_size else f"overlap {info.overlap}")
+        tiles = "-" if info is None else ("fixed size" if info.fixed_size else "whole image (global attention)" if o["arch"] in _GLOBAL else f"overlap {info.overlap}")
         a.add_row(o["arch"], o["task"], str(info.frames if info else 1), tiles, ", ".join(map(str, o["checkpoints"])))
     con.print(a)
 

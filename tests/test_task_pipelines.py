@@ -77,3 +77,14 @@ def test_hdr_models_are_refused_by_the_single_image_model_step(tmp_path):
     torch.save({"epoch": 1, "state_dict": {"module." + k: v for k, v in weights.items()}}, tmp_path / "hdr.pth")
     with pytest.raises(RestoreError, match="takes 3 frames"):
         load_pipeline({"version": 1, "steps": [{"model": {"name": str(tmp_path / "hdr.pth")}}]}).prepare()
+
+
+def test_global_attention_models_run_whole_unless_tile_is_explicit(tmp_path):
+    _, weights, _ = load_golden("restormer")
+    torch.save({"params": dict(weights)}, tmp_path / "r.pth")
+    x = _photo(48, 64)
+    implicit = load_pipeline({"version": 1, "steps": [{"model": {"name": str(tmp_path / "r.pth")}}]})
+    whole = load_pipeline({"version": 1, "steps": [{"model": {"name": str(tmp_path / "r.pth"), "tile": 0}}]})
+    tiled = load_pipeline({"version": 1, "steps": [{"model": {"name": str(tmp_path / "r.pth"), "tile": 32, "overlap": 8}}]})
+    a, b, c = implicit(x), whole(x), tiled(x)
+    assert np.array_equal(a, b) and not np.allclose(b, c, atol=1e-3)

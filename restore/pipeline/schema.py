@@ -59,8 +59,9 @@ class DevelopOptions(_Strict):
 class ModelOptions(_Strict):
     """Run a restoration model tiled.
 
-    ``tile`` 0 = whole image; ``overlap`` in input pixels (default: the
-    architecture's own); ``alpha``: how an alpha channel is upscaled
+    ``tile`` 0 = whole image (default 256; architectures whose descriptor
+    discourages tiling - global attention - run whole unless ``tile`` is set
+    explicitly); ``overlap`` in input pixels (default: the architecture's own); ``alpha``: how an alpha channel is upscaled
     (``resize`` = Lanczos, ``model`` = through the model as grey);
     ``hdr``: how linear values above 1 are encoded around a model trained on
     [0, 1] (``auto`` = the reversible peak-normalised log encoding of

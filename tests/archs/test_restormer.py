@@ -78,7 +78,7 @@ def test_detect_and_load(name):
     assert desc.input_channels == config["kwargs"]["inp_channels"]
     assert desc.output_channels == config["kwargs"]["out_channels"]
     assert desc.size_requirements.multiple_of == 8
-    assert desc.tiling == ModelTiling.SUPPORTED
+    assert desc.tiling == ModelTiling.DISCOURAGED  # global channel attention: tiles change the output (benchmarks/arch_tiling.py)
     assert not desc.supports_half
     with torch.no_grad():
         out = desc.model(*[io[k] for k in config["forward_args"]])

@@ -74,7 +74,7 @@ def test_detect_load_and_prefix(golden):
     _same_kwargs(infer_params(weights), config["kwargs"], [k for k in config["kwargs"] if k != "upsampler"])
     desc = arch.load(dict(weights))
     assert desc.input_channels == 18 and desc.output_channels == 3 and desc.scale == 1
-    assert desc.purpose == "Restoration" and desc.tiling == ModelTiling.SUPPORTED
+    assert desc.purpose == "Restoration" and desc.tiling == ModelTiling.DISCOURAGED  # channel cross-attention is global
     assert desc.size_requirements.multiple_of == config["kwargs"]["window_size"]
     assert not desc.supports_half
     with torch.no_grad():

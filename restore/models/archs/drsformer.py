@@ -520,7 +520,9 @@ class _DRSformerArchBase(Architecture[DRSformer]):
             input_channels=params["inp_channels"],
             output_channels=params["out_channels"],
             size_requirements=SizeRequirements(multiple_of=UNET_MULTIPLE),
-            tiling=ModelTiling.SUPPORTED,
+            # Global attention/pooling: tiles change the output (benchmarks/arch_tiling.py, README table);
+            # the model step runs the whole image unless the pipeline sets a tile explicitly.
+            tiling=ModelTiling.DISCOURAGED,
         )
 
 

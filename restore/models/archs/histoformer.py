@@ -437,7 +437,9 @@ class HistoformerArch(Architecture[Histoformer]):
             input_channels=3,
             output_channels=3,
             size_requirements=SizeRequirements(multiple_of=UNET_MULTIPLE),
-            tiling=ModelTiling.SUPPORTED,
+            # Global attention/pooling: tiles change the output (benchmarks/arch_tiling.py, README table);
+            # the model step runs the whole image unless the pipeline sets a tile explicitly.
+            tiling=ModelTiling.DISCOURAGED,
         )
 
 

@@ -582,7 +582,9 @@ class RRFormerArch(Architecture[DRNet]):
             # kernels floor any size >= 32 exactly as the official whole-image test does, so padding to
             # a multiple of 32 is not needed (and would change results).
             size_requirements=SizeRequirements(minimum=32 if kw["pyramid"] else 2, multiple_of=2),
-            tiling=ModelTiling.SUPPORTED,
+            # Global attention/pooling: tiles change the output (benchmarks/arch_tiling.py, README table);
+            # the model step runs the whole image unless the pipeline sets a tile explicitly.
+            tiling=ModelTiling.DISCOURAGED,
         )
 
 

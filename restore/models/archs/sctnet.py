@@ -601,7 +601,9 @@ class SCTNetArch(Architecture[SCTNet]):
             input_channels=params["in_chans"],
             output_channels=3,
             size_requirements=SizeRequirements(minimum=ws, multiple_of=ws),
-            tiling=ModelTiling.SUPPORTED,
+            # Global attention/pooling: tiles change the output (benchmarks/arch_tiling.py, README table);
+            # the model step runs the whole image unless the pipeline sets a tile explicitly.
+            tiling=ModelTiling.DISCOURAGED,
         )
 
 
