@@ -150,8 +150,101 @@ class WriteOptions(_Strict):
         try:
             v.format(stem="s", name="n", suffix=".x", parent="p", index=0, pipeline="p", group="g")
         except (KeyError, IndexError, ValueError) as e:
-            raise ValueError(f"bad template field {e}; known: stem, name, suffix, parent, index, pipeline") from None
+            raise ValueError(f"bad template field {e}; known: stem, name, suffix, parent, index, pipeline, group") from None
         return v
+
+
+Reference = Union[Literal["middle", "shortest", "longest"], int]
+
+
+class AlignOptions(_Strict):
+    """Align a bracket to its reference frame: ``mtb`` (Ward 2003 translation) or ``ecc`` (Evangelidis 2008)."""
+
+    method: Literal["mtb", "ecc", "none"] = "mtb"
+    reference: Reference = "middle"
+    motion: Literal["translation", "euclidean", "affine", "homography"] = "homography"
+    max_bits: int = Field(6, ge=1, le=10)
+
+
+class MergeOptions(_Strict):
+    """Merge a bracket to linear scene-referred radiance.
+
+    ``method``: ``debevec`` / ``robertson`` (LDR: response-curve recovery then
+    a weighted merge), ``raw-linear`` (linear frames, e.g. developed RAW:
+    noise/saturation weights, exposure time x ISO normalisation), ``model``
+    (HDR-Transformer / SCTNet checkpoint in ``model``; three exposures).
+    ``deghost`` takes pixels inconsistent across exposures from the
+    ``reference`` frame.  The result is scaled to the reference exposure.
+    """
+
+    method: Literal["debevec", "robertson", "raw-linear", "model"] | None = None
+    model: str | None = None
+    deghost: bool = False
+    # LDR merges: "snr" down-weights codes where the response is steep (film toe/shoulder); "hat" is the paper's.
+    weighting: Literal["hat", "snr"] = "snr"
+    smoothness: float = Field(100.0, gt=0)  # Debevec's lambda
+    reference: Reference = "middle"
+    clip: float = Field(0.98, gt=0.5, le=1.0)
+    tile: int = Field(256, ge=0)
+    overlap: int | None = Field(None, ge=0)
+    precision: Literal["auto", "fp32", "fp16", "bf16"] = "auto"
+    device: str = "auto"
+
+    @model_validator(mode="after")
+    def _method(self):
+        method = self.method or ("model" if self.model else "debevec")
+        if method == "model" and not self.model:
+            raise ValueError("method model needs model: <checkpoint path or catalogue name>")
+        if self.model and method != "model":
+            raise ValueError(f"model is only used with method: model (got method {method})")
+        object.__setattr__(self, "method", method)
+        return self
+
+
+class FuseOptions(_Strict):
+    """Mertens-Kautz-Van Reeth exposure fusion weights."""
+
+    contrast: float = Field(1.0, ge=0)
+    saturation: float = Field(1.0, ge=0)
+    exposure: float = Field(1.0, ge=0)
+
+
+class TonemapOptions(_Strict):
+    """Tone map linear radiance to a display image (sRGB-encoded, [0, 1]).
+
+    ``params`` go to the operator: reinhard/reinhard-local ``key``, ``white``,
+    ``phi``, ``eps``, ``saturation``; drago ``bias``, ``saturation``; mantiuk
+    ``scale``, ``saturation``; aces ``exposure`` (EV).
+    """
+
+    operator: Literal["reinhard", "reinhard-local", "drago", "mantiuk", "aces"] = "reinhard"
+    params: dict[str, float] = Field(default_factory=dict)
+
+
+class DenoiseOptions(_Strict):
+    """Denoise linear HDR radiance with Intel Open Image Denoise (``pyoidn``)."""
+
+    method: Literal["oidn"] = "oidn"
+
+
+class AlignStep(_Strict):
+    align: AlignOptions = AlignOptions()
+
+
+class MergeStep(_Strict):
+    merge: MergeOptions = MergeOptions()
+
+
+class FuseStep(_Strict):
+    fuse: FuseOptions = FuseOptions()
+
+
+class TonemapStep(_Strict):
+    tonemap: TonemapOptions = TonemapOptions()
+
+
+class DenoiseStep(_Strict):
+    denoise: DenoiseOptions = DenoiseOptions()
 
 
 class DevelopStep(_Strict):
@@ -178,20 +271,50 @@ class WriteStep(_Strict):
     write: WriteOptions
 
 
-Step = Union[DevelopStep, ModelStep, ResizeStep, ConvertStep, ExposureStep, WriteStep]
+Step = Union[DevelopStep, ModelStep, ResizeStep, ConvertStep, ExposureStep, WriteStep, AlignStep, MergeStep, FuseStep, TonemapStep, DenoiseStep]
 STEP_TYPES: dict[str, type[_Strict]] = {
     "develop": DevelopStep,
     "model": ModelStep,
     "resize": ResizeStep,
     "convert": ConvertStep,
     "exposure": ExposureStep,
+    "align": AlignStep,
+    "merge": MergeStep,
+    "fuse": FuseStep,
+    "tonemap": TonemapStep,
+    "denoise": DenoiseStep,
     "write": WriteStep,
 }
+#: Steps that take a whole bracket (list of frames); merge and fuse turn it into one image.
+STACK_STEPS = (AlignStep, MergeStep, FuseStep)
+
+
+class GroupOptions(_Strict):
+    """How input files become exposure brackets (see :func:`restore.hdr.group.group_brackets`)."""
+
+    by: Literal["exposure-sequence", "size", "time-gap", "ev-bias", "all"] = "exposure-sequence"
+    size: int | None = Field(None, ge=2)
+    time_gap_s: float = Field(2.0, gt=0)
+
+    @model_validator(mode="after")
+    def _size_needed(self):
+        if self.by == "size" and self.size is None:
+            raise ValueError("group by size needs size: N")
+        return self
 
 
 class InputOptions(_Strict):
+    """Which files, and (for HDR) how they form brackets.
+
+    ``exposure_times``: seconds per file name, or the path of a CSV
+    (``filename,exposure_time_s``) relative to the input folder; overrides and
+    fills in the files' own metadata.
+    """
+
     patterns: list[str] = Field(default_factory=list)
     recursive: bool = False
+    group: GroupOptions | None = None
+    exposure_times: dict[str, float] | str | None = None
 
 
 class PipelineSpec(_Strict):
@@ -227,10 +350,26 @@ class PipelineSpec(_Strict):
         kinds = [type(s) for s in typed]
         if DevelopStep in kinds and kinds.index(DevelopStep) != 0:
             raise ValueError("develop must be the first step")
+        stack = [i for i, k in enumerate(kinds) if k in STACK_STEPS]
+        if stack and self.input.group is None:
+            raise ValueError(f"{STEP_NAMES[kinds[stack[0]]]} works on exposure brackets: set input.group (e.g. group: {{by: exposure-sequence}})")
+        if self.input.group is not None:
+            reducers = [i for i, k in enumerate(kinds) if k in (MergeStep, FuseStep)]
+            if not reducers:
+                raise ValueError("a pipeline with input.group needs a merge or fuse step")
+            first = reducers[0]
+            for i, k in enumerate(kinds):
+                if k is AlignStep and i > first:
+                    raise ValueError("align must come before merge/fuse")
+                if k is WriteStep and i < first:
+                    raise ValueError("write must come after merge/fuse (a bracket is not one image yet)")
         return self
 
 
 # --------------------------------------------------------------------------- errors with line numbers
+
+
+STEP_NAMES = {v: k for k, v in STEP_TYPES.items()}
 
 
 def _node_at(node: yaml.Node | None, loc: tuple) -> yaml.Node | None:

@@ -40,12 +40,17 @@ class Context:
     tile_progress: Callable[[int, int], None] | None = None
     outputs: list[Path] = field(default_factory=list)
     device: str | None = None
+    notes: list[str] = field(default_factory=list)
 
 
 class Stage:
-    """Base class: ``__call__(image, ctx) -> image``."""
+    """Base class: ``__call__(image, ctx) -> image``.
+
+    ``stack = True`` stages take a whole bracket (``list[Image]``) instead.
+    """
 
     kind = "stage"
+    stack = False
 
     def __call__(self, image: Image, ctx: Context) -> Image:  # pragma: no cover - interface
         raise NotImplementedError
@@ -335,4 +340,14 @@ _BUILDERS = {
 
 def build_stages(spec: schema.PipelineSpec) -> list[Stage]:
     """Stage objects for a validated spec, in order."""
-    return [_BUILDERS[type(s)](s) for s in spec.steps]
+    from . import hdr_stages as h
+
+    builders = {
+        **_BUILDERS,
+        schema.AlignStep: lambda s: h.AlignStage(s.align),
+        schema.MergeStep: lambda s: h.MergeStage(s.merge),
+        schema.FuseStep: lambda s: h.FuseStage(s.fuse),
+        schema.TonemapStep: lambda s: h.TonemapStage(s.tonemap),
+        schema.DenoiseStep: lambda s: h.DenoiseStage(s.denoise),
+    }
+    return [builders[type(s)](s) for s in spec.steps]

@@ -1,0 +1,1 @@
+"""High dynamic range from exposure brackets: grouping, alignment, merging."""
