@@ -1,4 +1,4 @@
-"""The ``restore`` command: run, validate, models, info, eval."""
+"""The ``restore`` command: run, watch, validate, models, info, eval."""
 
 from __future__ import annotations
 
@@ -48,12 +48,20 @@ def cli(verbose: bool) -> None:
 @click.option("--recursive", "-r", is_flag=True, help="Descend into sub-folders of input folders.")
 @click.option("--device", default=None, help="cpu, cuda, cuda:1 ... (default: the pipeline's, auto).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar, summary only.")
-def run(pipeline: Path, inputs: tuple[Path, ...], out_dir: Path, overwrite: bool, recursive: bool, device: str | None, quiet: bool) -> None:
+@click.option("--journal/--no-journal", "use_journal", default=True, show_default=True, help="Record every input in OUTPUT/.restore-journal.sqlite; a rerun resumes (done inputs skipped, interrupted ones retried).")
+@click.option("--retry-failed", is_flag=True, help="Retry inputs the journal has as failed (default: report them again without retrying).")
+@click.option("--timeout", "timeout_s", type=click.FloatRange(min=0), default=600.0, show_default=True, help="Time limit per input in seconds (run in a worker process that is killed and restarted); 0 = no limit, in this process.")
+@click.option("--exposure-times", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="CSV of filename,exposure_time_s for brackets whose files carry no EXIF exposure time.")
+def run(pipeline: Path, inputs: tuple[Path, ...], out_dir: Path, overwrite: bool, recursive: bool, device: str | None, quiet: bool, use_journal: bool, retry_failed: bool, timeout_s: float, exposure_times: Path | None = None) -> None:
     """Run PIPELINE over INPUT files and folders, writing into OUTPUT.
 
     One bad file never stops the others; each output is written to a
     temporary file and renamed; existing outputs are skipped unless
-    --overwrite.  Exit status: 0 all good, 1 some file failed, 2 usage error.
+    --overwrite.  A journal in OUTPUT makes a rerun after a crash finish
+    the batch without redoing what was done; SIGINT/SIGTERM abandon the
+    current input cleanly.  Exit status: 0 all good, 1 some file failed,
+    2 usage error, 130 interrupted.
     """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -62,10 +70,16 @@ def run(pipeline: Path, inputs: tuple[Path, ...], out_dir: Path, overwrite: bool
     con = _console()
     try:
         pipe = load_pipeline(pipeline)
+        if exposure_times is not None:
+            from .pipeline import Pipeline
+
+            spec = pipe.spec.model_copy(update={"input": pipe.spec.input.model_copy(update={"exposure_times": str(exposure_times.resolve())})})
+            pipe = Pipeline(spec)
         files = collect_inputs(inputs, pipe.spec.input.patterns, recursive or pipe.spec.input.recursive, exclude=out_dir)
         if not files:
             _fail(f"no input images found in {', '.join(map(str, inputs))}")
-        pipe.prepare()
+        if not timeout_s:
+            pipe.prepare()  # with a time limit the worker process loads the models
     except RestoreError as e:
         _fail(str(e))
     results = []
@@ -89,13 +103,75 @@ def run(pipeline: Path, inputs: tuple[Path, ...], out_dir: Path, overwrite: bool
             progress.advance(files_task)
             if not quiet and not con.is_terminal:
                 con.print(f"{r.status:8s} {r.input}" + (f"  ({r.error})" if r.status == "failed" else ""), markup=False)
+            if not quiet:
+                for note in r.notes:
+                    con.print(f"         {note}", markup=False, soft_wrap=True)
 
-        report = pipe.run(files, out_dir, overwrite=overwrite, device=device, on_start=on_start, on_result=on_result, tile_progress=on_tile)
+        try:
+            report = pipe.run(
+                files, out_dir, overwrite=overwrite, device=device, on_start=on_start, on_result=on_result, tile_progress=on_tile,
+                journal=True if use_journal else None, timeout_s=timeout_s or None, retry_failed=retry_failed, handle_signals=True,
+            )
+        except RestoreError as e:
+            _fail(str(e))
     done, skipped, failed = report.count("done"), report.count("skipped"), report.count("failed")
     con.print(f"{pipe.name}: {done} done, {skipped} skipped, {failed} failed -> {out_dir}", markup=False)
     for r in report.failed:
         con.print(f"  failed: {r.error}", markup=False, soft_wrap=True)
+    if report.interrupted:
+        con.print("interrupted: the current input was abandoned cleanly; run the same command again to continue", markup=False)
+        sys.exit(130)
     sys.exit(0 if report.ok else 1)
+
+
+@cli.command()
+@click.argument("pipeline", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("in_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.option("-o", "--output", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path), help="Output folder (also holds the journal and restore-watch.log).")
+@click.option("--once", is_flag=True, help="Process what is there (waiting for files still being written) and exit.")
+@click.option("--settle", "settle_s", type=click.FloatRange(min=0), default=2.0, show_default=True, help="Seconds a file's size and mtime must stay unchanged before it is taken.")
+@click.option("--rescan", "rescan_s", type=click.FloatRange(min=0.1), default=30.0, show_default=True, help="Seconds between full rescans (safety net for missed events).")
+@click.option("--move-done", type=click.Path(file_okay=False, path_type=Path), default=None, help="Move inputs here after success.")
+@click.option("--failed", "failed_dir", type=click.Path(file_okay=False, path_type=Path), default=None, help="Move inputs that failed for good here, with errors.log.")
+@click.option("--retries", type=click.IntRange(min=1), default=3, show_default=True, help="Attempts per input before it fails for good.")
+@click.option("--backoff", "backoff_s", type=click.FloatRange(min=0), default=2.0, show_default=True, help="Seconds before the first retry (doubling each time).")
+@click.option("--timeout", "timeout_s", type=click.FloatRange(min=0), default=600.0, show_default=True, help="Time limit per input in seconds (worker process); 0 = no limit, in this process.")
+@click.option("--group-timeout", "group_timeout_s", type=click.FloatRange(min=0), default=30.0, show_default=True, help="Brackets: merge an incomplete group after this many seconds without a new frame.")
+@click.option("--recursive", "-r", is_flag=True, default=None, help="Watch sub-folders too.")
+@click.option("--overwrite", is_flag=True, help="Redo inputs whose outputs already exist.")
+@click.option("--device", default=None, help="cpu, cuda, cuda:1 ... (default: the pipeline's, auto).")
+@click.option("--quiet", "-q", is_flag=True, help="No status line or per-file messages (the log file still gets them).")
+def watch(pipeline: Path, in_dir: Path, out_dir: Path, once: bool, settle_s: float, rescan_s: float, move_done: Path | None, failed_dir: Path | None,
+          retries: int, backoff_s: float, timeout_s: float, group_timeout_s: float, recursive: bool | None, overwrite: bool, device: str | None, quiet: bool) -> None:
+    """Watch IN_DIR and run PIPELINE on every new file, exactly once, into OUTPUT.
+
+    A file is taken when its size and mtime have been stable for --settle
+    seconds and it decodes; a journal in OUTPUT makes restarts resume
+    (done files skipped, an interrupted one retried).  SIGINT/SIGTERM stop
+    cleanly after abandoning the current file.  Exit status: 0 (with --once:
+    1 if some file failed), 2 usage error, 130 --once interrupted.
+    """
+    from .pipeline import load_pipeline
+    from .watch import Watcher, WatchOptions
+
+    con = _console()
+    try:
+        pipe = load_pipeline(pipeline)
+        if not in_dir.is_dir():
+            _fail(f"{in_dir}: no such folder")
+        opts = WatchOptions(
+            settle_s=settle_s, rescan_s=rescan_s, move_done=move_done, failed_dir=failed_dir, retries=retries, timeout_s=timeout_s or None,
+            backoff_s=backoff_s, group_timeout_s=group_timeout_s, once=once, recursive=recursive, device=device, overwrite=overwrite,
+        )
+        w = Watcher(pipe, in_dir, out_dir, opts, console=None if quiet else con, handle_signals=True)
+        report = w.run()
+    except RestoreError as e:
+        _fail(str(e))
+    if quiet:
+        con.print(f"{pipe.name}: {len(report.done)} done, {report.skipped} skipped, {len(report.failed)} failed -> {out_dir}", markup=False)
+    if once:
+        sys.exit(130 if report.interrupted else 1 if report.failed else 0)
+    sys.exit(0)
 
 
 @cli.command()

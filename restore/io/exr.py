@@ -36,10 +36,17 @@ def read_exr(path: str | Path) -> Image:
         ``isoSpeed``, ``aperture``, ``cameraMake``/``cameraModel`` go into the
         metadata; the whole header into ``meta.extra["exr_header"]``.
 
+    Non-finite samples: a file holding NaN or infinite values is refused
+    with an :class:`InputError` that counts them.  Such values come from
+    broken renders or bad merges; they spread through every filter and model
+    (one NaN in a tile's receptive field blanks the tile), and silently
+    replacing them would change the data without anyone noticing.  Clean the
+    file (replace them with 0 / the largest finite value) and run again.
+
     Raises:
         InputError: unreadable file, header size above the pixel limit, no
-            RGB/Y channels, or chromaticities we cannot map (converted
-            primaries would be silently wrong).
+            RGB/Y channels, NaN or infinite samples, or chromaticities we
+            cannot map (converted primaries would be silently wrong).
     """
     import OpenEXR
 
@@ -67,6 +74,11 @@ def read_exr(path: str | Path) -> Image:
     else:
         raise InputError(path, f"no RGB or Y channels (has {sorted(channels)})")
     px = np.ascontiguousarray(px, dtype=np.float32)
+    finite = np.isfinite(px)
+    if not finite.all():
+        nan = int(np.isnan(px).sum())
+        inf = int(finite.size - finite.sum()) - nan
+        raise InputError(path, f"contains {nan} NaN and {inf} infinite sample values; refused (replace them, e.g. with 0, and retry)")
     prim = _primaries_from_chromaticities(head.get("chromaticities"))
     if prim is None:
         raise InputError(path, f"unsupported chromaticities {tuple(round(float(v), 4) for v in head['chromaticities'])}")

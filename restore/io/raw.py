@@ -169,6 +169,15 @@ def read_raw(path: str | Path, options: RawOptions = RawOptions()) -> Image:
         raw = rawpy.imread(str(path))
     except (rawpy.LibRawError, OSError, ValueError) as e:
         raise InputError(path, f"not a RAW file LibRaw can read ({type(e).__name__})") from None
+    try:
+        return _develop(raw, path, options)
+    except rawpy.LibRawError as e:  # the header parsed but the data is truncated or corrupt (unpack fails)
+        raise InputError(path, f"truncated or corrupt RAW data ({type(e).__name__})") from None
+
+
+def _develop(raw, path: Path, options: RawOptions) -> Image:
+    import rawpy
+
     with raw:
         s = raw.sizes
         check_size(path, int(s.width), int(s.height))

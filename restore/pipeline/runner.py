@@ -32,11 +32,15 @@ class FileResult:
     outputs: list[Path] = field(default_factory=list)
     error: str | None = None
     seconds: float = 0.0
+    notes: list[str] = field(default_factory=list)
 
 
 @dataclass
 class RunReport:
+    """Results of a batch; ``interrupted``: a signal stopped it before every item was reached."""
+
     results: list[FileResult] = field(default_factory=list)
+    interrupted: bool = False
 
     def count(self, status: str) -> int:
         return sum(r.status == status for r in self.results)
@@ -154,20 +158,38 @@ class Pipeline:
         for s in self.stages:
             s.prepare()
 
-    def process(self, image: Image, ctx: Context | None = None) -> Image:
-        """Run all stages on an :class:`Image`; write steps write only when ``ctx.out_dir`` is set."""
+    def process(self, image: Image | list[Image], ctx: Context | None = None) -> Image:
+        """Run all stages on an :class:`Image`, or on a bracket (``list[Image]``) for grouped pipelines.
+
+        Per-image stages apply to every frame of a bracket until a merge or
+        fuse step makes it one image.  Write steps write only when
+        ``ctx.out_dir`` is set.
+
+        Raises:
+            RestoreError: a bracket given to a pipeline without merge/fuse, or
+                a single image to a stack step.
+        """
         ctx = ctx or Context()
         for s in self.stages:
-            image = s(image, ctx)
+            if isinstance(image, list):
+                image = s(image, ctx) if s.stack else [s(f, ctx) for f in image]
+            elif s.stack:
+                raise RestoreError(f"{s.kind} needs an exposure bracket (several frames), got one image")
+            else:
+                image = s(image, ctx)
+        if isinstance(image, list):
+            raise RestoreError("the pipeline ended with a bracket: add a merge or fuse step")
         return image
 
-    def __call__(self, array: np.ndarray, encoding: Encoding | None = None, device: str | None = None) -> np.ndarray:
-        """Process a numpy image in memory (write steps are skipped).
+    def __call__(self, array, encoding: Encoding | None = None, device: str | None = None, exposure_times: list[float] | None = None) -> np.ndarray:
+        """Process a numpy image (or a bracket of them) in memory (write steps are skipped).
 
         Args:
             array: ``(H, W)`` or ``(H, W, C)`` with C in 1, 3, 4; uint8, uint16
                 or float32.  Integers are sRGB-encoded display values; float
                 arrays are taken to be in ``encoding`` (default sRGB, [0, 1]).
+                For a grouped (HDR) pipeline: a list of such arrays, one per
+                exposure, with ``exposure_times`` (seconds).
             encoding: Colour encoding of a float input (e.g.
                 ``restore.image.LINEAR_REC709`` for linear data).
             device: ``"cpu"``, ``"cuda"``, ... (default: the pipeline's).
@@ -180,8 +202,23 @@ class Pipeline:
             ValueError: unsupported shape or dtype.
             RestoreError: a stage failed (e.g. a model cannot be loaded).
         """
+        if isinstance(array, (list, tuple)):
+            if exposure_times is None or len(exposure_times) != len(array):
+                raise ValueError("a bracket needs one exposure time (seconds) per frame")
+            frames = []
+            for a, t in zip(array, exposure_times):
+                img, dtype, squeeze = _from_array(a, encoding)
+                img.meta.exposure_time_s = float(t)
+                frames.append(img)
+            out = self.process(frames, Context(device=device))
+            # merged radiance stays linear float; a fused/tone-mapped image returns in the input's type
+            if out.encoding.transfer == "linear":
+                return out.pixels.copy()
+            return _to_array(out, dtype, squeeze, out.encoding)
         image, dtype, squeeze = _from_array(array, encoding)
         out = self.process(image, Context(device=device))
+        if out.encoding.referred == "scene" and image.encoding.referred == "display":
+            return out.pixels.copy()
         return _to_array(out, dtype, squeeze, image.encoding)
 
     # -- batch ---------------------------------------------------------------
@@ -213,6 +250,76 @@ class Pipeline:
             first = str(e).splitlines()[0] if str(e) else ""
             return FileResult(path, "failed", error=f"{path}: {type(e).__name__}: {first}", seconds=time.perf_counter() - t0)
 
+    # -- brackets ----------------------------------------------------------------
+    def group_inputs(self, files: list[Path]) -> tuple[list[list[Path]], list[FileResult]]:
+        """Split input files into bracket groups (``input.group``); invalid groups come back as failures.
+
+        Returns:
+            ``(groups, failures)``: each group a list of paths in capture order;
+            each failure names the group's files and the problem.
+        """
+        from ..hdr.group import BracketError, group_brackets, load_exposure_times, probe
+
+        g = self.spec.input.group
+        times = None
+        if self.spec.input.exposure_times is not None:
+            base = files[0].parent if files else Path(".")
+            try:
+                times = load_exposure_times(self.spec.input.exposure_times, base_dir=base)
+            except RestoreError as e:  # a bad table fails the whole batch, reported like a bad file
+                return [], [FileResult(base / str(self.spec.input.exposure_times), "failed", error=str(e))]
+        infos, failures = [], []
+        for f in files:
+            try:
+                infos.append(probe(f))
+            except RestoreError as e:
+                failures.append(FileResult(f, "failed", error=str(e) if str(f) in str(e) else f"{f}: {e}"))
+            except Exception as e:  # a decoder library's own error on a corrupt header
+                failures.append(FileResult(f, "failed", error=f"{f}: unreadable ({type(e).__name__})"))
+        bad: list[BracketError] = []
+        try:
+            groups = group_brackets(infos, by=g.by, size=g.size, time_gap_s=g.time_gap_s, exposure_times=times, errors=bad)
+        except BracketError as e:  # the whole set cannot be split (e.g. a size remainder)
+            return [], failures + [FileResult(infos[0].path if infos else Path("."), "failed", error=str(e))]
+        failures += [FileResult(e.files[0] if e.files else Path("."), "failed", error=str(e)) for e in bad]
+        self._times = times or {}
+        return [[i.path for i in grp] for grp in groups], failures
+
+    def group_fields(self, group: list[Path], index: int) -> dict:
+        f = self.fields_for(group[0], index)
+        f["group"] = f"{group[0].stem}-{group[-1].stem}" if len(group) > 1 else group[0].stem
+        return f
+
+    def run_group(self, group: list[Path], index: int, out_dir: Path, *, overwrite: bool = False, device: str | None = None, tile_progress=None) -> FileResult:
+        """Read a bracket, run the stages, write; never raises for bad input (the result says why)."""
+        t0 = time.perf_counter()
+        names = ", ".join(p.name for p in group)
+        try:
+            fields = self.group_fields(group, index)
+            planned = [w.path_for(Context(out_dir=out_dir, fields=fields)) for w in self.writes]
+            if planned and not overwrite and all(p.exists() for p in planned):
+                return FileResult(group[0], "skipped", planned, "outputs exist (use --overwrite)")
+            frames = []
+            for p in group:
+                img = read(p, self.raw_options)
+                t = getattr(self, "_times", {}).get(p.name)
+                if t is not None:
+                    img.meta.exposure_time_s = float(t)
+                frames.append(img)
+            ctx = Context(out_dir=out_dir, fields=fields, overwrite=overwrite, tile_progress=tile_progress, device=device)
+            self.process(frames, ctx)
+            r = FileResult(group[0], "done", ctx.outputs, seconds=time.perf_counter() - t0)
+            r.notes = ctx.notes
+            return r
+        except RestoreError as e:
+            return FileResult(group[0], "failed", error=f"bracket {names}: {e}", seconds=time.perf_counter() - t0)
+        except MemoryError:
+            return FileResult(group[0], "failed", error=f"bracket {names}: out of memory", seconds=time.perf_counter() - t0)
+        except Exception as e:
+            log.debug("%s", traceback.format_exc())
+            first = str(e).splitlines()[0] if str(e) else ""
+            return FileResult(group[0], "failed", error=f"bracket {names}: {type(e).__name__}: {first}", seconds=time.perf_counter() - t0)
+
     def run(
         self,
         inputs: list[Path],
@@ -223,12 +330,51 @@ class Pipeline:
         on_start: Callable[[Path, int], None] | None = None,
         on_result: Callable[[FileResult], None] | None = None,
         tile_progress: Callable[[int, int], None] | None = None,
+        journal=None,
+        timeout_s: float | None = None,
+        retry_failed: bool = False,
+        handle_signals: bool = False,
     ) -> RunReport:
-        """Process ``inputs`` into ``out_dir``; see :meth:`run_file`."""
+        """Process ``inputs`` into ``out_dir``; see :meth:`run_file`.
+
+        Args:
+            journal: A :class:`restore.journal.Journal`, ``True`` (the output
+                folder's ``.restore-journal.sqlite``) or a journal path: skip
+                what is done, retry what a crash interrupted, record every
+                item (see :mod:`restore.batch`).  None: no journal.
+            timeout_s: Per-item time limit in seconds; the items then run in a
+                worker subprocess that is killed and restarted when one
+                exceeds it (the item fails with ``timed out after N s``).
+                None: in this process, no limit.
+            retry_failed: With a journal, retry items that failed before.
+            handle_signals: Abandon the current item cleanly on SIGINT/SIGTERM
+                (main thread only); the report then has ``interrupted`` set.
+        """
+        if journal is not None or timeout_s or handle_signals:
+            from ..batch import run_batch
+
+            return run_batch(
+                self, list(inputs), out_dir, journal=journal, timeout_s=timeout_s, overwrite=overwrite, retry_failed=retry_failed,
+                device=device, on_start=on_start, on_result=on_result, tile_progress=tile_progress, handle_signals=handle_signals,
+            )
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
         self.prepare()
         report = RunReport()
+        if self.spec.input.group is not None:
+            groups, failures = self.group_inputs(list(inputs))
+            for r in failures:
+                report.results.append(r)
+                if on_result:
+                    on_result(r)
+            for i, grp in enumerate(groups):
+                if on_start:
+                    on_start(grp[0], i)
+                r = self.run_group(grp, i, out_dir, overwrite=overwrite, device=device, tile_progress=tile_progress)
+                report.results.append(r)
+                if on_result:
+                    on_result(r)
+            return report
         for i, path in enumerate(inputs):
             if on_start:
                 on_start(path, i)

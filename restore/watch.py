@@ -1,0 +1,716 @@
+"""``restore watch``: process every capture dropped into a folder exactly once.
+
+A :class:`Watcher` watches an input folder with ``watchdog`` (inotify,
+FSEvents, ...), scans it at start and again every ``rescan_s`` seconds as a
+safety net for missed events, and runs the pipeline on each new file:
+
+* **Stable files only.**  A file is taken once its size and mtime have not
+  changed for ``settle_s`` seconds *and* it decodes (in the worker process,
+  under the time limit).  A file that fails to decode is looked at again:
+  if it changed meanwhile it was still being written (no attempt counted);
+  if it stayed unchanged through ``bad_strikes`` checks one settle time
+  apart, it is a bad file and fails with the decoder's reason.
+* **Exactly once.**  Paths are tracked in one table, so a file seen by the
+  initial scan, by events and by a rescan is queued once; the journal
+  (:mod:`restore.journal`, in the output folder) carries this across restarts
+  (done files are skipped, an item interrupted by a crash is retried).
+* **Failures** are retried up to ``retries`` attempts with exponential backoff
+  (``backoff_s``, x2 each time); then the input is failed for good, and with
+  ``failed_dir`` moved there with a line in ``failed_dir/errors.log``.
+* ``move_done`` moves inputs away after success.
+* **Brackets** (pipelines with ``input.group``): decoded files wait in a pool
+  until their group is complete by the grouping rule (a later file starts the
+  next group, or ``size`` frames arrived) or no file joined for
+  ``group_timeout_s``; then the group is merged.
+* **Per-file time limit** (``timeout_s``): items run in a worker process that
+  is killed and restarted when one exceeds it.
+* **SIGINT/SIGTERM** (``handle_signals``): the current item is abandoned
+  cleanly (temporary files removed, journal row back to pending) and the
+  daemon exits with a summary.
+* A status line (rich, on a terminal) and a log file
+  (``<out_dir>/restore-watch.log``).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import logging
+import os
+import queue
+import re
+import shutil
+import sqlite3
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Callable
+
+from .batch import SignalGuard, planned_outputs
+from .errors import InputError, RestoreError
+from .io import READ_SUFFIXES, TMP_MARK
+from .journal import Entry, Journal, JournalError, remove_temp_files
+from .pipeline.runner import FileResult, Pipeline
+from .worker import UNREADABLE, make_runner
+
+__all__ = ["Watcher", "WatchOptions", "WatchReport", "LOG_NAME"]
+
+#: Log file of the daemon, in the output folder.
+LOG_NAME = "restore-watch.log"
+#: Error log in the ``failed_dir``: one tab-separated line per failed input (time, file, error).
+ERROR_LOG_NAME = "errors.log"
+
+
+@dataclass
+class WatchOptions:
+    """Settings of :class:`Watcher` (times in seconds).
+
+    Attributes:
+        settle_s: A file must keep its size and mtime this long before it is taken.
+        rescan_s: Full rescan interval (safety net for missed events).
+        move_done: Move inputs here after success (None: leave them).
+        failed_dir: Move inputs that failed for good here, with ``errors.log``.
+        retries: Attempts per input (processing failures, timeouts, crashes).
+        timeout_s: Time limit per item; None/0: no limit, run in this process.
+        backoff_s: Wait before the first retry; doubles with each attempt.
+        group_timeout_s: Brackets: merge an incomplete group after no file
+            joined it for this long.
+        bad_strikes: Checks (one settle time apart) an unchanged file must
+            fail to decode before it counts as bad rather than still being written.
+        once: Process what is there (and what arrives meanwhile) and return
+            when nothing is left.
+        recursive: Watch sub-folders too (default: the pipeline's ``input.recursive``).
+        device: Torch device for model steps.
+        overwrite: Redo inputs whose outputs exist.
+        poll_s: Main loop tick.
+    """
+
+    settle_s: float = 2.0
+    rescan_s: float = 30.0
+    move_done: Path | None = None
+    failed_dir: Path | None = None
+    retries: int = 3
+    timeout_s: float | None = 600.0
+    backoff_s: float = 2.0
+    group_timeout_s: float = 30.0
+    bad_strikes: int = 2
+    once: bool = False
+    recursive: bool | None = None
+    device: str | None = None
+    overwrite: bool = False
+    poll_s: float = 0.2
+
+
+@dataclass
+class WatchReport:
+    """What a watch session did: ``done`` and ``failed`` results (failed = for good), ``interrupted`` by a signal."""
+
+    done: list[FileResult] = field(default_factory=list)
+    failed: list[FileResult] = field(default_factory=list)
+    skipped: int = 0
+    interrupted: bool = False
+
+
+@dataclass
+class _Track:
+    path: Path
+    size: int
+    mtime_ns: int
+    since: float  # monotonic time of the last change seen
+    strikes: int = 0
+    not_before: float = 0.0
+    pooled: bool = False  # brackets: decoded, waiting for its group
+
+
+def _natural_key(name: str):
+    return [int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", name)]
+
+
+def _unique(dest_dir: Path, name: str) -> Path:
+    d = dest_dir / name
+    n = 1
+    while d.exists():
+        p = Path(name)
+        d = dest_dir / f"{p.stem}-{n}{p.suffix}"
+        n += 1
+    return d
+
+
+class _Stop(Exception):
+    pass
+
+
+class Watcher:
+    """Watch ``in_dir`` and run ``pipeline`` on every stable new file, writing into ``out_dir``.
+
+    Args:
+        pipeline: A loaded :class:`~restore.pipeline.Pipeline`.
+        in_dir: The folder to watch.
+        out_dir: Output folder (also holds the journal and the log).
+        options: :class:`WatchOptions`.
+        console: A ``rich`` console for the status line and messages (None: quiet).
+        on_result: Called with each final :class:`FileResult` (done or failed for good).
+        handle_signals: Stop cleanly on SIGINT/SIGTERM (main thread only).
+
+    Raises:
+        InputError: ``in_dir`` is not a folder, or is the output folder.
+    """
+
+    def __init__(
+        self,
+        pipeline: Pipeline,
+        in_dir: str | Path,
+        out_dir: str | Path,
+        options: WatchOptions | None = None,
+        *,
+        console=None,
+        on_result: Callable[[FileResult], None] | None = None,
+        handle_signals: bool = False,
+    ):
+        self.pipe = pipeline
+        self.opts = options or WatchOptions()
+        self.in_dir = Path(in_dir)
+        self.out_dir = Path(out_dir)
+        if not self.in_dir.is_dir():
+            raise InputError(self.in_dir, "not a folder")
+        if self.in_dir.resolve() == self.out_dir.resolve():
+            raise InputError(self.out_dir, "the output folder cannot be the watched folder (outputs would be taken as inputs)")
+        for d, what in ((self.opts.move_done, "--move-done"), (self.opts.failed_dir, "--failed")):
+            if d is not None and Path(d).resolve() == self.in_dir.resolve():
+                raise InputError(d, f"{what} folder cannot be the watched folder")
+        self.console = console
+        self.on_result = on_result
+        self.handle_signals = handle_signals
+        self.recursive = self.opts.recursive if self.opts.recursive is not None else self.pipe.spec.input.recursive
+        self.grouped = self.pipe.spec.input.group is not None
+        self.report = WatchReport()
+        self._tracks: dict[str, _Track] = {}
+        self._members: dict[str, Entry] = {}
+        self._final: dict[str, tuple[int, int]] = {}
+        self._events: queue.SimpleQueue = queue.SimpleQueue()
+        self._index = 0
+        self._last_pool_add = 0.0
+        self._stop = False
+        self._current = ""
+        self.log = logging.getLogger("restore.watch")
+
+    # -- public -------------------------------------------------------------------------------
+    def stop(self) -> None:
+        """Ask the loop to stop after the current step (thread-safe)."""
+        self._stop = True
+
+    def run(self) -> WatchReport:
+        """Watch until stopped (or, with ``once``, until nothing is left); return the report.
+
+        Raises:
+            RestoreError: the pipeline cannot be loaded (unknown model ...).
+            JournalError: another daemon or batch works on the output folder,
+                or the journal cannot be written.
+        """
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        for d in (self.opts.move_done, self.opts.failed_dir):
+            if d is not None:
+                Path(d).mkdir(parents=True, exist_ok=True)
+        self.journal = Journal.for_output(self.out_dir)  # first: refuses a second daemon on the same folder
+        handler = logging.FileHandler(self.out_dir / LOG_NAME, encoding="utf-8")
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+        self.log.addHandler(handler)
+        self.log.setLevel(logging.INFO)
+        propagate = self.log.propagate
+        self.log.propagate = False  # the console gets its own lines; the file gets everything
+        self.runner = make_runner(self.pipe, self.opts.timeout_s, self.opts.device)
+        try:
+            self.runner.start()
+        except BaseException:
+            self.journal.close()
+            self.log.removeHandler(handler)
+            self.log.propagate = propagate
+            handler.close()
+            raise
+        observer = None
+        status = None
+        try:
+            if not self.opts.overwrite:  # with overwrite, what earlier sessions did is redone once
+                self._members = {k: e for k, e in self.journal.member_index().items() if e.state == "done"}
+            self._excluded = [p.resolve() for p in (self.out_dir, self.opts.move_done, self.opts.failed_dir) if p is not None]
+            observer = self._start_observer()
+            self._say("info", f"watching {self.in_dir} -> {self.out_dir} (pipeline {self.pipe.name}; settle {self.opts.settle_s:g} s)")
+            self._scan()
+            next_rescan = time.monotonic() + self.opts.rescan_s
+            if self.console is not None and self.console.is_terminal:
+                status = self.console.status(self._status_text())
+                status.start()
+            with SignalGuard(self.handle_signals) as guard:
+                self.guard = guard
+                while not (guard.stop or self._stop):
+                    self._drain()
+                    now = time.monotonic()
+                    if now >= next_rescan:
+                        self._scan()
+                        next_rescan = now + self.opts.rescan_s
+                    self._update(now)
+                    try:
+                        worked = self._step(now)
+                    except _Stop:
+                        break
+                    if status is not None:
+                        status.update(self._status_text())
+                    if self.opts.once and not self._tracks:
+                        break
+                    if not worked:
+                        try:
+                            p = self._events.get(timeout=self.opts.poll_s)
+                            self._see(Path(p))
+                        except queue.Empty:
+                            pass
+                self.report.interrupted = self.report.interrupted or guard.stop
+        except sqlite3.Error as e:
+            raise JournalError(f"{self.journal.path}: journal error ({e}); the daemon stopped (start it again to continue)") from None
+        finally:
+            if status is not None:
+                status.stop()
+            if observer is not None:
+                quiet = logging.getLogger("watchdog")
+                level = quiet.level
+                quiet.setLevel(logging.CRITICAL)  # events racing the shutdown are expected, not errors
+                try:
+                    observer.stop()
+                    observer.join(5)
+                finally:
+                    quiet.setLevel(level)
+            self.runner.close()
+            self.journal.close()
+            r = self.report
+            self._say("info", f"stopped{' (signal)' if r.interrupted else ''}: {len(r.done)} done, {len(r.failed)} failed, {r.skipped} skipped")
+            self.log.removeHandler(handler)
+            self.log.propagate = propagate
+            handler.close()
+        return self.report
+
+    # -- discovery -------------------------------------------------------------------------------
+    def _start_observer(self):
+        try:
+            from watchdog.events import FileSystemEventHandler
+            from watchdog.observers import Observer
+        except ImportError:  # pragma: no cover - watchdog is a dependency
+            self._say("warning", "watchdog is not installed: relying on rescans")
+            self.opts.rescan_s = min(self.opts.rescan_s, 2.0)
+            return None
+        events = self._events
+
+        class _Handler(FileSystemEventHandler):
+            def on_any_event(self, event):
+                if event.is_directory:
+                    return
+                for attr in ("dest_path", "src_path"):
+                    p = getattr(event, attr, None)
+                    if p:
+                        events.put(os.fsdecode(p))
+
+        obs = Observer()
+        try:
+            obs.schedule(_Handler(), str(self.in_dir), recursive=bool(self.recursive))
+            obs.start()
+        except Exception as e:  # e.g. inotify watch limit reached
+            self._say("warning", f"cannot watch {self.in_dir} for events ({e}); relying on rescans every 2 s")
+            self.opts.rescan_s = min(self.opts.rescan_s, 2.0)
+            return None
+        return obs
+
+    def _scan(self) -> None:
+        it = self.in_dir.rglob("*") if self.recursive else self.in_dir.iterdir()
+        try:
+            for p in sorted(it):
+                self._see(p)
+        except OSError as e:
+            self._say("warning", f"cannot scan {self.in_dir}: {e}")
+
+    def _drain(self) -> None:
+        while True:
+            try:
+                p = self._events.get_nowait()
+            except queue.Empty:
+                return
+            self._see(Path(p))
+
+    def _eligible(self, p: Path) -> bool:
+        name = p.name
+        if name.startswith(".") or TMP_MARK in name or p.suffix.lower() not in READ_SUFFIXES:
+            return False
+        pats = self.pipe.spec.input.patterns
+        if pats and not any(fnmatch.fnmatch(name.lower(), x.lower()) for x in pats):
+            return False
+        try:
+            rp = p.resolve()
+        except OSError:
+            return False
+        for ex in self._excluded:
+            if ex == rp.parent or ex in rp.parents:
+                return False
+        if not self.recursive and Path(os.path.abspath(p)).parent != Path(os.path.abspath(self.in_dir)):
+            return False  # (a symlink in the folder counts as being in it, wherever it points)
+        return p.is_file()  # regular files only (not FIFOs, sockets, folders)
+
+    def _see(self, p: Path) -> None:
+        """Start tracking a path unless it is tracked already, not ours, or done with the same content."""
+        try:
+            key = str(p.resolve())
+        except OSError:
+            return
+        if key in self._tracks or not self._eligible(p):
+            return
+        try:
+            st = p.stat()
+        except OSError:
+            return
+        fp = (st.st_size, st.st_mtime_ns)
+        e = self._members.get(key)
+        if e is not None:
+            m = next((m for m in e.members if m.path == key), None)
+            if m is not None and (m.size, m.mtime_ns) == fp and all(Path(o).exists() for o in e.outputs):
+                if self.opts.move_done is not None:  # done, but the move was interrupted (crash): finish it
+                    self._move(p, Path(self.opts.move_done))
+                return
+        if self._final.get(key) == fp:
+            return
+        self._tracks[key] = _Track(Path(key), st.st_size, st.st_mtime_ns, time.monotonic())
+        if not self.grouped:
+            try:
+                self.journal.mark_pending([Path(key)])
+            except OSError:
+                pass
+
+    def _update(self, now: float) -> None:
+        for key, t in list(self._tracks.items()):
+            try:
+                st = t.path.stat()
+            except OSError:
+                del self._tracks[key]  # moved or deleted before we took it
+                continue
+            if (st.st_size, st.st_mtime_ns) != (t.size, t.mtime_ns):
+                t.size, t.mtime_ns, t.since, t.strikes, t.pooled = st.st_size, st.st_mtime_ns, now, 0, False
+
+    def _stable(self, t: _Track, now: float) -> bool:
+        return now - t.since >= self.opts.settle_s and now >= t.not_before
+
+    def _changed(self, t: _Track) -> bool:
+        try:
+            st = t.path.stat()
+        except OSError:
+            return True
+        return (st.st_size, st.st_mtime_ns) != (t.size, t.mtime_ns)
+
+    # -- work --------------------------------------------------------------------------------------
+    def _step(self, now: float) -> bool:
+        """Do at most one unit of work; True if something was done."""
+        ready = sorted((t for t in self._tracks.values() if not t.pooled and self._stable(t, now)), key=lambda t: _natural_key(str(t.path)))
+        if ready:
+            t = ready[0]
+            try:
+                if self.grouped:
+                    self._probe_for_pool(t)
+                else:
+                    self._process_single(t)
+            except (_Stop, KeyboardInterrupt):
+                raise
+            except Exception as e:  # a bug must not kill the daemon nor loop on the same file
+                self.log.exception("internal error on %s", t.path)
+                self._internal_error([t], e)
+            return True
+        if self.grouped and any(t.pooled for t in self._tracks.values()):
+            try:
+                return self._groups(now)
+            except (_Stop, KeyboardInterrupt):
+                raise
+            except Exception as e:
+                self.log.exception("internal error while forming brackets")
+                self._internal_error([t for t in self._tracks.values() if t.pooled], e)
+                return True
+        return False
+
+    def _internal_error(self, tracks: list[_Track], e: Exception) -> None:
+        first = str(e).splitlines()[0] if str(e) else ""
+        members = [t.path for t in tracks]
+        if not members:
+            return
+        try:
+            e_row = self.journal.get(members[0])
+            if e_row is not None and e_row.state == "running":
+                self.journal.fail(members[0], f"internal error: {type(e).__name__}: {first}")
+        except Exception:
+            pass
+        self._fail_for_good(members, tracks, f"{members[0]}: internal error: {type(e).__name__}: {first} (see {LOG_NAME})")
+
+    def _run(self, members: list[Path], *, planned: list[Path], group: bool = False, probe: bool = False, probe_only: bool = False, overwrite: bool = False, key: Path | None = None) -> FileResult:
+        self._current = members[0].name
+        try:
+            with self.guard.interruptible():
+                times = dict(getattr(self.pipe, "_times", {}) or {}) if group else None
+                return self.runner.run(members, self._index, self.out_dir, group=group, overwrite=overwrite, probe=probe, probe_only=probe_only, times=times, planned_outputs=planned)
+        except KeyboardInterrupt:
+            remove_temp_files(planned)
+            if key is not None:
+                self.journal.abandon(key)
+            self.report.interrupted = True
+            self._say("info", f"interrupted: abandoned {members[0].name} (it stays to do)")
+            raise _Stop from None
+        finally:
+            self._current = ""
+
+    def _process_single(self, t: _Track) -> None:
+        p = t.path
+        planned = planned_outputs(self.pipe, [p], self._index, self.out_dir, False)
+        plan = self._plan([p], planned)
+        if plan is None:
+            return
+        if not self._begin([p], [t]):
+            return
+        r = self._run([p], planned=planned, probe=True, overwrite=self.opts.overwrite or plan.changed, key=p)
+        self._index += 1
+        self._handle(r, [p], [t])
+
+    def _plan(self, members: list[Path], planned: list[Path]):
+        """Journal decision; handles skip/wait/failed itself and returns None then, else the plan."""
+        tracks = [self._tracks[str(m)] for m in members if str(m) in self._tracks]
+        if self.opts.overwrite:
+            from .journal import Plan
+
+            return Plan("process", "overwrite")
+        plan = self.journal.plan(members, planned, max_attempts=self.opts.retries)
+        if plan.action == "skip":
+            self.report.skipped += 1
+            self._remember_done(members, plan.entry)
+            self._say("info", f"skipped {', '.join(m.name for m in members)}: {plan.reason}")
+            for t in tracks:
+                self._tracks.pop(str(t.path), None)
+            return None
+        if plan.action == "wait":
+            delay = max(0.0, (plan.entry.next_try or 0) - time.time())
+            for t in tracks:
+                t.not_before = time.monotonic() + delay
+            return None
+        if plan.action == "failed":
+            self._fail_for_good(members, tracks, plan.entry.error if plan.entry and plan.entry.error else plan.reason)
+            return None
+        if plan.entry is not None and plan.entry.state == "running":
+            remove_temp_files(planned)  # left by an interrupted attempt
+        return plan
+
+    def _begin(self, members: list[Path], tracks: list[_Track]) -> bool:
+        try:
+            self.journal.begin(members)
+            return True
+        except OSError:
+            for t in tracks:  # vanished between the check and now
+                self._tracks.pop(str(t.path), None)
+            return False
+
+    def _handle(self, r: FileResult, members: list[Path], tracks: list[_Track]) -> None:
+        key = members[0]
+        now = time.monotonic()
+        if r.status in ("done", "skipped"):
+            self.journal.finish(key, r.outputs)
+            self._remember_done(members, self.journal.get(key))
+            for t in tracks:
+                self._tracks.pop(str(t.path), None)
+            if self.opts.move_done is not None:
+                for m in members:
+                    self._move(m, Path(self.opts.move_done))
+            outs = ", ".join(str(o) for o in r.outputs)
+            self._say("info", f"done {', '.join(str(m) for m in members)} -> {outs}" if r.status == "done" else f"skipped {key}: outputs exist")
+            if r.status == "done":
+                self.report.done.append(r)
+                if self.on_result:
+                    self.on_result(r)
+            else:
+                self.report.skipped += 1
+            return
+        if UNREADABLE in r.notes:
+            bad = next((t for t in tracks if str(t.path) == str(Path(r.input).resolve())), tracks[0])
+            if self._not_decodable(bad, r):
+                self.journal.fail(key, r.error or "does not decode")
+                self._fail_for_good(members, tracks, r.error or "does not decode", record=False)
+            else:
+                self.journal.abandon(key)
+            return
+        e = self.journal.get(key)
+        attempts = e.attempts if e is not None else 1
+        if attempts < self.opts.retries:
+            delay = self.opts.backoff_s * (2 ** (attempts - 1))
+            self.journal.fail(key, r.error or "failed", retry_in_s=delay)
+            for t in tracks:
+                t.not_before = now + delay
+            self._say("warning", f"failed (attempt {attempts} of {self.opts.retries}, retry in {delay:g} s): {r.error}")
+        else:
+            self.journal.fail(key, r.error or "failed")
+            self._fail_for_good(members, tracks, r.error or "failed", record=False)
+
+    def _not_decodable(self, t: _Track, r: FileResult) -> bool:
+        """After a decode failure: True if the file is bad, False if it may still be being written."""
+        now = time.monotonic()
+        if self._changed(t):
+            self._update(now)  # picks up the new size/mtime: settle again
+            self.log.info("%s: still being written (changed while decoding)", t.path)
+            return False
+        t.strikes += 1
+        if t.strikes < self.opts.bad_strikes:
+            t.not_before = now + self.opts.settle_s
+            self.log.info("%s: does not decode yet (%s); checking again in %g s", t.path, r.error, self.opts.settle_s)
+            return False
+        return True
+
+    def _fail_for_good(self, members: list[Path], tracks: list[_Track], error: str, record: bool = True) -> None:
+        if record:
+            try:
+                if self.journal.get(members[0]) is None:
+                    self.journal.begin(members)
+                self.journal.fail(members[0], error)
+            except OSError:
+                pass
+        for m in members:
+            try:
+                st = m.stat()
+                self._final[str(m)] = (st.st_size, st.st_mtime_ns)
+            except OSError:
+                pass
+        for t in tracks:
+            self._tracks.pop(str(t.path), None)
+        r = FileResult(members[0], "failed", error=error if str(members[0]) in error or members[0].name in error else f"{members[0]}: {error}")
+        self.report.failed.append(r)
+        self._say("error", f"failed {r.error}")
+        if self.opts.failed_dir is not None:
+            fd = Path(self.opts.failed_dir)
+            for m in members:
+                dest = self._move(m, fd)
+                try:
+                    with open(fd / ERROR_LOG_NAME, "a", encoding="utf-8") as f:
+                        f.write(f"{datetime.now().isoformat(timespec='seconds')}\t{(dest or m).name}\t{r.error}\n")
+                except OSError as e:
+                    self._say("warning", f"cannot write {fd / ERROR_LOG_NAME}: {e}")
+        if self.on_result:
+            self.on_result(r)
+
+    def _remember_done(self, members: list[Path], entry: Entry | None) -> None:
+        if entry is None:
+            return
+        for m in entry.members:
+            self._members[m.path] = entry
+
+    def _move(self, src: Path, dest_dir: Path) -> Path | None:
+        try:
+            dest = _unique(dest_dir, src.name)
+            shutil.move(str(src), str(dest))
+            return dest
+        except OSError as e:
+            self._say("warning", f"cannot move {src} to {dest_dir}: {e}")
+            return None
+
+    # -- brackets -----------------------------------------------------------------------------------
+    def _probe_for_pool(self, t: _Track) -> None:
+        r = self._run([t.path], planned=[], probe_only=True)
+        if r.status == "done":
+            if self._changed(t):
+                self._update(time.monotonic())
+                return
+            t.pooled = True
+            self._last_pool_add = time.monotonic()
+            return
+        if self._not_decodable(t, r):
+            self._fail_for_good([t.path], [t], r.error or "does not decode")
+
+    def _capture_order(self, paths: list[Path]) -> list[Path]:
+        from .hdr.group import probe
+
+        infos, order = {}, []
+        for p in paths:
+            try:
+                infos[p] = probe(p)
+            except Exception as e:  # RestoreError, or a library error on a hostile header
+                t = self._tracks.get(str(p))
+                msg = str(e) if isinstance(e, RestoreError) else f"{p}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+                self._fail_for_good([p], [t] if t else [], msg)
+                continue
+            order.append(p)
+        if order and all(infos[p].capture_time is not None for p in order):
+            order.sort(key=lambda p: (infos[p].capture_time, _natural_key(p.name), str(p)))
+        else:
+            order.sort(key=lambda p: (_natural_key(p.name), str(p)))
+        return order
+
+    def _complete_groups(self, order: list[Path], flush: bool) -> list[list[Path]]:
+        """Groups of ``order`` that are complete by the grouping rule (all of them when ``flush``)."""
+        g = self.pipe.spec.input.group
+        if flush:
+            groups, failures = self.pipe.group_inputs(order)
+            grouped = {p for grp in groups for p in grp}
+            rest = [p for p in order if p not in grouped]
+            if rest:
+                msg = "; ".join(f.error for f in failures if f.error) or "not part of a valid bracket"
+                self._fail_for_good(rest, [self._tracks[str(p)] for p in rest if str(p) in self._tracks], msg)
+            return groups
+        if g.by == "size":
+            n = int(g.size)
+            out = []
+            for k in range(0, len(order) - len(order) % n, n):
+                chunk = order[k : k + n]
+                groups, failures = self.pipe.group_inputs(chunk)
+                if failures:
+                    msg = "; ".join(f.error for f in failures if f.error) or "not a valid bracket"
+                    self._fail_for_good(chunk, [self._tracks[str(p)] for p in chunk if str(p) in self._tracks], msg)
+                else:
+                    out += groups
+            return out
+        groups, failures = self.pipe.group_inputs(order)
+        if not failures:
+            return groups[:-1]  # the last group may still grow
+        for k in range(1, len(order) - 1):
+            groups, failures = self.pipe.group_inputs(order[:-k])
+            if not failures:
+                return groups  # the trailing files start the next (still incomplete) group
+        return []
+
+    def _groups(self, now: float) -> bool:
+        pooled = [t.path for t in self._tracks.values() if t.pooled]
+        settling = any(not t.pooled for t in self._tracks.values())
+        flush = now - self._last_pool_add >= self.opts.group_timeout_s or (self.opts.once and not settling)
+        order = self._capture_order(pooled)
+        if not order:
+            return True
+        groups = self._complete_groups(order, False)  # complete by the rule first; a flush takes only what is left
+        if not groups and flush:
+            groups = self._complete_groups(order, True)
+        worked = False
+        for grp in groups:
+            tracks = [self._tracks[str(p)] for p in grp if str(p) in self._tracks]
+            if len(tracks) != len(grp) or any(now < t.not_before for t in tracks):
+                continue
+            self._process_group(grp, tracks)
+            worked = True
+        return worked
+
+    def _process_group(self, members: list[Path], tracks: list[_Track]) -> None:
+        planned = planned_outputs(self.pipe, members, self._index, self.out_dir, True)
+        plan = self._plan(members, planned)
+        if plan is None:
+            return
+        if not self._begin(members, tracks):
+            return
+        r = self._run(members, planned=planned, group=True, overwrite=self.opts.overwrite or plan.changed, key=members[0])
+        self._index += 1
+        self._handle(r, members, tracks)
+
+    # -- output --------------------------------------------------------------------------------------
+    def _status_text(self) -> str:
+        settling = sum(1 for t in self._tracks.values() if not t.pooled)
+        pooled = sum(1 for t in self._tracks.values() if t.pooled)
+        cur = f" | now: {self._current}" if self._current else ""
+        pool = f", {pooled} in brackets" if self.grouped else ""
+        return f"watching {self.in_dir}: {len(self.report.done)} done, {len(self.report.failed)} failed, {settling} waiting{pool}{cur}"
+
+    def _say(self, level: str, msg: str) -> None:
+        getattr(self.log, level)(msg)
+        if self.console is not None:
+            from rich.markup import escape
+
+            style = {"error": "red", "warning": "yellow"}.get(level)
+            self.console.print(msg if style is None else f"[{style}]{escape(msg)}[/]", markup=style is not None, highlight=False, soft_wrap=True)
