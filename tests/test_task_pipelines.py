@@ -88,3 +88,14 @@ def test_global_attention_models_run_whole_unless_tile_is_explicit(tmp_path):
     tiled = load_pipeline({"version": 1, "steps": [{"model": {"name": str(tmp_path / "r.pth"), "tile": 32, "overlap": 8}}]})
     a, b, c = implicit(x), whole(x), tiled(x)
     assert np.array_equal(a, b) and not np.allclose(b, c, atol=1e-3)
+
+
+def test_reflection_net_without_hypercolumn_needs_no_vgg(tmp_path):
+    """DRNet trained without --hyper (in_channels 3, as our starter weights) takes plain RGB."""
+    from restore.models.archs.rrformer import DRNet
+
+    torch.manual_seed(0)
+    net = DRNet(3, 3, 8, 13, pyramid=True, swinir_kwargs={"depths": [], "num_heads": []})
+    torch.save({"icnn": net.state_dict()}, tmp_path / "drnet_rgb.pt")
+    p = load_pipeline({"version": 1, "steps": [{"model": {"name": str(tmp_path / "drnet_rgb.pt"), "tile": 0}}]})
+    assert p((_photo(32, 48) * 255).astype(np.uint8)).shape == (32, 48, 3)

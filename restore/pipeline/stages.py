@@ -98,6 +98,8 @@ class ModelStage(Stage):
             if model.info.frames != 1:
                 raise RestoreError(f"model {self.opts.name!r} takes {model.info.frames} frames; use it in a merge step")
             extra = set(model.info.extra_inputs)
+            if "vgg19-hypercolumn" in extra and model.input_channels == 3:
+                extra.discard("vgg19-hypercolumn")  # DRNet trained without --hyper takes plain RGB
             if extra - {"vgg19-hypercolumn"}:
                 raise RestoreError(f"model {self.opts.name!r} needs {', '.join(extra)}, which the model step cannot provide")
             if "vgg19-hypercolumn" in extra:
