@@ -294,6 +294,39 @@ def eval_cmd(outputs: Path, truth: Path, crop: int, rgb: bool, as_json: bool) ->
     con.print(f"{'mean (' + str(len(rows)) + ' images)':40s} {mp:8.3f} dB  SSIM {ms:.4f}  [{'RGB' if rgb else 'Y'}, crop {crop}]", markup=False)
 
 
+@cli.command()
+@click.argument("model")
+@click.option("--size", default="512x512", show_default=True, help="Input WxH in pixels (synthetic image).")
+@click.option("--tile", type=int, default=128, show_default=True)
+@click.option("--overlap", type=int, default=16, show_default=True)
+@click.option("--repeat", type=int, default=2, show_default=True, help="Runs per method; the best is reported.")
+@click.option("--precision", type=click.Choice(["auto", "fp32", "fp16", "bf16"]), default="fp32", show_default=True)
+@click.option("--device", default="cpu", show_default=True)
+@click.option("--methods", default="whole,tiled,esrgan-loop", show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+def bench(model: str, size: str, tile: int, overlap: int, repeat: int, precision: str, device: str, methods: str, as_json: bool) -> None:
+    """Time MODEL whole-image, tiled, and with a Real-ESRGAN-style tile loop (each in a fresh process)."""
+    from .bench import run_bench
+
+    try:
+        w, h = (int(v) for v in size.lower().split("x"))
+    except ValueError:
+        _fail(f"--size must be WIDTHxHEIGHT, got {size!r}")
+    rows = run_bench(model, w, h, tile, overlap, repeat, precision, device, tuple(methods.split(",")))
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    con = _console()
+    con.print(f"{model}, {w}x{h}, tile {tile}, overlap {overlap}, {precision}, {device}", markup=False)
+    for r in rows:
+        if "error" in r:
+            con.print(f"  {r['method']:12s} failed: {r['error']}", markup=False)
+            continue
+        extra = f", {r['ratio_to_whole']:.2f}x whole (overlap factor {r['overlap_factor']:.2f})" if "ratio_to_whole" in r else ""
+        gpu = f", peak GPU {r['peak_gpu_mib']:.0f} MiB" if "peak_gpu_mib" in r else ""
+        con.print(f"  {r['method']:12s} {r['seconds']:8.2f} s  {r['mpx_per_s']:.4f} Mpx/s  peak RSS {r['peak_rss_mib']:.0f} MiB{gpu}{extra}", markup=False)
+
+
 def main() -> None:
     """Entry point of the ``restore`` console script."""
     try:

@@ -137,8 +137,27 @@ def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
     return torch.device(device)
 
 
-def resolve_precision(precision: Precision, device: torch.device, supports_half: bool, supports_bf16: bool) -> torch.dtype:
+#: Architectures whose bf16 quality cost on CPU was measured <= 0.02 dB (benchmarks/cpu_precision.py):
+#: ``precision: auto`` uses bf16 autocast for them on CPUs with AMX or AVX512-BF16.
+CPU_BF16_VERIFIED: dict[str, str] = {}
+
+
+def cpu_has_fast_bf16() -> bool:
+    """True on x86 CPUs with AMX-BF16 or AVX512-BF16 (from /proc/cpuinfo; False elsewhere)."""
+    try:
+        flags = open("/proc/cpuinfo").read()
+    except OSError:
+        return False
+    return " amx_bf16" in flags or " avx512_bf16" in flags
+
+
+def resolve_precision(precision: Precision, device: torch.device, supports_half: bool, supports_bf16: bool, arch: str | None = None) -> torch.dtype:
     """Pick the compute dtype.
+
+    ``auto``: on CUDA bf16 where the architecture and GPU support it, else fp16
+    where safe, else fp32; on CPU bf16 only for architectures in
+    :data:`CPU_BF16_VERIFIED` on CPUs with native bf16 (AMX / AVX512-BF16),
+    else fp32.
 
     Returns:
         ``torch.float32``, ``torch.float16`` or ``torch.bfloat16``.
@@ -151,6 +170,8 @@ def resolve_precision(precision: Precision, device: torch.device, supports_half:
         return torch.float32
     if precision == "auto":
         if device.type != "cuda":
+            if arch in CPU_BF16_VERIFIED and supports_bf16 and cpu_has_fast_bf16():
+                return torch.bfloat16
             return torch.float32
         if supports_bf16 and torch.cuda.is_bf16_supported():
             return torch.bfloat16
@@ -188,6 +209,10 @@ def _round_up(v: int, m: int) -> int:
     return -(-v // m) * m
 
 
+def _is_oom(e: BaseException) -> bool:
+    return isinstance(e, MemoryError) or (isinstance(e, RuntimeError) and "out of memory" in str(e).lower())
+
+
 def run_tiled(
     forward: Callable[[torch.Tensor], torch.Tensor],
     image: np.ndarray,
@@ -200,14 +225,26 @@ def run_tiled(
     device: torch.device | str = "cpu",
     dtype: torch.dtype = torch.float32,
     progress: Callable[[int, int], None] | None = None,
+    layout: str = "chw",
+    out: np.ndarray | None = None,
+    on_oom: Callable[[int, int], None] | None = None,
 ) -> np.ndarray:
     """Run ``forward`` over ``image`` tile by tile and blend the tiles seamlessly.
+
+    Memory: the host holds the input, the output and one band of accumulators
+    (``C_out x tile*scale x W*scale`` float32 plus its weights): each row of
+    tiles completes every output row above the next row's start, and those
+    rows are normalised and stored at once.  Tiles are cut from the unpadded
+    input (reflect-padded one by one at the bottom/right border), and only
+    tiles go to the device.  On out-of-memory (CUDA OOM, ``MemoryError``) the
+    tile edge is halved and the image restarted, down to the model minimum.
 
     Args:
         forward: Maps a float tensor ``(B, C_in, h, w)`` on ``device`` to
             ``(B, C_out, h*scale, w*scale)``.  Called under
             ``torch.inference_mode`` (and autocast for fp16/bf16).
-        image: float32 ``(C_in, H, W)`` host array (any value range).
+        image: float32 host array, ``(C_in, H, W)`` (``layout="chw"``) or
+            ``(H, W, C_in)`` (``layout="hwc"``), any value range.
         scale: Output/input size ratio (1 for restoration models).
         out_channels: ``C_out`` (default: ``C_in``).
         spec: :class:`TileSpec`.  ``tile=0`` or ``tile >= max(H, W)`` runs the
@@ -217,17 +254,51 @@ def run_tiled(
         device: Where tiles run; only tiles are moved there.
         dtype: Compute dtype (see :func:`resolve_precision`).
         progress: Called as ``progress(done_tiles, total_tiles)``.
+        layout: ``"chw"`` or ``"hwc"``, for both input and output.
+        out: Optional preallocated float32 output of the right shape and
+            layout (e.g. a ``numpy.memmap`` for outputs larger than memory).
+        on_oom: Called as ``on_oom(old_tile, new_tile)`` when the tile is halved.
 
     Returns:
-        float32 ``(C_out, H*scale, W*scale)`` array.
+        float32 ``(C_out, H*scale, W*scale)`` (or ``(H*scale, W*scale, C_out)``).
 
     Raises:
         ValueError: bad shapes or tile/overlap values.
+        MemoryError / RuntimeError: out of memory even at the smallest tile.
     """
+    spec_now = spec
+    while True:
+        try:
+            return _run_tiled_once(forward, image, scale=scale, out_channels=out_channels, spec=spec_now,
+                                   multiple_of=multiple_of, min_size=min_size, device=device, dtype=dtype,
+                                   progress=progress, layout=layout, out=out)
+        except BaseException as e:  # noqa: BLE001 - re-raised unless it is an out-of-memory we can adapt to
+            if not _is_oom(e):
+                raise
+            h, w = (image.shape[1:] if layout == "chw" else image.shape[:2])
+            cur = spec_now.tile if isinstance(spec_now.tile, int) else max(spec_now.tile)
+            cur = cur if cur > 0 else max(h, w)
+            m = max(1, int(multiple_of))
+            new = max(m, (cur // 2) // m * m, _round_up(max(min_size, 1), m))
+            if new >= cur or not isinstance(spec_now.tile, int):
+                raise
+            if device != "cpu" and torch.cuda.is_available():
+                torch.cuda.empty_cache()
+            if on_oom:
+                on_oom(cur, new)
+            spec_now = TileSpec(tile=new, overlap=min(spec_now.overlap, new // 2 - 1), batch=1)
+
+
+def _run_tiled_once(forward, image, *, scale, out_channels, spec, multiple_of, min_size, device, dtype, progress, layout, out):
     if image.ndim != 3:
-        raise ValueError(f"image must be (C, H, W), got shape {image.shape}")
+        raise ValueError(f"image must be 3-D ({layout}), got shape {image.shape}")
+    if layout not in ("chw", "hwc"):
+        raise ValueError(f"layout must be 'chw' or 'hwc', got {layout!r}")
     device = torch.device(device)
-    c_in, h, w = image.shape
+    if layout == "chw":
+        c_in, h, w = image.shape
+    else:
+        h, w, c_in = image.shape
     c_out = out_channels or c_in
     m = max(1, int(multiple_of))
     # the padded canvas: what whole-image inference would see
@@ -251,35 +322,61 @@ def run_tiled(
     wy = _axis_weights(ys, th, scale)
     wx = _axis_weights(xs, tw, scale)
 
-    src = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))[None]
-    src = _pad_to(src, ph, pw)[0]
-    acc = np.zeros((c_out, ph * scale, pw * scale), dtype=np.float32)
-    wsum = np.zeros((ph * scale, pw * scale), dtype=np.float32)
-    jobs = [(iy, ix) for iy in range(len(ys)) for ix in range(len(xs))]
-    total = len(jobs)
+    src = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))
+    if layout == "hwc":
+        src = src.permute(2, 0, 1)  # a view: no copy of the image
+
+    def cut(y0: int, x0: int) -> torch.Tensor:
+        t = src[:, y0 : min(y0 + th, h), x0 : min(x0 + tw, w)]
+        if t.shape[1] < th or t.shape[2] < tw:  # border tile: reflect-pad like the whole canvas
+            t = _pad_to(t[None], th, tw)[0]
+        return t
+
+    oh, ow = h * scale, w * scale
+    if out is None:
+        out = np.empty((c_out, oh, ow) if layout == "chw" else (oh, ow, c_out), dtype=np.float32)
+    band_h = th * scale
+    acc = np.zeros((c_out, band_h, pw * scale), dtype=np.float32)
+    wsum = np.zeros((band_h, pw * scale), dtype=np.float32)
+    total = len(ys) * len(xs)
     autocast = dtype in (torch.float16, torch.bfloat16)
     batch = max(1, int(spec.batch))
     done = 0
     with torch.inference_mode():
-        for b0 in range(0, total, batch):
-            chunk = jobs[b0 : b0 + batch]
-            x = torch.stack([src[:, ys[iy] : ys[iy] + th, xs[ix] : xs[ix] + tw] for iy, ix in chunk])
-            x = x.to(device, non_blocking=True)
-            if autocast:
-                with torch.autocast(device_type=device.type, dtype=dtype):
+        for iy, y0 in enumerate(ys):
+            lo = y0 * scale  # absolute output row of acc[:, 0]; every row above is already stored
+            for b0 in range(0, len(xs), batch):
+                ixs = list(range(b0, min(b0 + batch, len(xs))))
+                x = torch.stack([cut(y0, xs[ix]) for ix in ixs]).to(device, non_blocking=True)
+                if autocast:
+                    with torch.autocast(device_type=device.type, dtype=dtype):
+                        y = forward(x)
+                else:
                     y = forward(x)
-            else:
-                y = forward(x)
-            y = y.float().cpu().numpy()
-            if y.shape[1:] != (c_out, th * scale, tw * scale):
-                raise ValueError(f"model returned {tuple(y.shape[1:])}, expected {(c_out, th * scale, tw * scale)}")
-            for k, (iy, ix) in enumerate(chunk):
-                oy, ox = ys[iy] * scale, xs[ix] * scale
-                wt = np.outer(wy[iy], wx[ix])
-                acc[:, oy : oy + th * scale, ox : ox + tw * scale] += y[k] * wt
-                wsum[oy : oy + th * scale, ox : ox + tw * scale] += wt
-            done += len(chunk)
-            if progress:
-                progress(done, total)
-    acc /= wsum
-    return acc[:, : h * scale, : w * scale]
+                y = y.float().cpu().numpy()
+                if y.shape[1:] != (c_out, th * scale, tw * scale):
+                    raise ValueError(f"model returned {tuple(y.shape[1:])}, expected {(c_out, th * scale, tw * scale)}")
+                for k, ix in enumerate(ixs):
+                    ox = xs[ix] * scale
+                    wt = np.outer(wy[iy], wx[ix])
+                    acc[:, :, ox : ox + tw * scale] += y[k] * wt
+                    wsum[:, ox : ox + tw * scale] += wt
+                done += len(ixs)
+                if progress:
+                    progress(done, total)
+            # rows [lo, next) receive nothing from later tile rows: normalise and store them
+            nxt = ys[iy + 1] * scale if iy + 1 < len(ys) else ph * scale
+            k = nxt - lo
+            r1 = min(nxt, oh)
+            if r1 > lo:
+                rows = acc[:, : r1 - lo, :ow] / wsum[None, : r1 - lo, :ow]
+                if layout == "chw":
+                    out[:, lo:r1] = rows
+                else:
+                    out[lo:r1] = rows.transpose(1, 2, 0)
+            if k < band_h:
+                acc[:, : band_h - k] = acc[:, k:]
+                wsum[: band_h - k] = wsum[k:]
+            acc[:, max(band_h - k, 0) :] = 0
+            wsum[max(band_h - k, 0) :] = 0
+    return out

@@ -108,3 +108,45 @@ def test_cuda_tiles_and_auto_precision(rng):
     out = run_tiled(net, img, scale=2, spec=TileSpec(16, 4), device="cuda", dtype=dt)
     ref = run_tiled(LocalNet(2), img, scale=2, spec=TileSpec(16, 4))
     assert np.abs(out - ref).max() < 0.05
+
+
+def test_hwc_layout_equals_chw(rng):
+    img = rng.random((3, 37, 45), dtype=np.float32)
+    net = LocalNet(2)
+    a = run_tiled(net, img, scale=2, spec=TileSpec(16, 6, 2))
+    b = run_tiled(net, np.ascontiguousarray(img.transpose(1, 2, 0)), scale=2, spec=TileSpec(16, 6, 2), layout="hwc")
+    assert b.shape == (74, 90, 3) and np.array_equal(a, b.transpose(2, 0, 1))
+
+
+def test_out_of_memory_halves_the_tile_and_retries(rng):
+    img = rng.random((3, 64, 64), dtype=np.float32)
+    seen, halved = [], []
+
+    def fussy(x):
+        seen.append(x.shape[-1])
+        if x.shape[-1] > 16:
+            raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return x * 2
+
+    out = run_tiled(fussy, img, scale=1, spec=TileSpec(64, 8), on_oom=lambda a, b: halved.append((a, b)))
+    assert halved == [(64, 32), (32, 16)] and np.allclose(out, img * 2)
+    with pytest.raises(ValueError):  # other errors are not swallowed
+        run_tiled(lambda x: (_ for _ in ()).throw(ValueError("bug")), img, scale=1, spec=TileSpec(32, 8))
+
+
+def test_working_memory_is_one_band_not_the_whole_output(rng):
+    """Peak allocation beyond input and output stays near one band of tiles, whatever the height."""
+    import tracemalloc
+
+    def extra_peak(h):
+        img = np.zeros((h, 256, 3), np.float32)
+        out = np.empty((2 * h, 512, 3), np.float32)
+        tracemalloc.start()
+        run_tiled(lambda x: torch.nn.functional.interpolate(x, scale_factor=2), img, scale=2, spec=TileSpec(32, 8), layout="hwc", out=out)
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        return peak
+
+    small, tall = extra_peak(128), extra_peak(1024)
+    out_tall = 2 * 1024 * 512 * 3 * 4
+    assert tall < small * 1.5 + 1e6 and tall < out_tall / 4, (small, tall)

@@ -149,7 +149,7 @@ class MergeStage(Stage):
             ctx.notes.append("network merge: used the shortest, middle and longest of the bracket")
         m = self.model
         device = resolve_device(ctx.device or self.opts.device)
-        dtype = resolve_precision(self.opts.precision, device, m.supports_half, m.supports_bfloat16)
+        dtype = resolve_precision(self.opts.precision, device, m.supports_half, m.supports_bfloat16, arch=m.arch)
         overlap = self.opts.overlap if self.opts.overlap is not None else m.info.overlap
         tile = self.opts.tile
         if "tile" not in self.opts.model_fields_set and str(m.descriptor.tiling).endswith("DISCOURAGED"):

@@ -150,7 +150,7 @@ class ModelStage(Stage):
 
         m = self.model
         device = resolve_device(ctx.device or self.opts.device)
-        dtype = resolve_precision(self.opts.precision, device, m.supports_half, m.supports_bfloat16)
+        dtype = resolve_precision(self.opts.precision, device, m.supports_half, m.supports_bfloat16, arch=m.arch)
         module = m.module.to(device)
         overlap = self.opts.overlap if self.opts.overlap is not None else m.info.overlap
         tile = self.opts.tile
@@ -184,14 +184,13 @@ class ModelStage(Stage):
         else:
             raise RestoreError(f"model {self.opts.name!r} takes {cin} channels, image has {c}")
         for g in groups:
-            chw = np.ascontiguousarray(g.transpose(2, 0, 1))
-
             y = run_tiled(
-                base_forward, chw, scale=m.scale, out_channels=m.output_channels, spec=spec,
+                base_forward, g, scale=m.scale, out_channels=m.output_channels, spec=spec,
                 multiple_of=m.multiple_of, min_size=m.min_size, device=device, dtype=dtype,
-                progress=ctx.tile_progress,
+                progress=ctx.tile_progress, layout="hwc",
+                on_oom=lambda a, b: ctx.notes.append(f"out of memory at tile {a}: retried with tile {b}"),
             )
-            outs.append(y.transpose(1, 2, 0))
+            outs.append(y)
         if device.type == "cuda":
             torch.cuda.empty_cache()
         out = np.concatenate(outs, axis=2) if cin == 1 else outs[0]

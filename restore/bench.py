@@ -1,0 +1,108 @@
+"""``restore bench``: whole-image vs tiled vs a Real-ESRGAN-style tile loop, same model and image.
+
+Each method runs in a fresh process so its peak RSS is its own.  Reported per
+method: seconds (best of ``repeat``), input megapixels per second, peak RSS,
+and for tiled methods the ratio to whole-image time next to the overlap factor
+``((T + 2*overlap) / T)^2`` - the extra pixels a tiled run computes.
+
+The Real-ESRGAN-style loop is written here as the reference peers use
+(``RealESRGANer.tile_process``): the whole image is moved to the device, cut
+into tiles of T with ``tile_pad`` = 10 context pixels, each output tile cropped
+and pasted with no blending.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import resource
+import subprocess
+import sys
+import time
+
+import numpy as np
+import torch
+
+__all__ = ["esrgan_tile_loop", "bench_method", "run_bench"]
+
+
+def esrgan_tile_loop(forward, image: torch.Tensor, scale: int, tile: int, tile_pad: int = 10) -> torch.Tensor:
+    """Real-ESRGAN's tile loop (reference for comparison): hard paste, ``tile_pad`` context, no blending.
+
+    Args:
+        forward: model ``(1, C, h, w) -> (1, C, h*scale, w*scale)``.
+        image: ``(1, C, H, W)`` tensor already on the device.
+        scale, tile, tile_pad: as in ``RealESRGANer``.
+
+    Returns:
+        ``(1, C, H*scale, W*scale)`` tensor.
+    """
+    _, c, h, w = image.shape
+    out = image.new_zeros((1, c, h * scale, w * scale))
+    for ty in range(math.ceil(h / tile)):
+        for tx in range(math.ceil(w / tile)):
+            x0, y0 = tx * tile, ty * tile
+            x1, y1 = min(x0 + tile, w), min(y0 + tile, h)
+            px0, py0, px1, py1 = max(x0 - tile_pad, 0), max(y0 - tile_pad, 0), min(x1 + tile_pad, w), min(y1 + tile_pad, h)
+            o = forward(image[:, :, py0:py1, px0:px1])
+            oy0, ox0 = (y0 - py0) * scale, (x0 - px0) * scale
+            out[:, :, y0 * scale : y1 * scale, x0 * scale : x1 * scale] = o[:, :, oy0 : oy0 + (y1 - y0) * scale, ox0 : ox0 + (x1 - x0) * scale]
+    return out
+
+
+def bench_method(model_name: str, method: str, width: int, height: int, tile: int, overlap: int, repeat: int, precision: str, device: str) -> dict:
+    """Time one method in this process; returns seconds, Mpx/s and peak RSS (MiB)."""
+    from .models import load_model
+    from .tiling import TileSpec, resolve_device, resolve_precision, run_tiled
+
+    torch.set_grad_enabled(False)
+    m = load_model(model_name)
+    dev = resolve_device(device)
+    dtype = resolve_precision(precision, dev, m.supports_half, m.supports_bfloat16, arch=m.arch)
+    module = m.module.to(dev)
+    rng = np.random.default_rng(0)
+    y, x = np.mgrid[0:height, 0:width].astype(np.float32)
+    img = np.clip(np.stack([0.5 + 0.3 * np.sin(x / 9), 0.5 + 0.3 * np.cos(y / 7), 0.5 + 0.2 * np.sin((x + y) / 13)], -1) + 0.05 * rng.standard_normal((height, width, 3)), 0, 1).astype(np.float32)
+    best = float("inf")
+    for _ in range(repeat):
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        if method == "whole":
+            run_tiled(module, img, scale=m.scale, spec=TileSpec(0), multiple_of=m.multiple_of, min_size=m.min_size, device=dev, dtype=dtype, layout="hwc")
+        elif method == "tiled":
+            run_tiled(module, img, scale=m.scale, spec=TileSpec(tile, overlap), multiple_of=m.multiple_of, min_size=m.min_size, device=dev, dtype=dtype, layout="hwc")
+        else:
+            t = torch.from_numpy(img.transpose(2, 0, 1).copy())[None].to(dev)
+            with torch.inference_mode(), torch.autocast(dev.type, dtype=dtype, enabled=dtype != torch.float32):
+                esrgan_tile_loop(module, t, m.scale, tile).float().cpu()
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+        best = min(best, time.perf_counter() - t0)
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    res = {"method": method, "seconds": best, "mpx_per_s": width * height / 1e6 / best, "peak_rss_mib": rss, "dtype": str(dtype).replace("torch.", "")}
+    if dev.type == "cuda":
+        res["peak_gpu_mib"] = torch.cuda.max_memory_allocated() / 2**20
+        res["device"] = torch.cuda.get_device_name()
+    return res
+
+
+def run_bench(model_name: str, width: int, height: int, tile: int = 128, overlap: int = 16, repeat: int = 2,
+              precision: str = "fp32", device: str = "cpu", methods=("whole", "tiled", "esrgan-loop")) -> list[dict]:
+    """Run each method in a fresh Python process and collect the results (see :func:`bench_method`)."""
+    out = []
+    for meth in methods:
+        code = ("import json,sys; from restore.bench import bench_method; "
+                f"print(json.dumps(bench_method({model_name!r}, {meth!r}, {width}, {height}, {tile}, {overlap}, {repeat}, {precision!r}, {device!r})))")
+        p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+        if p.returncode != 0:
+            out.append({"method": meth, "error": (p.stderr.strip().splitlines() or ["failed"])[-1]})
+            continue
+        out.append(json.loads(p.stdout.strip().splitlines()[-1]))
+    whole = next((r for r in out if r.get("method") == "whole" and "seconds" in r), None)
+    factor = ((tile + 2 * overlap) / tile) ** 2
+    for r in out:
+        if whole and "seconds" in r and r["method"] != "whole":
+            r["ratio_to_whole"] = r["seconds"] / whole["seconds"]
+            r["overlap_factor"] = factor if r["method"] == "tiled" else ((tile + 20) / tile) ** 2
+    return out
