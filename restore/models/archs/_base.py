@@ -12,6 +12,8 @@ package.  Every file defines
 * a call to :func:`register` that records the architecture together with an
   :class:`ArchInfo` - the facts spandrel's descriptor cannot express.
 
+The architectures' ``load`` build their descriptors with :func:`describe`.
+
 :mod:`restore.models.archs` imports every file and adds the architectures to
 ``spandrel.MAIN_REGISTRY`` so ``restore.load_model(path)`` needs no hint.
 
@@ -27,12 +29,14 @@ sidecar JSON (``<checkpoint>.json`` or ``config.json`` beside it; its
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, TypeVar
 
 import torch
-from spandrel import Architecture, ArchId
+from spandrel import Architecture, ArchId, ImageModelDescriptor, ModelTiling, SizeRequirements, StateDict
 
-__all__ = ["ArchInfo", "register", "registered", "info_for"]
+__all__ = ["ArchInfo", "register", "registered", "info_for", "describe"]
+
+M = TypeVar("M", bound=torch.nn.Module)
 
 InputEncoding = Literal["srgb", "linear", "raw-rgb", "hdr-ldr-pair"]
 OutputRange = Literal["clamped", "unbounded", "sigmoid"]
@@ -123,3 +127,54 @@ def info_for(arch_id: str) -> ArchInfo | None:
     """The :class:`ArchInfo` of one of our architectures, or None for spandrel's own."""
     entry = _REGISTERED.get(str(arch_id))
     return entry.info if entry else None
+
+
+def describe(
+    arch: Architecture[M],
+    model: M,
+    state_dict: StateDict,
+    *,
+    tags: list[str],
+    input_channels: int,
+    output_channels: int,
+    size_requirements: SizeRequirements,
+    supports_bfloat16: bool = False,
+    tiling: ModelTiling = ModelTiling.DISCOURAGED,
+) -> ImageModelDescriptor[M]:
+    """The spandrel descriptor every architecture here returns from ``load``.
+
+    Fixed for all of them: purpose ``"Restoration"``, scale 1, no float16
+    (not validated for any; the per-pixel statistics of un-normalised
+    features can overflow).  spandrel's descriptor strict-loads
+    ``state_dict`` into ``model``.
+
+    Args:
+        arch: The architecture object (``self`` in ``load``).
+        model: The freshly built module.
+        state_dict: Its weights (canonical keys).
+        tags: Short labels shown by ``restore models``.
+        input_channels, output_channels: Channel counts of the call.
+        size_requirements: What spandrel's call pads the input to.
+        supports_bfloat16: Whether bfloat16 was validated.
+        tiling: The default, ``DISCOURAGED``, is for models with global
+            attention or pooling, where tiles change the output
+            (benchmarks/arch_tiling.py, README table): the model step then runs
+            the whole image unless the pipeline sets a tile explicitly.
+
+    Raises:
+        RuntimeError: from ``load_state_dict`` when ``state_dict`` does not fit ``model``.
+    """
+    return ImageModelDescriptor(
+        model,
+        state_dict,
+        architecture=arch,
+        purpose="Restoration",
+        tags=tags,
+        supports_half=False,
+        supports_bfloat16=supports_bfloat16,
+        scale=1,
+        input_channels=input_channels,
+        output_channels=output_channels,
+        size_requirements=size_requirements,
+        tiling=tiling,
+    )

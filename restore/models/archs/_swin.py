@@ -38,11 +38,15 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Mapping
-from typing import Callable
+from typing import Any, Callable, ClassVar, TypeVar
 
 import torch
+import torch.nn.functional as F
 import torch.utils.checkpoint
+from spandrel import Architecture, ImageModelDescriptor, ModelTiling, SizeRequirements
 from torch import nn
+
+from restore.models.archs._base import describe
 
 __all__ = [
     "to_2tuple",
@@ -64,13 +68,19 @@ __all__ = [
     "PatchEmbed",
     "PatchUnEmbed",
     "RSTB",
+    "SwinIRBody",
+    "pad_to_window",
+    "describe_hdr",
     "resi_conv",
     "init_swin_weights",
     "split_frames",
     "infer_swin_stages",
+    "infer_swinir_kwargs",
 ]
 
 _BUFFER_SUFFIXES = (".attn_mask", ".relative_position_index")
+
+M = TypeVar("M", bound=nn.Module)
 
 
 def to_2tuple(x: int | tuple[int, int] | list[int]) -> tuple[int, int]:
@@ -535,57 +545,49 @@ class BasicLayer(nn.Module):
         return x
 
 
-class PatchEmbed(nn.Module):
+class _PatchGrid(nn.Module):
+    """The constructor :class:`PatchEmbed` and :class:`PatchUnEmbed` share (SwinIR's): grid bookkeeping."""
+
+    #: Whether ``norm_layer`` is used (SwinIR's PatchUnEmbed accepts and ignores it).
+    _uses_norm: ClassVar[bool] = False
+
+    def __init__(
+        self,
+        img_size: int | tuple[int, int] = 224,
+        patch_size: int | tuple[int, int] = 4,
+        in_chans: int = 3,
+        embed_dim: int = 96,
+        norm_layer: Callable[[int], nn.Module] | None = None,
+    ) -> None:
+        super().__init__()
+        img_size = to_2tuple(img_size)
+        patch_size = to_2tuple(patch_size)
+        self.img_size = img_size
+        self.patch_size = patch_size
+        self.patches_resolution = [img_size[0] // patch_size[0], img_size[1] // patch_size[1]]
+        self.num_patches = self.patches_resolution[0] * self.patches_resolution[1]
+        self.in_chans = in_chans
+        self.embed_dim = embed_dim
+        if self._uses_norm:
+            self.norm = norm_layer(embed_dim) if norm_layer is not None else None
+
+
+class PatchEmbed(_PatchGrid):
     """SwinIR's "patch embedding": ``(B, C, H, W)`` -> tokens ``(B, H*W, C)`` plus optional LayerNorm (key ``norm``).
 
     There is no projection - with ``patch_size=1`` a pixel is a token;
     ``patches_resolution = img_size // patch_size`` only sizes the buffers.
     """
 
-    def __init__(
-        self,
-        img_size: int | tuple[int, int] = 224,
-        patch_size: int | tuple[int, int] = 4,
-        in_chans: int = 3,
-        embed_dim: int = 96,
-        norm_layer: Callable[[int], nn.Module] | None = None,
-    ) -> None:
-        super().__init__()
-        img_size = to_2tuple(img_size)
-        patch_size = to_2tuple(patch_size)
-        self.img_size = img_size
-        self.patch_size = patch_size
-        self.patches_resolution = [img_size[0] // patch_size[0], img_size[1] // patch_size[1]]
-        self.num_patches = self.patches_resolution[0] * self.patches_resolution[1]
-        self.in_chans = in_chans
-        self.embed_dim = embed_dim
-        self.norm = norm_layer(embed_dim) if norm_layer is not None else None
+    _uses_norm = True
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x.flatten(2).transpose(1, 2)
         return self.norm(x) if self.norm is not None else x
 
 
-class PatchUnEmbed(nn.Module):
-    """Tokens ``(B, H*W, C)`` -> ``(B, C, H, W)`` (no parameters)."""
-
-    def __init__(
-        self,
-        img_size: int | tuple[int, int] = 224,
-        patch_size: int | tuple[int, int] = 4,
-        in_chans: int = 3,
-        embed_dim: int = 96,
-        norm_layer: Callable[[int], nn.Module] | None = None,
-    ) -> None:
-        super().__init__()
-        img_size = to_2tuple(img_size)
-        patch_size = to_2tuple(patch_size)
-        self.img_size = img_size
-        self.patch_size = patch_size
-        self.patches_resolution = [img_size[0] // patch_size[0], img_size[1] // patch_size[1]]
-        self.num_patches = self.patches_resolution[0] * self.patches_resolution[1]
-        self.in_chans = in_chans
-        self.embed_dim = embed_dim
+class PatchUnEmbed(_PatchGrid):
+    """Tokens ``(B, H*W, C)`` -> ``(B, C, H, W)`` (no parameters; same constructor as :class:`PatchEmbed`)."""
 
     def forward(self, x: torch.Tensor, x_size: tuple[int, int]) -> torch.Tensor:
         b = x.shape[0]
@@ -643,6 +645,15 @@ class RSTB(nn.Module):
     (``patch_embed`` / ``patch_unembed`` have none).  Constructor keywords
     and their order are SwinIR's.
 
+    The descendants (SCTNet's GSAB, HDR-Transformer's context-aware group)
+    subclass it and keep that constructor; they change only the class
+    attributes below and, for another residual conv, :meth:`make_conv`.
+
+    Attributes:
+        block_cls: Block type of the residual group (a
+            :class:`SwinTransformerBlock` subclass).
+        conv_name: Attribute (and state-dict) name of the residual conv.
+
     Shapes: tokens ``(B, H*W, dim)`` with ``x_size = (H, W)`` (multiples of
     the window) in and out.
 
@@ -650,6 +661,9 @@ class RSTB(nn.Module):
         ValueError: ``downsample`` given (SwinIR stages never downsample) or
             an unknown ``resi_connection``.
     """
+
+    block_cls: ClassVar[type[SwinTransformerBlock]] = SwinTransformerBlock
+    conv_name: ClassVar[str] = "conv"
 
     def __init__(
         self,
@@ -673,7 +687,7 @@ class RSTB(nn.Module):
     ) -> None:
         super().__init__()
         if downsample is not None:
-            raise ValueError("RSTB has no downsampling")
+            raise ValueError(f"{type(self).__name__} has no downsampling")
         self.dim = dim
         self.input_resolution = input_resolution
         self.residual_group = BasicLayer(
@@ -690,13 +704,172 @@ class RSTB(nn.Module):
             drop_path=drop_path,
             norm_layer=norm_layer,
             use_checkpoint=use_checkpoint,
+            block_cls=self.block_cls,
         )
-        self.conv = resi_conv(resi_connection, dim)
+        self.add_module(self.conv_name, self.make_conv(resi_connection, dim))
         self.patch_embed = PatchEmbed(img_size=img_size, patch_size=patch_size, in_chans=0, embed_dim=dim)
         self.patch_unembed = PatchUnEmbed(img_size=img_size, patch_size=patch_size, in_chans=0, embed_dim=dim)
 
+    @staticmethod
+    def make_conv(resi_connection: str, dim: int) -> nn.Module:
+        """The residual conv after the group: :func:`resi_conv` (override for another one)."""
+        return resi_conv(resi_connection, dim)
+
     def forward(self, x: torch.Tensor, x_size: tuple[int, int]) -> torch.Tensor:
-        return self.patch_embed(self.conv(self.patch_unembed(self.residual_group(x, x_size), x_size))) + x
+        conv = getattr(self, self.conv_name)
+        return self.patch_embed(conv(self.patch_unembed(self.residual_group(x, x_size), x_size))) + x
+
+
+class SwinIRBody(nn.Module):
+    """Base class of the SwinIR-style networks (HDR-Transformer, SCTNet, RRFormer's SwinIR).
+
+    Subclasses keep their official constructors and call :meth:`_build_body`
+    (token embedding and the residual stages), register their own modules,
+    then :meth:`_build_tail` (final LayerNorm and ``conv_after_body``), so
+    the modules, their state-dict keys and their order are SwinIR's:
+    ``patch_embed.norm`` (with ``patch_norm``), ``absolute_pos_embed`` (with
+    ``ape``), ``layers.{i}.*``, ``norm``, ``conv_after_body``.
+    :meth:`forward_features` runs embedding, stages and norm.
+    """
+
+    #: SwinIR's weight init (:func:`init_swin_weights`), under the official method name.
+    _init_weights = staticmethod(init_swin_weights)
+
+    def _build_body(
+        self,
+        img_size: int | tuple[int, int],
+        patch_size: int | tuple[int, int],
+        embed_dim: int,
+        depths: list[int],
+        num_heads: list[int],
+        window_size: int,
+        mlp_ratio: float,
+        qkv_bias: bool,
+        qk_scale: float | None,
+        drop_rate: float,
+        attn_drop_rate: float,
+        drop_path_rate: float,
+        norm_layer: Callable[[int], nn.Module],
+        ape: bool,
+        patch_norm: bool,
+        use_checkpoint: bool,
+        resi_connection: str,
+        *,
+        stage_cls: type[RSTB] = RSTB,
+        dpr: list[float] | None = None,
+    ) -> tuple[int, int]:
+        """Register ``patch_embed``, ``patch_unembed``, ``absolute_pos_embed`` (if ``ape``), ``pos_drop``, ``layers``.
+
+        The positional arguments are SwinIR's constructor keywords, in its order.
+        Also sets ``_block_window``, the window side the blocks really use
+        (smaller than ``window_size`` when the map is not larger than it).
+
+        Args:
+            stage_cls: Residual stage type (:class:`RSTB` or a subclass), built
+                with SwinIR's keywords.
+            dpr: Stochastic-depth rate of every block; default
+                ``torch.linspace(0, drop_path_rate, sum(depths))`` as in SwinIR.
+
+        Returns:
+            The construction feature size ``img_size // patch_size`` as ``(H, W)``.
+        """
+        self.num_layers = len(depths)
+        self.embed_dim = embed_dim
+        self.ape = ape
+        self.patch_norm = patch_norm
+        self.num_features = embed_dim
+        self.mlp_ratio = mlp_ratio
+        # (img_size, patch_size, in_chans, embed_dim[, norm_layer]); in_chans = embed_dim: no conv_first here
+        self.patch_embed = PatchEmbed(img_size, patch_size, embed_dim, embed_dim, norm_layer if patch_norm else None)
+        patches_resolution = self.patch_embed.patches_resolution
+        self.patches_resolution = patches_resolution
+        self.patch_unembed = PatchUnEmbed(img_size, patch_size, embed_dim, embed_dim)
+        if ape:
+            self.absolute_pos_embed = nn.Parameter(torch.zeros(1, self.patch_embed.num_patches, embed_dim))
+            nn.init.trunc_normal_(self.absolute_pos_embed, std=0.02)
+        self.pos_drop = nn.Dropout(p=drop_rate)
+
+        if dpr is None:
+            dpr = [x.item() for x in torch.linspace(0, drop_path_rate, sum(depths), device="cpu")]
+        resolution = (patches_resolution[0], patches_resolution[1])
+        self._block_window = min(window_size, *resolution)
+        self.layers = nn.ModuleList(
+            stage_cls(  # SwinIR's RSTB arguments, in its order
+                embed_dim, resolution, depths[i], num_heads[i], window_size, mlp_ratio, qkv_bias, qk_scale,
+                drop_rate, attn_drop_rate, dpr[sum(depths[:i]) : sum(depths[: i + 1])], norm_layer,
+                use_checkpoint=use_checkpoint, img_size=img_size, patch_size=patch_size,
+                resi_connection=resi_connection,
+            )
+            for i in range(self.num_layers)
+        )
+        return resolution
+
+    def _build_tail(self, norm_layer: Callable[[int], nn.Module], resi_connection: str) -> None:
+        """Register ``norm`` (over ``num_features``) and ``conv_after_body`` (:func:`resi_conv`)."""
+        self.norm = norm_layer(self.num_features)
+        self.conv_after_body = resi_conv(resi_connection, self.embed_dim)
+
+    def _embed(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
+        """``(B, C, H, W)`` -> tokens ``(B, H*W, C)`` (+ ``absolute_pos_embed``, dropout) and ``(H, W)``."""
+        x_size = (x.shape[2], x.shape[3])
+        x = self.patch_embed(x)
+        if self.ape:
+            x = x + self.absolute_pos_embed
+        return self.pos_drop(x), x_size
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """Residual stages + final LayerNorm: ``(B, C, H, W)`` -> ``(B, C, H, W)``."""
+        x, x_size = self._embed(x)
+        for layer in self.layers:
+            x = layer(x, x_size)
+        return self.patch_unembed(self.norm(x), x_size)
+
+
+def describe_hdr(
+    arch: Architecture[M],
+    model: M,
+    state_dict: Mapping[str, torch.Tensor],
+    params: Mapping[str, Any],
+    *,
+    input_channels: int,
+    tiling: ModelTiling,
+) -> ImageModelDescriptor[M]:
+    """spandrel descriptor of a 3-exposure HDR model built on :class:`SwinIRBody` (HDR-Transformer, SCTNet).
+
+    Tags from the constructor kwargs ``params`` (width, depths, window,
+    construction size), 3 output channels, bfloat16 supported, inputs
+    multiples of the window the blocks use (``model._block_window``).
+    """
+    h, w = to_2tuple(params["img_size"])
+    tags = [
+        f"{params['embed_dim']}dim",
+        "d" + "-".join(str(d) for d in params["depths"]),
+        f"w{params['window_size']}",
+        f"s{h}" if h == w else f"s{h}x{w}",
+    ]
+    ws = model._block_window
+    return describe(
+        arch,
+        model,
+        dict(state_dict),
+        tags=tags,
+        input_channels=input_channels,
+        output_channels=3,
+        size_requirements=SizeRequirements(minimum=ws, multiple_of=ws),
+        supports_bfloat16=True,
+        tiling=tiling,
+    )
+
+
+def pad_to_window(x: torch.Tensor, window_size: int) -> torch.Tensor:
+    """Reflect-pad ``(B, C, H, W)`` bottom/right so H and W are multiples of ``window_size``.
+
+    Returns ``x`` itself when nothing needs padding (SwinIR's ``check_image_size``).
+    """
+    _, _, h, w = x.shape
+    ph = (window_size - h % window_size) % window_size
+    pw = (window_size - w % window_size) % window_size
+    return F.pad(x, (0, pw, 0, ph), "reflect") if (ph or pw) else x
 
 
 def split_frames(
@@ -798,4 +971,52 @@ def infer_swin_stages(state_dict: Mapping[str, torch.Tensor], embed_dim: int) ->
         "mlp_ratio": mlp_ratio,
         "qkv_bias": qkv_bias,
         "feature_size": feature_size,
+    }
+
+
+def infer_swinir_kwargs(
+    state_dict: Mapping[str, torch.Tensor], *, in_chans: int, embed_dim: int, default_size: int
+) -> dict[str, Any]:
+    """SwinIR constructor kwargs of a ``patch_size=1`` model (HDR-Transformer, SCTNet) from shapes.
+
+    * ``depths``, ``num_heads``, ``window_size``, ``mlp_ratio``, ``qkv_bias``:
+      :func:`infer_swin_stages`;
+    * ``img_size`` ``(H, W)``: from the first stored ``attn_mask``; else from
+      ``absolute_pos_embed`` (square); else ``(ws, ws)`` when a stage has a
+      second block (no mask is stored only when the window covers the whole
+      map); else ``(default_size, default_size)``;
+    * ``ape``, ``patch_norm``, ``resi_connection``: presence of
+      ``absolute_pos_embed``, ``patch_embed.norm.weight``, ``conv_after_body.weight``;
+    * ``patch_size`` is not stored: 1, the official value; ``in_chans`` and
+      ``embed_dim`` are passed through.
+
+    Works on ``meta`` tensors.  Keys come in the order of the constructors.
+
+    Raises:
+        KeyError / ValueError: not a SwinIR-style state dict.
+    """
+    st = infer_swin_stages(state_dict, embed_dim)
+    ws = st["window_size"]
+    if st["feature_size"] is not None:
+        h, w = st["feature_size"]
+    elif "absolute_pos_embed" in state_dict:
+        n = int(state_dict["absolute_pos_embed"].shape[1])
+        h = w = int(round(n**0.5))
+    elif any(d >= 2 for d in st["depths"]):
+        h = w = ws
+    else:
+        h = w = default_size
+    return {
+        "img_size": (h, w),
+        "patch_size": 1,
+        "in_chans": in_chans,
+        "embed_dim": embed_dim,
+        "depths": st["depths"],
+        "num_heads": st["num_heads"],
+        "window_size": ws,
+        "mlp_ratio": st["mlp_ratio"],
+        "qkv_bias": st["qkv_bias"],
+        "ape": "absolute_pos_embed" in state_dict,
+        "patch_norm": "patch_embed.norm.weight" in state_dict,
+        "resi_connection": "1conv" if "conv_after_body.weight" in state_dict else "3conv",
     }

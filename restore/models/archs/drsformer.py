@@ -19,28 +19,24 @@ separately from the presence of ``encoder_level0.*`` keys.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
 import torch.nn.functional as F
-from spandrel import (
-    Architecture,
-    ImageModelDescriptor,
-    ModelTiling,
-    SizeRequirements,
-    StateDict,
-)
+from spandrel import Architecture, ImageModelDescriptor, StateDict
 from spandrel.util import KeyCondition
 from torch import Tensor, nn
 
 from ._base import ArchInfo, register
 from .restormer_base import (
-    UNET_MULTIPLE,
     RestormerUNet,
     TransformerBlock,
+    blocks_tag,
     check_heads,
     check_input,
+    describe_unet,
     infer_layernorm_type,
     infer_unet_params,
     keys_match,
@@ -356,43 +352,16 @@ class DRSformer(RestormerUNet):
                 "DRSformer adds its input to the output: "
                 f"inp_channels ({inp_channels}) must equal out_channels ({out_channels})"
             )
-        self.hyperparameters = {
-            "inp_channels": inp_channels,
-            "out_channels": out_channels,
-            "dim": dim,
-            "num_blocks": list(num_blocks),
-            "heads": list(heads),
-            "ffn_expansion_factor": ffn_expansion_factor,
-            "bias": bias,
-            "LayerNorm_type": LayerNorm_type,
-            "mefc": mefc,
-        }
-        self.inp_channels = inp_channels
+        self._record_hyperparameters(locals())
         self.mefc = mefc
-
-        def make_block(width: int, n_heads: int) -> nn.Module:
-            return TransformerBlock(
-                width,
-                n_heads,
-                ffn_expansion_factor,
-                bias,
-                LayerNorm_type,
-                attn_cls=TopKSparseAttention,
-                ffn_cls=MixedScaleFeedForward,
-            )
-
         self._build_unet(
-            inp_channels=inp_channels,
-            dim=dim,
-            num_blocks=num_blocks,
-            heads=heads,
-            bias=bias,
-            make_block=make_block,
+            inp_channels, dim, num_blocks, heads, ffn_expansion_factor, bias, LayerNorm_type,
+            block_cls=functools.partial(TransformerBlock, attn_cls=TopKSparseAttention, ffn_cls=MixedScaleFeedForward),
             after_embed={"encoder_level0": MEFC(dim)} if mefc else None,
         )
         if mefc:
             self.refinement = MEFC(dim * 2)
-        self.output = nn.Conv2d(dim * 2, out_channels, kernel_size=3, stride=1, padding=1, bias=bias)
+        self._build_output(dim, out_channels, bias)
 
     def _stem(self, feat: Tensor) -> Tensor:
         return self.encoder_level0(feat) if self.mefc else feat
@@ -501,29 +470,10 @@ class _DRSformerArchBase(Architecture[DRSformer]):
         params = infer_params(state_dict)
         if params["mefc"] != self._mefc:
             raise ValueError(f"{self.id}: state dict is the {'MEFC' if params['mefc'] else 'no-MEFC'} variant")
-        model = DRSformer(**params)
-        model.load_state_dict(state_dict, strict=True)
-        blocks = "-".join(str(n) for n in params["num_blocks"])
-        tags = [f"{params['dim']}dim", f"{blocks}blocks", "MEFC" if params["mefc"] else "no-MEFC"]
-        return ImageModelDescriptor(
-            model,
-            state_dict,
-            architecture=self,
-            purpose="Restoration",
-            tags=tags,
-            # Top-k masks are discrete decisions on attention scores: reduced precision
-            # changes which entries survive (many more ties), so fp16/bf16 are not
-            # claimed.
-            supports_half=False,
-            supports_bfloat16=False,
-            scale=1,
-            input_channels=params["inp_channels"],
-            output_channels=params["out_channels"],
-            size_requirements=SizeRequirements(multiple_of=UNET_MULTIPLE),
-            # Global attention/pooling: tiles change the output (benchmarks/arch_tiling.py, README table);
-            # the model step runs the whole image unless the pipeline sets a tile explicitly.
-            tiling=ModelTiling.DISCOURAGED,
-        )
+        tags = [blocks_tag(params["num_blocks"]), "MEFC" if params["mefc"] else "no-MEFC"]
+        # Top-k masks are discrete decisions on attention scores: reduced precision
+        # changes which entries survive (many more ties), so fp16/bf16 are not claimed.
+        return describe_unet(self, DRSformer(**params), state_dict, params, tags)
 
 
 class DRSformerArch(_DRSformerArchBase):
@@ -561,23 +511,18 @@ _DERAIN_NOTES = (
     "Input RGB [0,1] (cv2 BGR->RGB /255 in the official test), H/W reflect-padded to a multiple of 8; "
     "output = net + input, clamped to [0,1]."
 )
-DRSformerArch = register(  # type: ignore[misc]  # _base's pattern: the name now holds the instance
-    DRSformerArch(),
-    ArchInfo(
-        task="derain",
-        output_range="clamped",
-        overlap=32,
-        notes="DRSformer (CVPR 2023) with MEFC: Rain200H, DID-Data, DDN-Data checkpoints. " + _DERAIN_NOTES,
-    ),
-    before=("Restormer",),
+
+
+def _derain_info(variant: str) -> ArchInfo:
+    """The :class:`ArchInfo` of one DRSformer variant (``variant`` names it and its checkpoints)."""
+    notes = f"DRSformer (CVPR 2023) {variant} checkpoints. " + _DERAIN_NOTES
+    return ArchInfo(task="derain", output_range="clamped", overlap=32, notes=notes)
+
+
+# _base's pattern: the names now hold the registered instances
+DRSformerArch = register(  # type: ignore[misc]
+    DRSformerArch(), _derain_info("with MEFC: Rain200H, DID-Data, DDN-Data"), before=("Restormer",)
 )
 DRSformerNoMEFCArch = register(  # type: ignore[misc]
-    DRSformerNoMEFCArch(),
-    ArchInfo(
-        task="derain",
-        output_range="clamped",
-        overlap=32,
-        notes="DRSformer (CVPR 2023) without MEFC: Rain200L, SPA-Data checkpoints. " + _DERAIN_NOTES,
-    ),
-    before=("Restormer",),
+    DRSformerNoMEFCArch(), _derain_info("without MEFC: Rain200L, SPA-Data"), before=("Restormer",)
 )

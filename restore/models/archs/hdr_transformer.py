@@ -29,20 +29,20 @@ from collections.abc import Mapping
 from typing import Any, Callable
 
 import torch
-from spandrel import Architecture, ImageModelDescriptor, ModelTiling, SizeRequirements
+from spandrel import Architecture, ImageModelDescriptor, ModelTiling
 from spandrel.util import KeyCondition
 from torch import nn
 
 from restore.models.archs._base import ArchInfo, register
 from restore.models.archs._swin import (
-    BasicLayer,
-    PatchEmbed,
-    PatchUnEmbed,
+    RSTB,
+    SwinIRBody,
     SwinTransformerBlock,
     checkpoint_filter_fn,
-    infer_swin_stages,
+    describe_hdr,
+    infer_swinir_kwargs,
+    resi_conv,
     split_frames,
-    to_2tuple,
 )
 
 __all__ = [
@@ -131,75 +131,26 @@ class ContextAwareTransformer(SwinTransformerBlock):
         return lc + x
 
 
-class ContextAwareTransformerBlock(nn.Module):
+class ContextAwareTransformerBlock(RSTB):
     """Group of CA-ViT blocks with a dilated-conv tail and a residual (keys ``residual_group``, ``dilated_conv``).
 
-    ``'1conv'``: 3x3 conv, dilation 2; ``'3conv'``: dilated 3x3 (dim -> dim/4),
-    LeakyReLU, 1x1, LeakyReLU, dilated 3x3 (-> dim).  Tokens in and out.
+    :class:`~restore.models.archs._swin.RSTB` (same constructor) with
+    :class:`ContextAwareTransformer` blocks and its conv named
+    ``dilated_conv``: ``'1conv'``: 3x3 conv, dilation 2; ``'3conv'``: dilated
+    3x3 (dim -> dim/4), LeakyReLU, 1x1, LeakyReLU, dilated 3x3 (-> dim).
+    Tokens in and out.
     """
 
-    def __init__(
-        self,
-        dim: int,
-        input_resolution: tuple[int, int],
-        depth: int,
-        num_heads: int,
-        window_size: int,
-        mlp_ratio: float = 4.0,
-        qkv_bias: bool = True,
-        qk_scale: float | None = None,
-        drop: float = 0.0,
-        attn_drop: float = 0.0,
-        drop_path: float | list[float] = 0.0,
-        norm_layer: Callable[[int], nn.Module] = nn.LayerNorm,
-        downsample: None = None,
-        use_checkpoint: bool = False,
-        img_size: int | tuple[int, int] = 224,
-        patch_size: int = 4,
-        resi_connection: str = "1conv",
-    ) -> None:
-        super().__init__()
-        if downsample is not None:
-            raise ValueError("HDR-Transformer groups have no downsampling")
-        self.dim = dim
-        self.input_resolution = input_resolution
-        self.residual_group = BasicLayer(
-            dim=dim,
-            input_resolution=input_resolution,
-            depth=depth,
-            num_heads=num_heads,
-            window_size=window_size,
-            mlp_ratio=mlp_ratio,
-            qkv_bias=qkv_bias,
-            qk_scale=qk_scale,
-            drop=drop,
-            attn_drop=attn_drop,
-            drop_path=drop_path,
-            norm_layer=norm_layer,
-            use_checkpoint=use_checkpoint,
-            block_cls=ContextAwareTransformer,
-        )
-        if resi_connection == "1conv":
-            self.dilated_conv: nn.Module = nn.Conv2d(dim, dim, kernel_size=3, padding=2, bias=True, dilation=2)
-        elif resi_connection == "3conv":
-            self.dilated_conv = nn.Sequential(
-                nn.Conv2d(dim, dim // 4, kernel_size=3, padding=2, dilation=2),
-                nn.LeakyReLU(negative_slope=0.2, inplace=True),
-                nn.Conv2d(dim // 4, dim // 4, 1, 1, 0),
-                nn.LeakyReLU(negative_slope=0.2, inplace=True),
-                nn.Conv2d(dim // 4, dim, kernel_size=3, padding=2, dilation=2),
-            )
-        else:
-            raise ValueError(f"resi_connection must be '1conv' or '3conv', got {resi_connection!r}")
-        self.patch_embed = PatchEmbed(img_size=img_size, patch_size=patch_size, in_chans=0, embed_dim=dim)
-        self.patch_unembed = PatchUnEmbed(img_size=img_size, patch_size=patch_size, in_chans=0, embed_dim=dim)
+    block_cls = ContextAwareTransformer
+    conv_name = "dilated_conv"
 
-    def forward(self, x: torch.Tensor, x_size: tuple[int, int]) -> torch.Tensor:
-        res = self.patch_unembed(self.residual_group(x, x_size), x_size)
-        return self.patch_embed(self.dilated_conv(res)) + x
+    @staticmethod
+    def make_conv(resi_connection: str, dim: int) -> nn.Module:
+        """:func:`~restore.models.archs._swin.resi_conv` with dilation 2."""
+        return resi_conv(resi_connection, dim, dilation=2)
 
 
-class HDRTransformer(nn.Module):
+class HDRTransformer(SwinIRBody):
     """HDR-Transformer (CA-ViT, Liu et al., ECCV 2022) merging three exposures into linear HDR.
 
     Constructor keywords and defaults are the official class's; the official
@@ -266,88 +217,14 @@ class HDRTransformer(nn.Module):
         self.att_module_h = SpatialAttentionModule(embed_dim)
         self.conv_first = nn.Conv2d(embed_dim * 3, embed_dim, 3, 1, 1)
 
-        self.num_layers = len(depths)
-        self.embed_dim = embed_dim
-        self.ape = ape
-        self.patch_norm = patch_norm
-        self.num_features = embed_dim
-        self.mlp_ratio = mlp_ratio
-        self.patch_embed = PatchEmbed(
-            img_size=img_size,
-            patch_size=patch_size,
-            in_chans=embed_dim,
-            embed_dim=embed_dim,
-            norm_layer=norm_layer if patch_norm else None,
+        self._build_body(
+            img_size, patch_size, embed_dim, depths, num_heads, window_size, mlp_ratio, qkv_bias, qk_scale,
+            drop_rate, attn_drop_rate, drop_path_rate, norm_layer, ape, patch_norm, use_checkpoint, resi_connection,
+            stage_cls=ContextAwareTransformerBlock,
         )
-        patches_resolution = self.patch_embed.patches_resolution
-        self.patches_resolution = patches_resolution
-        self.patch_unembed = PatchUnEmbed(
-            img_size=img_size, patch_size=patch_size, in_chans=embed_dim, embed_dim=embed_dim
-        )
-        if ape:
-            self.absolute_pos_embed = nn.Parameter(torch.zeros(1, self.patch_embed.num_patches, embed_dim))
-            nn.init.trunc_normal_(self.absolute_pos_embed, std=0.02)
-        self.pos_drop = nn.Dropout(p=drop_rate)
-
-        dpr = [x.item() for x in torch.linspace(0, drop_path_rate, sum(depths), device="cpu")]
-        resolution = (patches_resolution[0], patches_resolution[1])
-        self.layers = nn.ModuleList(
-            ContextAwareTransformerBlock(
-                dim=embed_dim,
-                input_resolution=resolution,
-                depth=depths[i],
-                num_heads=num_heads[i],
-                window_size=window_size,
-                mlp_ratio=mlp_ratio,
-                qkv_bias=qkv_bias,
-                qk_scale=qk_scale,
-                drop=drop_rate,
-                attn_drop=attn_drop_rate,
-                drop_path=dpr[sum(depths[:i]) : sum(depths[: i + 1])],
-                norm_layer=norm_layer,
-                use_checkpoint=use_checkpoint,
-                img_size=img_size,
-                patch_size=patch_size,
-                resi_connection=resi_connection,
-            )
-            for i in range(self.num_layers)
-        )
-        self.norm = norm_layer(self.num_features)
-        if resi_connection == "1conv":
-            self.conv_after_body: nn.Module = nn.Conv2d(embed_dim, embed_dim, 3, 1, 1)
-        else:
-            self.conv_after_body = nn.Sequential(
-                nn.Conv2d(embed_dim, embed_dim // 4, 3, 1, 1),
-                nn.LeakyReLU(negative_slope=0.2, inplace=True),
-                nn.Conv2d(embed_dim // 4, embed_dim // 4, 1, 1, 0),
-                nn.LeakyReLU(negative_slope=0.2, inplace=True),
-                nn.Conv2d(embed_dim // 4, embed_dim, 3, 1, 1),
-            )
+        self._build_tail(norm_layer, resi_connection)
         self.conv_last = nn.Conv2d(embed_dim, num_out_ch, 3, 1, 1)
-        # The window the blocks really use (it shrinks when img_size <= window_size).
-        self._block_window = min(window_size, *resolution)
         self.apply(self._init_weights)
-
-    @staticmethod
-    def _init_weights(m: nn.Module) -> None:
-        if isinstance(m, nn.Linear):
-            nn.init.trunc_normal_(m.weight, std=0.02)
-            if m.bias is not None:
-                nn.init.constant_(m.bias, 0)
-        elif isinstance(m, nn.LayerNorm):
-            nn.init.constant_(m.bias, 0)
-            nn.init.constant_(m.weight, 1.0)
-
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        """CA-ViT groups + final LayerNorm: ``(B, C, H, W)`` -> ``(B, C, H, W)``."""
-        x_size = (x.shape[2], x.shape[3])
-        x = self.patch_embed(x)
-        if self.ape:
-            x = x + self.absolute_pos_embed
-        x = self.pos_drop(x)
-        for layer in self.layers:
-            x = layer(x, x_size)
-        return self.patch_unembed(self.norm(x), x_size)
 
     def forward(self, x1: torch.Tensor, x2: torch.Tensor | None = None, x3: torch.Tensor | None = None) -> torch.Tensor:
         """Merge three exposures.
@@ -404,31 +281,11 @@ def infer_params(state_dict: Mapping[str, torch.Tensor]) -> dict[str, Any]:
         KeyError / ValueError: if the state dict is not an HDR-Transformer one.
     """
     embed_dim, in_chans = (int(s) for s in state_dict["conv_f1.weight"].shape[:2])
-    st = infer_swin_stages(state_dict, embed_dim)
-    ws = st["window_size"]
-    if st["feature_size"] is not None:
-        h, w = st["feature_size"]
-    elif "absolute_pos_embed" in state_dict:
-        n = int(state_dict["absolute_pos_embed"].shape[1])
-        h = w = int(round(n**0.5))
-    elif any(d >= 2 for d in st["depths"]):
-        h = w = ws
-    else:
-        h = w = 128
-    return {
-        "img_size": h if h == w else (h, w),
-        "patch_size": 1,
-        "in_chans": in_chans,
-        "embed_dim": embed_dim,
-        "depths": st["depths"],
-        "num_heads": st["num_heads"],
-        "window_size": ws,
-        "mlp_ratio": st["mlp_ratio"],
-        "qkv_bias": st["qkv_bias"],
-        "ape": "absolute_pos_embed" in state_dict,
-        "patch_norm": "patch_embed.norm.weight" in state_dict,
-        "resi_connection": "1conv" if "conv_after_body.weight" in state_dict else "3conv",
-    }
+    kwargs = infer_swinir_kwargs(state_dict, in_chans=in_chans, embed_dim=embed_dim, default_size=128)
+    h, w = kwargs["img_size"]
+    if h == w:
+        kwargs["img_size"] = h
+    return kwargs
 
 
 def filter_state_dict(state_dict: Mapping[str, torch.Tensor], model: HDRTransformer) -> dict[str, torch.Tensor]:
@@ -476,28 +333,9 @@ class HDRTransformerArch(Architecture[HDRTransformer]):
             KeyError / ValueError / RuntimeError: not a loadable HDR-Transformer state dict.
         """
         params = infer_params(state_dict)
-        model = HDRTransformer(**params)
-        h, w = to_2tuple(params["img_size"])
-        tags = [
-            f"{params['embed_dim']}dim",
-            "d" + "-".join(str(d) for d in params["depths"]),
-            f"w{params['window_size']}",
-            f"s{h}" if h == w else f"s{h}x{w}",
-        ]
-        ws = model._block_window
-        return ImageModelDescriptor(
-            model,
-            dict(state_dict),
-            architecture=self,
-            purpose="Restoration",
-            tags=tags,
-            supports_half=False,
-            supports_bfloat16=True,
-            scale=1,
-            input_channels=3 * params["in_chans"],
-            output_channels=3,
-            size_requirements=SizeRequirements(minimum=ws, multiple_of=ws),
-            tiling=ModelTiling.SUPPORTED,
+        return describe_hdr(
+            self, HDRTransformer(**params), state_dict, params,
+            input_channels=3 * params["in_chans"], tiling=ModelTiling.SUPPORTED,
         )
 
 

@@ -25,24 +25,19 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from spandrel import (
-    Architecture,
-    ImageModelDescriptor,
-    ModelTiling,
-    SizeRequirements,
-    StateDict,
-)
+from spandrel import Architecture, ImageModelDescriptor, StateDict
 from spandrel.util import KeyCondition
 from torch import Tensor, nn
 
 from ._base import ArchInfo, register
 from .restormer_base import (
-    UNET_MULTIPLE,
     LayerNorm,
     RestormerUNet,
+    blocks_tag,
     check_heads,
     check_input,
     count_blocks,
+    describe_unet,
     infer_unet_params,
     keys_match,
 )
@@ -279,27 +274,11 @@ class Histoformer(RestormerUNet):
                 f"Histoformer needs inp_channels == out_channels == 3 (3-channel skip path and global residual), "
                 f"got {inp_channels}, {out_channels}"
             )
-        self.hyperparameters = {
-            "inp_channels": inp_channels,
-            "out_channels": out_channels,
-            "dim": dim,
-            "num_blocks": list(num_blocks),
-            "num_refinement_blocks": num_refinement_blocks,
-            "heads": list(heads),
-            "ffn_expansion_factor": ffn_expansion_factor,
-            "bias": bias,
-            "LayerNorm_type": LayerNorm_type,
-            "dual_pixel_task": dual_pixel_task,
-        }
-        self.inp_channels = inp_channels
-
-        def make_block(width: int, n_heads: int) -> nn.Module:
-            return HistoformerBlock(width, n_heads, ffn_expansion_factor, bias, LayerNorm_type)
-
+        self._record_hyperparameters(locals())
         self._build_unet(
-            inp_channels=inp_channels, dim=dim, num_blocks=num_blocks, heads=heads, bias=bias, make_block=make_block
+            inp_channels, dim, num_blocks, heads, ffn_expansion_factor, bias, LayerNorm_type,
+            block_cls=HistoformerBlock, num_refinement_blocks=num_refinement_blocks,
         )
-        self.refinement = nn.Sequential(*[make_block(dim * 2, int(heads[0])) for _ in range(num_refinement_blocks)])
         self.skip_patch_embed1 = SkipPatchEmbed(3, 3)
         self.skip_patch_embed2 = SkipPatchEmbed(3, 3)
         self.skip_patch_embed3 = SkipPatchEmbed(3, 3)
@@ -307,10 +286,8 @@ class Histoformer(RestormerUNet):
         self.reduce_chan_level_2 = nn.Conv2d(dim * 4 + 3, dim * 4, kernel_size=1, bias=bias)
         self.reduce_chan_level_3 = nn.Conv2d(dim * 8 + 3, dim * 8, kernel_size=1, bias=bias)
         self.dual_pixel_task = dual_pixel_task
-        if dual_pixel_task:
-            # present in the official class (and its checkpoints) but never used in forward
-            self.skip_conv = nn.Conv2d(dim, dim * 2, kernel_size=1, bias=bias)
-        self.output = nn.Conv2d(dim * 2, out_channels, kernel_size=3, stride=1, padding=1, bias=bias)
+        # skip_conv (dual_pixel_task) is in the official class and its checkpoints but never used in forward
+        self._build_output(dim, out_channels, bias, dual_pixel_task)
 
     def _fuse_down(self, level: int, feat: Tensor, inp_img: Tensor, cache: dict[str, Any]) -> Tensor:
         # chained skip embeddings of the image: embed1(img) at 1/2, embed2(.) at 1/4, embed3(.) at 1/8
@@ -420,27 +397,9 @@ class HistoformerArch(Architecture[Histoformer]):
             RuntimeError: from ``load_state_dict`` on a shape mismatch.
         """
         params = infer_params(state_dict)
-        model = Histoformer(**params)
-        model.load_state_dict(state_dict, strict=True)
-        blocks = "-".join(str(n) for n in params["num_blocks"])
-        return ImageModelDescriptor(
-            model,
-            state_dict,
-            architecture=self,
-            purpose="Restoration",
-            tags=[f"{params['dim']}dim", f"{blocks}blocks"],
-            # Sorting makes the output discontinuous where values tie; reduced precision
-            # creates many ties, and softmax_1 has no max subtraction (fp16 overflow).
-            supports_half=False,
-            supports_bfloat16=False,
-            scale=1,
-            input_channels=3,
-            output_channels=3,
-            size_requirements=SizeRequirements(multiple_of=UNET_MULTIPLE),
-            # Global attention/pooling: tiles change the output (benchmarks/arch_tiling.py, README table);
-            # the model step runs the whole image unless the pipeline sets a tile explicitly.
-            tiling=ModelTiling.DISCOURAGED,
-        )
+        # Sorting makes the output discontinuous where values tie; reduced precision
+        # creates many ties, and softmax_1 has no max subtraction (fp16 overflow).
+        return describe_unet(self, Histoformer(**params), state_dict, params, [blocks_tag(params["num_blocks"])])
 
 
 # DHSA sorts each channel over the WHOLE image and attends over channels/bins, so every

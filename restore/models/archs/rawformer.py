@@ -50,7 +50,7 @@ from spandrel import Architecture, ImageModelDescriptor, ModelTiling, SizeRequir
 from spandrel.util import KeyCondition, get_seq_len
 from torch import Tensor, nn
 
-from restore.models.archs._base import ArchInfo, register
+from restore.models.archs._base import ArchInfo, describe, register
 
 __all__ = [
     "ViTRawNetGenerator",
@@ -283,6 +283,11 @@ class SPFN(nn.Module):
         return self.pointwise_3x3_2(torch.cat([b, a], dim=1)) + self.pointwise_5x5_2(torch.cat([a, b], dim=1))
 
 
+def _rezero_alpha(rezero: bool) -> nn.Parameter | float:
+    """ReZero gate: a learnable scalar starting at 0 (key ``re_alpha``), or the constant 1."""
+    return nn.Parameter(torch.zeros((1,))) if rezero else 1.0
+
+
 class StyleBlock(nn.Module):
     """Per-channel style scale ``s = 1 + re_alpha * affine_mod(mod)``: (B, mod_features) -> (B, style_features)."""
 
@@ -290,10 +295,7 @@ class StyleBlock(nn.Module):
         super().__init__()
         self.affine_mod = nn.Linear(mod_features, style_features, bias=bias)
         self.rezero = rezero
-        if rezero:
-            self.re_alpha = nn.Parameter(torch.zeros((1,)))
-        else:
-            self.re_alpha = 1.0
+        self.re_alpha = _rezero_alpha(rezero)
 
     def forward(self, mod: Tensor) -> Tensor:
         return 1 + self.re_alpha * self.affine_mod(mod)
@@ -397,10 +399,7 @@ class UBlock(nn.Module):
             style_bias=style_bias, num_heads=num_heads, token_size=token_size,
         )
         self.output_shape = (output_features, 2 * h, 2 * w)
-        if rezero:
-            self.re_alpha = nn.Parameter(torch.zeros((1,)))
-        else:
-            self.re_alpha = 1.0
+        self.re_alpha = _rezero_alpha(rezero)
 
     def forward(self, x: Tensor, r: Tensor, mod: Tensor) -> Tensor:
         x = self.re_alpha * self.upsample(x)
@@ -511,10 +510,7 @@ class TransformerBlock(nn.Module):
         self.norm2 = _norm(norm, features)
         self.ffn = PositionWiseFFN(features, ffn_features, activ)
         self.rezero = rezero
-        if rezero:
-            self.re_alpha = nn.Parameter(torch.zeros((1,)))
-        else:
-            self.re_alpha = 1.0
+        self.re_alpha = _rezero_alpha(rezero)
 
     def forward(self, x: Tensor) -> Tensor:
         y = self.norm1(x)
@@ -866,18 +862,13 @@ def _descriptor(
     arch: Architecture[ViTRawNetGenerator], state_dict: StateDict, **overrides: Any
 ) -> ImageModelDescriptor[ViTRawNetGenerator]:
     kw = infer_params(state_dict, **overrides)
-    model = ViTRawNetGenerator(**kw)
     c, h, w = kw["input_shape"]
     levels = len(kw["modnet_features_list"])
-    return ImageModelDescriptor(
-        model,
+    return describe(
+        arch,
+        ViTRawNetGenerator(**kw),
         state_dict,
-        architecture=arch,
-        purpose="Restoration",
         tags=[f"{kw['features']}f", f"{levels}lvl", f"{kw['n_blocks']}vit", f"{h}x{w}"],
-        supports_half=False,
-        supports_bfloat16=False,
-        scale=1,
         input_channels=c,
         output_channels=c,
         # Fixed size: the weights only run at exactly h x w (ArchInfo.fixed_size tells the tiler);

@@ -11,13 +11,14 @@ The module has three parts:
 
 * building blocks of the family: the channel :class:`LayerNorm` (``WithBias`` /
   ``BiasFree``, keys ``body.weight`` / ``body.bias``, optionally parameter-free as in
-  Histoformer), :class:`OverlapPatchEmbed`, :class:`Downsample`, :class:`Upsample`,
+  Histoformer; SCTNet's SCAB uses it too), :class:`OverlapPatchEmbed`, :class:`Downsample`, :class:`Upsample`,
   Restormer's MDTA :class:`Attention`, GDFN :class:`FeedForward` and
   :class:`TransformerBlock`;
-* helpers for the 4-level U-Net skeleton (:class:`RestormerUNet`) and for inferring
+* helpers for the 4-level U-Net skeleton (:class:`RestormerUNet`), for inferring
   hyper-parameters from state-dict keys and tensor shapes (:func:`count_blocks`,
   :func:`infer_ffn_expansion_factor`, :func:`infer_unet_params`,
-  :func:`keys_match`);
+  :func:`keys_match`) and for the spandrel descriptor (:func:`describe_unet`,
+  :func:`blocks_tag`);
 * :class:`Restormer` and its spandrel :class:`RestormerArch`.
 
 Tensors are ``(B, C, H, W)`` float (float32 reference); images in ``[0, 1]``.
@@ -28,21 +29,15 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 import torch.nn.functional as F
-from spandrel import (
-    Architecture,
-    ImageModelDescriptor,
-    ModelTiling,
-    SizeRequirements,
-    StateDict,
-)
+from spandrel import Architecture, ImageModelDescriptor, SizeRequirements, StateDict
 from spandrel.util import KeyCondition, get_seq_len
 from torch import Tensor, nn
 
-from ._base import ArchInfo, register
+from ._base import ArchInfo, describe, register
 
 __all__ = [
     "LayerNorm",
@@ -64,10 +59,14 @@ __all__ = [
     "infer_unet_params",
     "infer_params",
     "UNET_MULTIPLE",
+    "describe_unet",
+    "blocks_tag",
 ]
 
 UNET_MULTIPLE = 8
 """H and W must be multiples of this: three 2x PixelUnshuffle downsamplings."""
+
+U = TypeVar("U", bound="RestormerUNet")
 
 # The encoder/decoder stages of the 4-level U-Net, with the level (0..3) whose
 # width ``dim * 2**level`` and head count ``heads[level]`` they use.  decoder_level1
@@ -80,18 +79,32 @@ ENCODER_STAGES = ("encoder_level1", "encoder_level2", "encoder_level3", "latent"
 # --------------------------------------------------------------------------------------
 
 
-class _WithBiasLayerNorm(nn.Module):
-    """``(x - mean) / sqrt(var + 1e-5) * weight + bias`` over the last axis (biased var)."""
+class _BiasFreeLayerNorm(nn.Module):
+    """``x / sqrt(var + 1e-5) * weight`` over the last axis: the mean is NOT subtracted."""
+
+    #: WithBias: subtract the mean and add a ``bias`` parameter.
+    _with_bias = False
 
     def __init__(self, normalized_shape: int, affine: bool = True) -> None:
         super().__init__()
         self.normalized_shape = (int(normalized_shape),)
-        if affine:
-            self.weight = nn.Parameter(torch.ones(normalized_shape))
-            self.bias = nn.Parameter(torch.zeros(normalized_shape))
-        else:
-            self.register_parameter("weight", None)
-            self.register_parameter("bias", None)
+        # weight = 1 and (WithBias) bias = 0; registered as None without ``affine``
+        names = ("weight", "bias") if self._with_bias else ("weight",)
+        for name, init in zip(names, (torch.ones, torch.zeros)):
+            self.register_parameter(name, nn.Parameter(init(normalized_shape)) if affine else None)
+
+    def forward(self, x: Tensor) -> Tensor:
+        sigma = x.var(-1, keepdim=True, unbiased=False)
+        y = x / torch.sqrt(sigma + 1e-5)
+        if self.weight is not None:
+            y = y * self.weight
+        return y
+
+
+class _WithBiasLayerNorm(_BiasFreeLayerNorm):
+    """``(x - mean) / sqrt(var + 1e-5) * weight + bias`` over the last axis (biased var)."""
+
+    _with_bias = True
 
     def forward(self, x: Tensor) -> Tensor:
         mu = x.mean(-1, keepdim=True)
@@ -99,25 +112,6 @@ class _WithBiasLayerNorm(nn.Module):
         y = (x - mu) / torch.sqrt(sigma + 1e-5)
         if self.weight is not None:
             y = y * self.weight + self.bias
-        return y
-
-
-class _BiasFreeLayerNorm(nn.Module):
-    """``x / sqrt(var + 1e-5) * weight`` over the last axis: the mean is NOT subtracted."""
-
-    def __init__(self, normalized_shape: int, affine: bool = True) -> None:
-        super().__init__()
-        self.normalized_shape = (int(normalized_shape),)
-        if affine:
-            self.weight = nn.Parameter(torch.ones(normalized_shape))
-        else:
-            self.register_parameter("weight", None)
-
-    def forward(self, x: Tensor) -> Tensor:
-        sigma = x.var(-1, keepdim=True, unbiased=False)
-        y = x / torch.sqrt(sigma + 1e-5)
-        if self.weight is not None:
-            y = y * self.weight
         return y
 
 
@@ -367,23 +361,46 @@ class RestormerUNet(nn.Module):
     override the hooks :meth:`_stem`, :meth:`_fuse_down`.
     """
 
+    def _record_hyperparameters(self, arguments: Mapping[str, Any]) -> None:
+        """Store the constructor arguments as ``self.hyperparameters`` and ``inp_channels``.
+
+        Args:
+            arguments: ``locals()`` at the top of the subclass's ``__init__``:
+                its keywords in signature order (``self`` and dunder names are
+                skipped; sequences become lists).
+        """
+        self.hyperparameters = {
+            k: list(v) if isinstance(v, Sequence) and not isinstance(v, str) else v
+            for k, v in arguments.items()
+            if k != "self" and not k.startswith("__")
+        }
+        self.inp_channels = arguments["inp_channels"]
+
     def _build_unet(
         self,
-        *,
         inp_channels: int,
         dim: int,
         num_blocks: Sequence[int],
         heads: Sequence[int],
+        ffn_expansion_factor: float,
         bias: bool,
-        make_block: Callable[[int, int], nn.Module],
+        LayerNorm_type: str,
+        *,
+        block_cls: Callable[[int, int, float, bool, str], nn.Module],
         after_embed: Mapping[str, nn.Module] | None = None,
+        num_refinement_blocks: int | None = None,
     ) -> None:
         """Register the skeleton's modules in the official order.
 
+        The positional arguments are the constructor keywords of the same names.
+
         Args:
-            make_block: ``make_block(width, num_heads)`` -> one transformer block.
+            block_cls: Transformer block, called as
+                ``block_cls(width, num_heads, ffn_expansion_factor, bias, LayerNorm_type)``.
             after_embed: Modules registered right after ``patch_embed`` (DRSformer's
                 ``encoder_level0``), to keep the official key order.
+            num_refinement_blocks: When given, also registers ``refinement``: that
+                many blocks at width ``2*dim`` with ``heads[0]``.
         """
         nb = _as_int_list(num_blocks, 4, "num_blocks")
         hd = _as_int_list(heads, 4, "heads")
@@ -391,7 +408,9 @@ class RestormerUNet(nn.Module):
             raise ValueError(f"dim must be an even integer >= 2, got {dim}")
 
         def stage(width: int, n_heads: int, n: int) -> nn.Sequential:
-            return nn.Sequential(*[make_block(width, n_heads) for _ in range(n)])
+            return nn.Sequential(
+                *[block_cls(width, n_heads, ffn_expansion_factor, bias, LayerNorm_type) for _ in range(n)]
+            )
 
         self.patch_embed = OverlapPatchEmbed(inp_channels, dim)
         for name, module in (after_embed or {}).items():
@@ -411,6 +430,17 @@ class RestormerUNet(nn.Module):
         self.decoder_level2 = stage(dim * 2, hd[1], nb[1])
         self.up2_1 = Upsample(dim * 2)
         self.decoder_level1 = stage(dim * 2, hd[0], nb[0])
+        if num_refinement_blocks is not None:
+            self.refinement = stage(dim * 2, hd[0], num_refinement_blocks)
+
+    def _build_output(self, dim: int, out_channels: int, bias: bool, dual_pixel_task: bool = False) -> None:
+        """Register ``skip_conv`` (1x1 ``dim -> 2*dim``, with ``dual_pixel_task`` only) and ``output``.
+
+        ``output`` is the final 3x3 conv ``2*dim -> out_channels``.
+        """
+        if dual_pixel_task:
+            self.skip_conv = nn.Conv2d(dim, dim * 2, kernel_size=1, bias=bias)
+        self.output = nn.Conv2d(dim * 2, out_channels, kernel_size=3, stride=1, padding=1, bias=bias)
 
     def _stem(self, feat: Tensor) -> Tensor:
         """Hook between ``patch_embed`` and ``encoder_level1`` (identity here)."""
@@ -494,36 +524,18 @@ class Restormer(RestormerUNet):
         dual_pixel_task: bool = False,
     ) -> None:
         super().__init__()
-        self.hyperparameters = {
-            "inp_channels": inp_channels,
-            "out_channels": out_channels,
-            "dim": dim,
-            "num_blocks": list(num_blocks),
-            "num_refinement_blocks": num_refinement_blocks,
-            "heads": list(heads),
-            "ffn_expansion_factor": ffn_expansion_factor,
-            "bias": bias,
-            "LayerNorm_type": LayerNorm_type,
-            "dual_pixel_task": dual_pixel_task,
-        }
-        self.inp_channels = inp_channels
+        self._record_hyperparameters(locals())
         if not dual_pixel_task and inp_channels != out_channels:
             raise ValueError(
                 f"the global residual needs inp_channels == out_channels (got {inp_channels}, {out_channels}); "
                 "only dual_pixel_task has no residual"
             )
-
-        def make_block(width: int, n_heads: int) -> nn.Module:
-            return TransformerBlock(width, n_heads, ffn_expansion_factor, bias, LayerNorm_type)
-
         self._build_unet(
-            inp_channels=inp_channels, dim=dim, num_blocks=num_blocks, heads=heads, bias=bias, make_block=make_block
+            inp_channels, dim, num_blocks, heads, ffn_expansion_factor, bias, LayerNorm_type,
+            block_cls=TransformerBlock, num_refinement_blocks=num_refinement_blocks,
         )
-        self.refinement = nn.Sequential(*[make_block(dim * 2, int(heads[0])) for _ in range(num_refinement_blocks)])
         self.dual_pixel_task = dual_pixel_task
-        if dual_pixel_task:
-            self.skip_conv = nn.Conv2d(dim, dim * 2, kernel_size=1, bias=bias)
-        self.output = nn.Conv2d(dim * 2, out_channels, kernel_size=3, stride=1, padding=1, bias=bias)
+        self._build_output(dim, out_channels, bias, dual_pixel_task)
 
     def forward(self, inp_img: Tensor) -> Tensor:
         check_input(inp_img, self.inp_channels, name="Restormer")
@@ -689,6 +701,41 @@ def infer_params(state_dict: Mapping[str, object]) -> dict[str, Any]:
     }
 
 
+def describe_unet(
+    arch: Architecture[U],
+    model: U,
+    state_dict: StateDict,
+    params: Mapping[str, Any],
+    tags: Sequence[str],
+    *,
+    supports_bfloat16: bool = False,
+) -> ImageModelDescriptor[U]:
+    """spandrel descriptor of a :class:`RestormerUNet` model built from ``params`` (its kwargs).
+
+    Tags ``"{dim}dim"`` then ``tags``; channels from ``inp_channels`` /
+    ``out_channels``; inputs padded to multiples of :data:`UNET_MULTIPLE`;
+    tiling discouraged (global channel attention).  Strict-loads ``state_dict``.
+
+    Raises:
+        RuntimeError: from ``load_state_dict`` on a shape mismatch.
+    """
+    return describe(
+        arch,
+        model,
+        state_dict,
+        tags=[f"{params['dim']}dim", *tags],
+        input_channels=params["inp_channels"],
+        output_channels=params["out_channels"],
+        size_requirements=SizeRequirements(multiple_of=UNET_MULTIPLE),
+        supports_bfloat16=supports_bfloat16,
+    )
+
+
+def blocks_tag(num_blocks: Sequence[int]) -> str:
+    """Descriptor tag of the per-level block counts, e.g. ``"4-6-6-8blocks"``."""
+    return "-".join(str(n) for n in num_blocks) + "blocks"
+
+
 # Regular expressions for every key a Restormer state dict may hold.  Detection demands
 # that ALL keys match, so DRSformer (attn1..4, dwconv3x3), Histoformer (attn_g,
 # skip_patch_embed) and any other Restormer descendant with extra modules are rejected.
@@ -745,31 +792,14 @@ class RestormerArch(Architecture[Restormer]):
                 (shape mismatch in ``load_state_dict``).
         """
         params = infer_params(state_dict)
-        model = Restormer(**params)
-        model.load_state_dict(state_dict, strict=True)
-        tags = [f"{params['dim']}dim", params["LayerNorm_type"]]
+        tags = [params["LayerNorm_type"]]
         if params["dual_pixel_task"]:
             tags.append("dual-pixel")
         if params["inp_channels"] == 1:
             tags.append("gray")
-        return ImageModelDescriptor(
-            model,
-            state_dict,
-            architecture=self,
-            purpose="Restoration",
-            tags=tags,
-            # fp16: the per-pixel variance of un-normalised features can overflow; not
-            # validated.  bf16 keeps fp32's range and MDTA has no discrete decisions.
-            supports_half=False,
-            supports_bfloat16=True,
-            scale=1,
-            input_channels=params["inp_channels"],
-            output_channels=params["out_channels"],
-            size_requirements=SizeRequirements(multiple_of=UNET_MULTIPLE),
-            # Global attention/pooling: tiles change the output (benchmarks/arch_tiling.py, README table);
-            # the model step runs the whole image unless the pipeline sets a tile explicitly.
-            tiling=ModelTiling.DISCOURAGED,
-        )
+        # fp16: the per-pixel variance of un-normalised features can overflow; not
+        # validated.  bf16 keeps fp32's range and MDTA has no discrete decisions.
+        return describe_unet(self, Restormer(**params), state_dict, params, tags, supports_bfloat16=True)
 
 
 # Channel attention (MDTA) is global: every output pixel depends on the whole input

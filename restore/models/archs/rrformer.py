@@ -50,8 +50,8 @@ from spandrel import Architecture, ImageModelDescriptor, ModelTiling, SizeRequir
 from spandrel.util import KeyCondition, get_seq_len
 from torch import Tensor, nn
 
-from restore.models.archs._base import ArchInfo, register
-from restore.models.archs._swin import RSTB, PatchEmbed, PatchUnEmbed, init_swin_weights, resi_conv
+from restore.models.archs._base import ArchInfo, describe, register
+from restore.models.archs._swin import SwinIRBody, pad_to_window
 
 __all__ = [
     "SwinIR",
@@ -103,13 +103,13 @@ HYPERCOLUMN_CHANNELS = 1472
 
 # --------------------------------------------------------------------------------------
 # SwinIR sub-module (network_uhderrnet variant: no conv_first, identity forward).
-# The Swin pieces (RSTB, window attention, masks, patch (un)embedding, init) are
-# SwinIR's, shared with HDR-Transformer / SCTNet in restore.models.archs._swin:
-# same state-dict keys and the same numerics.
+# The Swin pieces (SwinIRBody: embedding, RSTB stages, norm, conv_after_body, init;
+# window attention, masks) are SwinIR's, shared with HDR-Transformer / SCTNet in
+# restore.models.archs._swin: same state-dict keys and the same numerics.
 # --------------------------------------------------------------------------------------
 
 
-class SwinIR(nn.Module):
+class SwinIR(SwinIRBody):
     """The SwinIR variant of ``models/network_uhderrnet.py`` used as ``DRNet.swinir_block``.
 
     Differences from SwinIR proper (and from ``spandrel.architectures.SwinIR``):
@@ -144,55 +144,19 @@ class SwinIR(nn.Module):
         self.upscale = upscale
         self.upsampler = upsampler
         self.window_size = window_size
-        self.num_layers = len(depths)
-        self.embed_dim = embed_dim
-        self.ape = ape
-        self.patch_norm = patch_norm
-        self.num_features = embed_dim
-        self.mlp_ratio = mlp_ratio
-
-        self.patch_embed = PatchEmbed(img_size, patch_size, embed_dim, embed_dim,
-                                      norm_layer if patch_norm else None)
-        self.patches_resolution = self.patch_embed.patches_resolution
-        self.patch_unembed = PatchUnEmbed(img_size, patch_size, embed_dim, embed_dim)
-        if ape:
-            self.absolute_pos_embed = nn.Parameter(torch.zeros(1, self.patch_embed.num_patches, embed_dim))
-            nn.init.trunc_normal_(self.absolute_pos_embed, std=0.02)
-        self.pos_drop = nn.Dropout(p=drop_rate)
-
         total = sum(depths)
-        dpr = [drop_path_rate * i / (total - 1) if total > 1 else 0.0 for i in range(total)]
-        res = (self.patches_resolution[0], self.patches_resolution[1])
-        self.layers = nn.ModuleList()
-        for i, (depth, heads) in enumerate(zip(depths, num_heads)):
-            start = sum(depths[:i])
-            self.layers.append(RSTB(
-                embed_dim, res, depth, heads, window_size, mlp_ratio, qkv_bias, qk_scale, drop_rate,
-                attn_drop_rate, dpr[start:start + depth], norm_layer, img_size=img_size, patch_size=patch_size,
-                resi_connection=resi_connection,
-            ))
-        self.norm = norm_layer(embed_dim)
-        self.conv_after_body = resi_conv(resi_connection, embed_dim)
+        self._build_body(
+            img_size, patch_size, embed_dim, list(depths), list(num_heads), window_size, mlp_ratio, qkv_bias, qk_scale,
+            drop_rate, attn_drop_rate, drop_path_rate, norm_layer, ape, patch_norm, use_checkpoint, resi_connection,
+            dpr=[drop_path_rate * i / (total - 1) if total > 1 else 0.0 for i in range(total)],
+        )
+        self._build_tail(norm_layer, resi_connection)
         self.conv_last = nn.Conv2d(embed_dim, in_chans, 3, 1, 1)
-        self.apply(init_swin_weights)
+        self.apply(self._init_weights)
 
     def check_image_size(self, x: Tensor) -> Tensor:
         """Reflect-pad (B, C, H, W) on the bottom/right to a multiple of ``window_size``."""
-        _, _, h, w = x.shape
-        ph = (self.window_size - h % self.window_size) % self.window_size
-        pw = (self.window_size - w % self.window_size) % self.window_size
-        return F.pad(x, (0, pw, 0, ph), "reflect") if (ph or pw) else x
-
-    def forward_features(self, x: Tensor) -> Tensor:
-        """Swin body on an already padded map: (B, embed_dim, H, W) -> (B, embed_dim, H, W)."""
-        x_size = (x.shape[2], x.shape[3])
-        x = self.patch_embed(x)
-        if self.ape:
-            x = x + self.absolute_pos_embed
-        x = self.pos_drop(x)
-        for layer in self.layers:
-            x = layer(x, x_size)
-        return self.patch_unembed(self.norm(x), x_size)
+        return pad_to_window(x, self.window_size)
 
     def forward_residual(self, x: Tensor) -> Tensor:
         """The branch the released forward computes and discards:
@@ -566,25 +530,17 @@ class RRFormerArch(Architecture[DRNet]):
         """Infer (:func:`infer_params`), build, strict-load; raises ValueError/RuntimeError on mismatch."""
         sd = unwrap_checkpoint(state_dict)
         kw = infer_params(sd)
-        model = DRNet(**kw)
-        return ImageModelDescriptor(
-            model,
+        return describe(
+            self,
+            DRNet(**kw),
             sd,
-            architecture=self,
-            purpose="Restoration",
             tags=[f"{kw['n_feats']}nf", f"{kw['in_channels']}in", "pyramid" if kw["pyramid"] else "no-pyramid"],
-            supports_half=False,
-            supports_bfloat16=False,
-            scale=1,
             input_channels=kw["in_channels"],
             output_channels=kw["out_channels"],
             # Even sizes for the stride-2 conv / transposed conv; >= 32 for AvgPool2d(32).  The pool
             # kernels floor any size >= 32 exactly as the official whole-image test does, so padding to
             # a multiple of 32 is not needed (and would change results).
             size_requirements=SizeRequirements(minimum=32 if kw["pyramid"] else 2, multiple_of=2),
-            # Global attention/pooling: tiles change the output (benchmarks/arch_tiling.py, README table);
-            # the model step runs the whole image unless the pipeline sets a tile explicitly.
-            tiling=ModelTiling.DISCOURAGED,
         )
 
 
@@ -639,11 +595,8 @@ class RRFormerSwinIRArch(Architecture[SwinIR]):
 
     def load(self, state_dict: StateDict) -> ImageModelDescriptor[SwinIR]:
         kw = _infer_swinir({_SW + k: v for k, v in state_dict.items()})
-        model = SwinIR(**kw)
-        model.load_state_dict(state_dict, strict=True)
-        return ImageModelDescriptor(
-            model, state_dict, architecture=self, purpose="Restoration", tags=[f"{kw['embed_dim']}dim"],
-            supports_half=False, supports_bfloat16=False, scale=1,
+        return describe(
+            self, SwinIR(**kw), state_dict, tags=[f"{kw['embed_dim']}dim"],
             input_channels=kw["embed_dim"], output_channels=kw["embed_dim"],
             size_requirements=SizeRequirements(), tiling=ModelTiling.SUPPORTED,
         )

@@ -33,20 +33,22 @@ from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
-from spandrel import Architecture, ImageModelDescriptor, ModelTiling, SizeRequirements
+from spandrel import Architecture, ImageModelDescriptor, ModelTiling
 from spandrel.util import KeyCondition
 from torch import nn
 
 from restore.models.archs._base import ArchInfo, register
 from restore.models.archs._swin import (
-    BasicLayer,
+    RSTB,
     Mlp,
-    PatchEmbed,
-    PatchUnEmbed,
+    SwinIRBody,
     checkpoint_filter_fn,
-    infer_swin_stages,
+    describe_hdr,
+    infer_swinir_kwargs,
+    pad_to_window,
     split_frames,
 )
+from restore.models.archs.restormer_base import LayerNorm
 
 __all__ = [
     "SCTNet",
@@ -62,45 +64,6 @@ __all__ = [
 #: Heads of every SCAB channel attention; hard-coded ``[4, 4, 4, 4]`` in the official
 #: ``SCTNet.__init__`` (so at most 4 stages, and ``embed_dim // 3`` divisible by 4).
 C_NUM_HEADS = (4, 4, 4, 4)
-
-
-class WithBias_LayerNorm(nn.Module):
-    """Restormer LayerNorm over the last axis with weight and bias (eps 1e-5, biased variance)."""
-
-    def __init__(self, normalized_shape: int) -> None:
-        super().__init__()
-        self.weight = nn.Parameter(torch.ones(normalized_shape))
-        self.bias = nn.Parameter(torch.zeros(normalized_shape))
-        self.normalized_shape = (normalized_shape,)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        mu = x.mean(-1, keepdim=True)
-        sigma = x.var(-1, keepdim=True, unbiased=False)
-        return (x - mu) / torch.sqrt(sigma + 1e-5) * self.weight + self.bias
-
-
-class BiasFree_LayerNorm(nn.Module):
-    """Restormer bias-free LayerNorm (not used by the official SCTNet config, kept for the keyword)."""
-
-    def __init__(self, normalized_shape: int) -> None:
-        super().__init__()
-        self.weight = nn.Parameter(torch.ones(normalized_shape))
-        self.normalized_shape = (normalized_shape,)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        sigma = x.var(-1, keepdim=True, unbiased=False)
-        return x / torch.sqrt(sigma + 1e-5) * self.weight
-
-
-class LayerNorm(nn.Module):
-    """Channel LayerNorm of a ``(B, C, H, W)`` map (key ``body``)."""
-
-    def __init__(self, dim: int, LayerNorm_type: str) -> None:
-        super().__init__()
-        self.body = BiasFree_LayerNorm(dim) if LayerNorm_type == "BiasFree" else WithBias_LayerNorm(dim)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.body(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
 
 
 class Mutual_Attention(nn.Module):
@@ -139,7 +102,8 @@ class Mutual_Attention(nn.Module):
 class SCAB(nn.Module):
     """Spatial-channel attention block: ``x + MA(LN(x), LN(y))`` then ``+ FFN(LN(.))``, on tokens.
 
-    Keys ``norm1_x.body``, ``norm1_y.body``, ``attn`` (:class:`Mutual_Attention`),
+    Keys ``norm1_x.body``, ``norm1_y.body`` (Restormer's channel
+    :class:`~restore.models.archs.restormer_base.LayerNorm`), ``attn`` (:class:`Mutual_Attention`),
     ``norm2`` (``nn.LayerNorm``), ``ffn`` (Mlp, hidden ``dim*ffn_expansion_factor``).
 
     ``forward(x, y, x_size)``: tokens ``(B, H*W, dim)`` each, ``x_size = (H, W)``;
@@ -173,70 +137,13 @@ class SCAB(nn.Module):
         return fused + self.ffn(self.norm2(fused))
 
 
-class GSAB(nn.Module):
+class GSAB(RSTB):
     """Global spatial attention block = SwinIR's RSTB: Swin group, 3x3 conv, residual.
 
+    :class:`~restore.models.archs._swin.RSTB` itself under SCTNet's name.
     Keys ``residual_group`` and ``conv`` (``'1conv'``) or ``conv.{0,2,4}``
     (``'3conv'``).  Tokens ``(B, H*W, dim)`` in and out.
     """
-
-    def __init__(
-        self,
-        dim: int,
-        input_resolution: tuple[int, int],
-        depth: int,
-        num_heads: int,
-        window_size: int,
-        mlp_ratio: float = 4.0,
-        qkv_bias: bool = True,
-        qk_scale: float | None = None,
-        drop: float = 0.0,
-        attn_drop: float = 0.0,
-        drop_path: float | list[float] = 0.0,
-        norm_layer: Callable[[int], nn.Module] = nn.LayerNorm,
-        downsample: None = None,
-        use_checkpoint: bool = False,
-        img_size: int | tuple[int, int] = 224,
-        patch_size: int = 4,
-        resi_connection: str = "1conv",
-    ) -> None:
-        super().__init__()
-        if downsample is not None:
-            raise ValueError("SCTNet stages have no downsampling")
-        self.dim = dim
-        self.input_resolution = input_resolution
-        self.residual_group = BasicLayer(
-            dim=dim,
-            input_resolution=input_resolution,
-            depth=depth,
-            num_heads=num_heads,
-            window_size=window_size,
-            mlp_ratio=mlp_ratio,
-            qkv_bias=qkv_bias,
-            qk_scale=qk_scale,
-            drop=drop,
-            attn_drop=attn_drop,
-            drop_path=drop_path,
-            norm_layer=norm_layer,
-            use_checkpoint=use_checkpoint,
-        )
-        if resi_connection == "1conv":
-            self.conv: nn.Module = nn.Conv2d(dim, dim, 3, 1, 1)
-        elif resi_connection == "3conv":
-            self.conv = nn.Sequential(
-                nn.Conv2d(dim, dim // 4, 3, 1, 1),
-                nn.LeakyReLU(negative_slope=0.2, inplace=True),
-                nn.Conv2d(dim // 4, dim // 4, 1, 1, 0),
-                nn.LeakyReLU(negative_slope=0.2, inplace=True),
-                nn.Conv2d(dim // 4, dim, 3, 1, 1),
-            )
-        else:
-            raise ValueError(f"resi_connection must be '1conv' or '3conv', got {resi_connection!r}")
-        self.patch_embed = PatchEmbed(img_size=img_size, patch_size=patch_size, in_chans=0, embed_dim=dim)
-        self.patch_unembed = PatchUnEmbed(img_size=img_size, patch_size=patch_size, in_chans=0, embed_dim=dim)
-
-    def forward(self, x: torch.Tensor, x_size: tuple[int, int]) -> torch.Tensor:
-        return self.patch_embed(self.conv(self.patch_unembed(self.residual_group(x, x_size), x_size))) + x
 
 
 class UpsampleOneStep(nn.Sequential):
@@ -250,7 +157,7 @@ class UpsampleOneStep(nn.Sequential):
         super().__init__(nn.Conv2d(num_feat, num_out_ch, 3, 1, 1))
 
 
-class SCTNet(nn.Module):
+class SCTNet(SwinIRBody):
     """SCTNet (Tel et al., ICCV 2023): three exposures -> linear HDR, SwinIR body with SCAB fusion.
 
     Constructor keywords and defaults are the official class's; the official
@@ -336,51 +243,10 @@ class SCTNet(nn.Module):
         self.conv_end = nn.Conv2d(third, embed_dim, 3, 1, 1)
         self.conv_first = Mlp(embed_dim, embed_dim, act_layer=nn.GELU, drop=drop_rate)
 
-        self.num_layers = len(depths)
-        self.embed_dim = embed_dim
-        self.ape = ape
-        self.patch_norm = patch_norm
-        self.num_features = embed_dim
-        self.mlp_ratio = mlp_ratio
-        self.patch_embed = PatchEmbed(
-            img_size=img_size,
-            patch_size=patch_size,
-            in_chans=embed_dim,
-            embed_dim=embed_dim,
-            norm_layer=norm_layer if patch_norm else None,
-        )
-        patches_resolution = self.patch_embed.patches_resolution
-        self.patches_resolution = patches_resolution
-        self.patch_unembed = PatchUnEmbed(
-            img_size=img_size, patch_size=patch_size, in_chans=embed_dim, embed_dim=embed_dim
-        )
-        if ape:
-            self.absolute_pos_embed = nn.Parameter(torch.zeros(1, self.patch_embed.num_patches, embed_dim))
-            nn.init.trunc_normal_(self.absolute_pos_embed, std=0.02)
-        self.pos_drop = nn.Dropout(p=drop_rate)
-
-        dpr = [x.item() for x in torch.linspace(0, drop_path_rate, sum(depths), device="cpu")]
-        resolution = (patches_resolution[0], patches_resolution[1])
-        self.layers = nn.ModuleList(
-            GSAB(
-                dim=embed_dim,
-                input_resolution=resolution,
-                depth=depths[i],
-                num_heads=num_heads[i],
-                window_size=window_size,
-                mlp_ratio=mlp_ratio,
-                qkv_bias=qkv_bias,
-                qk_scale=qk_scale,
-                drop=drop_rate,
-                attn_drop=attn_drop_rate,
-                drop_path=dpr[sum(depths[:i]) : sum(depths[: i + 1])],
-                norm_layer=norm_layer,
-                use_checkpoint=use_checkpoint,
-                img_size=img_size,
-                patch_size=patch_size,
-                resi_connection=resi_connection,
-            )
-            for i in range(self.num_layers)
+        resolution = self._build_body(
+            img_size, patch_size, embed_dim, depths, num_heads, window_size, mlp_ratio, qkv_bias, qk_scale,
+            drop_rate, attn_drop_rate, drop_path_rate, norm_layer, ape, patch_norm, use_checkpoint, resi_connection,
+            stage_cls=GSAB,
         )
         self.channel_layers_lm = nn.ModuleList(
             SCAB(third, num_heads=C_NUM_HEADS[i], ffn_expansion_factor=4, bias=False, LayerNorm_type="WithBias")
@@ -393,45 +259,18 @@ class SCTNet(nn.Module):
         self.mlps = nn.ModuleList(
             Mlp(embed_dim, embed_dim, embed_dim, act_layer=nn.GELU, drop=drop_rate) for _ in range(self.num_layers)
         )
-        self.norm = norm_layer(self.num_features)
-        if resi_connection == "1conv":
-            self.conv_after_body: nn.Module = nn.Conv2d(embed_dim, embed_dim, 3, 1, 1)
-        else:
-            self.conv_after_body = nn.Sequential(
-                nn.Conv2d(embed_dim, embed_dim // 4, 3, 1, 1),
-                nn.LeakyReLU(negative_slope=0.2, inplace=True),
-                nn.Conv2d(embed_dim // 4, embed_dim // 4, 1, 1, 0),
-                nn.LeakyReLU(negative_slope=0.2, inplace=True),
-                nn.Conv2d(embed_dim // 4, embed_dim, 3, 1, 1),
-            )
+        self._build_tail(norm_layer, resi_connection)
         self.upsample = UpsampleOneStep(upscale, embed_dim, num_out_ch, resolution)
         self.apply(self._init_weights)
         self.sigmoid = nn.Sigmoid()
 
-    @staticmethod
-    def _init_weights(m: nn.Module) -> None:
-        if isinstance(m, nn.Linear):
-            nn.init.trunc_normal_(m.weight, std=0.02)
-            if m.bias is not None:
-                nn.init.constant_(m.bias, 0)
-        elif isinstance(m, nn.LayerNorm):
-            nn.init.constant_(m.bias, 0)
-            nn.init.constant_(m.weight, 1.0)
-
     def check_image_size(self, x: torch.Tensor) -> torch.Tensor:
         """Reflect-pad bottom/right so H and W are multiples of ``window_size``."""
-        _, _, h, w = x.shape
-        pad_h = (self.window_size - h % self.window_size) % self.window_size
-        pad_w = (self.window_size - w % self.window_size) % self.window_size
-        return F.pad(x, (0, pad_w, 0, pad_h), "reflect")
+        return pad_to_window(x, self.window_size)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """Stages of GSAB + two SCABs + fusion Mlp, final LayerNorm: ``(B, C, H, W)`` -> same."""
-        x_size = (x.shape[2], x.shape[3])
-        x = self.patch_embed(x)
-        if self.ape:
-            x = x + self.absolute_pos_embed
-        x = self.pos_drop(x)
+        x, x_size = self._embed(x)
         x1, x2, x3 = x.chunk(3, dim=2)
         x = self.conv_first(x)
         stages = zip(self.layers, self.channel_layers_lm, self.channel_layers_rm, self.mlps)
@@ -506,36 +345,12 @@ def infer_params(state_dict: Mapping[str, torch.Tensor]) -> dict[str, Any]:
     """
     in_chans = 3 * int(state_dict["conv1.weight"].shape[1])
     embed_dim = int(state_dict["conv_first.fc1.weight"].shape[1])
-    st = infer_swin_stages(state_dict, embed_dim)
+    kwargs = infer_swinir_kwargs(state_dict, in_chans=in_chans, embed_dim=embed_dim, default_size=72)
     heads = int(state_dict["channel_layers_lm.0.attn.temperature"].shape[0])
     if heads != C_NUM_HEADS[0]:
         raise ValueError(f"SCAB with {heads} heads; SCTNet hard-codes {C_NUM_HEADS[0]}")
-    ws = st["window_size"]
-    if st["feature_size"] is not None:
-        h, w = st["feature_size"]
-    elif "absolute_pos_embed" in state_dict:
-        n = int(state_dict["absolute_pos_embed"].shape[1])
-        h = w = int(round(n**0.5))
-    elif any(d >= 2 for d in st["depths"]):
-        h = w = ws
-    else:
-        h = w = 72
-    return {
-        "img_size": (h, w),
-        "patch_size": 1,
-        "in_chans": in_chans,
-        "embed_dim": embed_dim,
-        "depths": st["depths"],
-        "num_heads": st["num_heads"],
-        "window_size": ws,
-        "mlp_ratio": st["mlp_ratio"],
-        "qkv_bias": st["qkv_bias"],
-        "ape": "absolute_pos_embed" in state_dict,
-        "patch_norm": "patch_embed.norm.weight" in state_dict,
-        "resi_connection": "1conv" if "conv_after_body.weight" in state_dict else "3conv",
-        "img_range": 1.0,
-        "upscale": 2,
-    }
+    kwargs.update(img_range=1.0, upscale=2)
+    return kwargs
 
 
 def filter_state_dict(state_dict: Mapping[str, torch.Tensor], model: SCTNet) -> dict[str, torch.Tensor]:
@@ -580,30 +395,9 @@ class SCTNetArch(Architecture[SCTNet]):
             KeyError / ValueError / RuntimeError: not a loadable SCTNet state dict.
         """
         params = infer_params(state_dict)
-        model = SCTNet(**params)
-        h, w = params["img_size"]
-        ws = model.layers[0].residual_group.blocks[0].window_size
-        tags = [
-            f"{params['embed_dim']}dim",
-            "d" + "-".join(str(d) for d in params["depths"]),
-            f"w{params['window_size']}",
-            f"s{h}" if h == w else f"s{h}x{w}",
-        ]
-        return ImageModelDescriptor(
-            model,
-            dict(state_dict),
-            architecture=self,
-            purpose="Restoration",
-            tags=tags,
-            supports_half=False,
-            supports_bfloat16=True,
-            scale=1,
-            input_channels=params["in_chans"],
-            output_channels=3,
-            size_requirements=SizeRequirements(minimum=ws, multiple_of=ws),
-            # Global attention/pooling: tiles change the output (benchmarks/arch_tiling.py, README table);
-            # the model step runs the whole image unless the pipeline sets a tile explicitly.
-            tiling=ModelTiling.DISCOURAGED,
+        return describe_hdr(
+            self, SCTNet(**params), state_dict, params,
+            input_channels=params["in_chans"], tiling=ModelTiling.DISCOURAGED,
         )
 
 
