@@ -48,11 +48,16 @@ class TileSpec:
         overlap: Pixels (input resolution) shared by neighbouring tiles; the
             blend ramp spans the shared region.
         batch: Tiles per forward pass.
+        context: Extra input pixels given to the model around each tile and
+            cropped from its output (Real-ESRGAN's ``tile_pad``), so a
+            convolutional receptive field sees real neighbours; clipped at
+            the image border, where whole-image inference has none either.
     """
 
     tile: int | tuple[int, int] = 256
     overlap: int = 32
     batch: int = 1
+    context: int = 0
 
 
 def plan_axis(length: int, tile: int, overlap: int) -> list[int]:
@@ -286,7 +291,7 @@ def run_tiled(
                 torch.cuda.empty_cache()
             if on_oom:
                 on_oom(cur, new)
-            spec_now = TileSpec(tile=new, overlap=min(spec_now.overlap, new // 2 - 1), batch=1)
+            spec_now = TileSpec(tile=new, overlap=min(spec_now.overlap, new // 2 - 1), batch=1, context=spec_now.context)
 
 
 def _run_tiled_once(forward, image, *, scale, out_channels, spec, multiple_of, min_size, device, dtype, progress, layout, out):
@@ -326,11 +331,20 @@ def _run_tiled_once(forward, image, *, scale, out_channels, spec, multiple_of, m
     if layout == "hwc":
         src = src.permute(2, 0, 1)  # a view: no copy of the image
 
-    def cut(y0: int, x0: int) -> torch.Tensor:
-        t = src[:, y0 : min(y0 + th, h), x0 : min(x0 + tw, w)]
-        if t.shape[1] < th or t.shape[2] < tw:  # border tile: reflect-pad like the whole canvas
-            t = _pad_to(t[None], th, tw)[0]
-        return t
+    cy = int(spec.context) if len(ys) > 1 else 0
+    cx = int(spec.context) if len(xs) > 1 else 0
+
+    def cut(y0: int, x0: int) -> tuple[torch.Tensor, int, int]:
+        """Model input for the tile at (y0, x0): the tile plus context, clipped to the canvas,
+        reflect-padded past the image and up to the size requirements; and the tile's offset in it."""
+        ry0, rx0 = max(0, y0 - cy), max(0, x0 - cx)
+        ry1, rx1 = min(ph, y0 + th + cy), min(pw, x0 + tw + cx)
+        need_h = max(_round_up(ry1 - ry0, m), min_m)
+        need_w = max(_round_up(rx1 - rx0, m), min_m)
+        t = src[:, ry0 : min(ry1, h), rx0 : min(rx1, w)]
+        if t.shape[1] < need_h or t.shape[2] < need_w:  # border tile: reflect-pad like the whole canvas
+            t = _pad_to(t[None], need_h, need_w)[0]
+        return t, y0 - ry0, x0 - rx0
 
     oh, ow = h * scale, w * scale
     if out is None:
@@ -347,20 +361,29 @@ def _run_tiled_once(forward, image, *, scale, out_channels, spec, multiple_of, m
             lo = y0 * scale  # absolute output row of acc[:, 0]; every row above is already stored
             for b0 in range(0, len(xs), batch):
                 ixs = list(range(b0, min(b0 + batch, len(xs))))
-                x = torch.stack([cut(y0, xs[ix]) for ix in ixs]).to(device, non_blocking=True)
-                if autocast:
-                    with torch.autocast(device_type=device.type, dtype=dtype):
+                cuts = [cut(y0, xs[ix]) for ix in ixs]
+                # tiles with context differ in size at the border: run equal shapes together
+                shapes: dict[tuple, list[int]] = {}
+                for k, (t, _, _) in enumerate(cuts):
+                    shapes.setdefault(tuple(t.shape), []).append(k)
+                for shape, ks in shapes.items():
+                    x = torch.stack([cuts[k][0] for k in ks]).to(device, non_blocking=True)
+                    if autocast:
+                        with torch.autocast(device_type=device.type, dtype=dtype):
+                            y = forward(x)
+                    else:
                         y = forward(x)
-                else:
-                    y = forward(x)
-                y = y.float().cpu().numpy()
-                if y.shape[1:] != (c_out, th * scale, tw * scale):
-                    raise ValueError(f"model returned {tuple(y.shape[1:])}, expected {(c_out, th * scale, tw * scale)}")
-                for k, ix in enumerate(ixs):
-                    ox = xs[ix] * scale
-                    wt = np.outer(wy[iy], wx[ix])
-                    acc[:, :, ox : ox + tw * scale] += y[k] * wt
-                    wsum[:, ox : ox + tw * scale] += wt
+                    y = y.float().cpu().numpy()
+                    if y.shape[1:] != (c_out, shape[1] * scale, shape[2] * scale):
+                        raise ValueError(f"model returned {tuple(y.shape[1:])}, expected {(c_out, shape[1] * scale, shape[2] * scale)}")
+                    for j, k in enumerate(ks):
+                        ix = ixs[k]
+                        dy, dx = cuts[k][1] * scale, cuts[k][2] * scale
+                        core = y[j, :, dy : dy + th * scale, dx : dx + tw * scale]
+                        ox = xs[ix] * scale
+                        wt = np.outer(wy[iy], wx[ix])
+                        acc[:, :, ox : ox + tw * scale] += core * wt
+                        wsum[:, ox : ox + tw * scale] += wt
                 done += len(ixs)
                 if progress:
                     progress(done, total)

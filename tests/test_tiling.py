@@ -150,3 +150,15 @@ def test_working_memory_is_one_band_not_the_whole_output(rng):
     small, tall = extra_peak(128), extra_peak(1024)
     out_tall = 2 * 1024 * 512 * 3 * 4
     assert tall < small * 1.5 + 1e6 and tall < out_tall / 4, (small, tall)
+
+
+def test_context_border_makes_a_wide_receptive_field_exact(rng):
+    """Receptive field 7 px with a small overlap: exact only when each tile gets >= 7 px of context."""
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(*[torch.nn.Conv2d(3, 3, 3, padding=1) for _ in range(7)])
+    img = rng.random((3, 50, 70), dtype=np.float32)
+    whole = run_tiled(net, img, scale=1, spec=TileSpec(tile=0))
+    no_ctx = run_tiled(net, img, scale=1, spec=TileSpec(tile=24, overlap=4))
+    ctx = run_tiled(net, img, scale=1, spec=TileSpec(tile=24, overlap=4, context=8, batch=4))
+    assert np.abs(no_ctx - whole).max() > 1e-3
+    assert np.abs(ctx - whole).max() < 1e-5

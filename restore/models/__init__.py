@@ -8,6 +8,7 @@ from ..errors import ModelError
 from .catalog import CatalogEntry, catalog, find, resolve
 from .loader import detect, load_state_dict, read_hparams
 from .model import RestorationModel
+from .ncnn_catalog import apply_post_resize
 
 __all__ = ["load_model", "RestorationModel", "catalog", "find", "CatalogEntry", "ModelError"]
 
@@ -37,7 +38,9 @@ def load_model(name_or_path: str | Path) -> RestorationModel:
     p = Path(s).expanduser()
     if p.suffix.lower() in _CHECKPOINT_SUFFIXES or p.exists():
         sd, meta = load_state_dict(p)
-        return RestorationModel.from_descriptor(detect(sd, p, read_hparams(p, meta)), name=str(p), source=p)
+        desc = apply_post_resize(detect(sd, p, read_hparams(p, meta)), meta)
+        return RestorationModel.from_descriptor(desc, name=str(p), source=p)
     entry, path = resolve(s)
     sd, meta = load_state_dict(path)
-    return RestorationModel.from_descriptor(detect(sd, path, read_hparams(path, meta)), name=entry.name, source=path)
+    desc = apply_post_resize(detect(sd, path, read_hparams(path, meta)), meta)
+    return RestorationModel.from_descriptor(desc, name=entry.name, source=path)

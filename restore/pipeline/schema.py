@@ -72,6 +72,7 @@ class ModelOptions(_Strict):
     name: str
     tile: int = Field(256, ge=0)
     overlap: int | None = Field(None, ge=0)
+    context: int | None = Field(None, ge=0)  # extra px per tile side, cropped away (default: the architecture's)
     batch: int = Field(1, ge=1, le=64)
     precision: Literal["auto", "fp32", "fp16", "bf16"] = "auto"
     device: str = "auto"

@@ -162,7 +162,8 @@ class ModelStage(Stage):
             overlap = min(overlap, min(tile) // 2 - 1)
         elif tile and overlap * 2 >= tile:
             overlap = max(0, tile // 2 - 1)
-        spec = TileSpec(tile=tile, overlap=overlap, batch=self.opts.batch)
+        context = self.opts.context if self.opts.context is not None else m.info.context
+        spec = TileSpec(tile=tile, overlap=overlap, batch=self.opts.batch, context=0 if m.fixed_size else context)
         c = hwc.shape[2]
         cin = m.input_channels
         base_forward = module

@@ -65,6 +65,8 @@ class ArchInfo:
         overlap: Context in pixels (input resolution) a tile needs on each side
             so tiled and whole-image outputs agree: at least one attention
             window / receptive field step.  0 means "do not tile".
+        context: Extra input pixels around each tile, computed and cropped
+            away (``tile_pad``), for convolutional receptive fields.
         fixed_size: True when the network only runs at the spatial size baked
             into its weights (Rawformer's positional grid).  Tiling then uses
             exactly that tile size.
@@ -78,6 +80,7 @@ class ArchInfo:
     input_encoding: InputEncoding = "srgb"
     output_range: OutputRange = "clamped"
     overlap: int = 32
+    context: int = 0
     fixed_size: bool = False
     extra_inputs: tuple[str, ...] = ()
     notes: str = ""
