@@ -1,0 +1,163 @@
+#!/usr/bin/env python3
+"""Clean training images for the starter models, from package registries only.
+
+Sources (both installed by ordinary package clients, licences allow reuse):
+
+* scikit-image (PyPI ``scikit-image``, BSD-3-Clause): the photographic samples
+  in ``skimage/data``; per-image terms from the ``skimage.data`` docstrings
+  (public domain / CC0); the Middlebury motorcycle pair shipped in skimage is
+  left out because no licence is stated for it.
+* Debian ``opencv-doc`` (``apt-get install -y opencv-doc``; OpenCV samples are
+  Apache-2.0 AND BSD-3-Clause per ``/usr/share/doc/opencv-doc/copyright``,
+  ``Files: *``): photographic images under
+  ``/usr/share/doc/opencv-doc/examples/data``.
+
+Nothing from ``../shared`` is ever read: those are evaluation data.
+
+Usage:
+    python data_tools/clean_data.py            # verify sources, print summary
+    python data_tools/clean_data.py --write-manifest   # (re)write data_tools/data_manifest.yaml
+
+From code: ``load_images(split)`` returns float32 RGB [0, 1] arrays, verified
+against the sha256 recorded in ``data_tools/data_manifest.yaml``.  ``split`` is
+``'train'`` or ``'heldout'`` (held-out images are never used by train.py; the
+reflection evaluation and the tests use them).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import yaml
+
+MANIFEST = Path(__file__).resolve().parent / "data_manifest.yaml"
+OPENCV_DOC = Path("/usr/share/doc/opencv-doc/examples/data")
+
+SKIMAGE_FILES = [
+    "astronaut.png", "brick.png", "camera.png", "chelsea.png", "coffee.png", "grass.png", "gravel.png",
+    "rocket.jpg",
+]
+OPENCV_FILES = [
+    "Blender_Suzanne1.jpg", "HappyFish.jpg", "aero1.jpg", "aero3.jpg", "apple.jpg", "baboon.jpg", "board.jpg",
+    "building.jpg", "butterfly.jpg", "ela_original.jpg", "fruits.jpg", "graf1.png", "home.jpg", "left.jpg",
+    "leuvenA.jpg", "messi5.jpg", "orange.jpg", "pca_test1.jpg", "rubberwhale1.png", "smarties.png",
+    "squirrel_cls.jpg", "starry_night.jpg", "stuff.jpg",
+]
+# never trained on: reflection evaluation and tests
+HELDOUT = {"chelsea.png", "coffee.png", "butterfly.jpg", "fruits.jpg", "home.jpg"}
+
+# per-image terms as stated in the skimage.data docstrings (scikit-image 0.26)
+SKIMAGE_LICENCES = {
+    "astronaut.png": "public domain (NASA; skimage.data.astronaut docstring)",
+    "brick.png": "CC0-1.0 (CC0Textures Bricks25; skimage.data.brick docstring)",
+    "camera.png": "CC0-1.0 (photographer Lav Varshney; skimage.data.camera docstring)",
+    "chelsea.png": "CC0-1.0 (photographer Stefan van der Walt; skimage.data.chelsea docstring)",
+    "coffee.png": "CC0-1.0 (photographer Rachel Michetti; skimage.data.coffee docstring)",
+    "grass.png": "CC0-1.0 (CC0Textures; skimage.data.grass docstring)",
+    "gravel.png": "CC0-1.0 (CC0Textures Gravel04; skimage.data.gravel docstring)",
+    # Not used: motorcycle_left/right.png (Middlebury 2014 stereo data) - no licence is stated for them.
+    "rocket.jpg": "public domain (SpaceX; skimage.data.rocket docstring)",
+}
+OPENCV_LICENCE = "Apache-2.0 AND BSD-3-Clause (OpenCV samples, Debian opencv-doc copyright 'Files: *')"
+
+
+def _skimage_dir() -> Path:
+    try:
+        import skimage
+    except ImportError as exc:  # pragma: no cover
+        raise SystemExit("scikit-image is not installed: pip install scikit-image") from exc
+    return Path(skimage.__file__).resolve().parent / "data"
+
+
+def _opencv_version() -> str:
+    import subprocess
+
+    try:
+        out = subprocess.run(["dpkg-query", "-W", "-f=${Version}", "opencv-doc"], capture_output=True, text=True)
+        return out.stdout.strip() or "unknown"
+    except OSError:
+        return "unknown"
+
+
+def sources() -> list[dict]:
+    """Entries (package, path, licence) of every clean image; fails clearly when a package is missing."""
+    sk = _skimage_dir()
+    if not OPENCV_DOC.is_dir():
+        raise SystemExit(
+            f"{OPENCV_DOC} not found: install Debian's opencv-doc (apt-get update && apt-get install -y opencv-doc)"
+        )
+    import skimage
+
+    out = []
+    for name in SKIMAGE_FILES:
+        out.append({"name": name, "package": f"pypi:scikit-image=={skimage.__version__}",
+                    "path": f"skimage/data/{name}", "abspath": str(sk / name), "licence": SKIMAGE_LICENCES[name]})
+    ver = _opencv_version()
+    for name in OPENCV_FILES:
+        out.append({"name": name, "package": f"debian:opencv-doc={ver}",
+                    "path": str(OPENCV_DOC / name), "abspath": str(OPENCV_DOC / name), "licence": OPENCV_LICENCE})
+    for e in out:
+        e["split"] = "heldout" if e["name"] in HELDOUT else "train"
+        if not Path(e["abspath"]).is_file():
+            raise SystemExit(f"missing clean image {e['abspath']} ({e['package']})")
+    return out
+
+
+def sha256(path: str | Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def write_manifest(path: Path = MANIFEST) -> None:
+    entries = []
+    for e in sources():
+        entries.append({k: e[k] for k in ("name", "package", "path", "licence", "split")} | {"sha256": sha256(e["abspath"])})
+    doc = {
+        "version": 1,
+        "description": "Clean images for data_tools/train.py (synthetic degradations by data_tools/synth). "
+                       "Collected by data_tools/clean_data.py from package registries; nothing from ../shared.",
+        "images": entries,
+    }
+    path.write_text(yaml.safe_dump(doc, sort_keys=False, width=120))
+
+
+def read_image(path: str | Path) -> np.ndarray:
+    im = cv2.imread(str(path), cv2.IMREAD_COLOR)  # grey samples become 3-channel
+    if im is None:
+        raise SystemExit(f"cannot read {path}")
+    return (im[..., ::-1].astype(np.float32) / 255.0).copy()
+
+
+def load_images(split: str = "train", verify: bool = True) -> list[np.ndarray]:
+    """Clean float32 RGB [0, 1] images of ``split``, checked against the manifest's sha256."""
+    doc = yaml.safe_load(MANIFEST.read_text())
+    want = {e["name"]: e for e in doc["images"] if e["split"] == split}
+    found = {e["name"]: e for e in sources()}
+    out = []
+    for name in sorted(want):
+        src = found[name]["abspath"]
+        if verify and sha256(src) != want[name]["sha256"]:
+            raise SystemExit(f"{src}: sha256 differs from {MANIFEST.name} (package version changed?)")
+        out.append(read_image(src))
+    return out
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--write-manifest", action="store_true")
+    args = ap.parse_args(argv)
+    if args.write_manifest:
+        write_manifest()
+        print(f"wrote {MANIFEST}")
+    for split in ("train", "heldout"):
+        ims = load_images(split)
+        print(f"{split}: {len(ims)} images, {sum(i.shape[0] * i.shape[1] for i in ims) / 1e6:.2f} Mpx")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

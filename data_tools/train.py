@@ -1,0 +1,272 @@
+#!/usr/bin/env python3
+"""Train the small CPU "starter" models on synthetic pairs (issue 6).
+
+    python data_tools/train.py --task derain|weather|reflection --out runs/derain --minutes 30 --seed 0 [--resume]
+
+Tasks and architectures (small configurations, documented as such -- the
+official models are 10-100x larger; official checkpoints still load through
+``restore.load_model``):
+
+* ``derain``: DRSformer (Chen et al., CVPR 2023) without MEFC, dim 16,
+  blocks [1, 1, 2, 2], heads [1, 2, 4, 8], ffn 2.66 (1.4 M parameters);
+  pairs = ``synth.add_rain`` (streak layers + veiling).
+* ``weather``: Histoformer (Sun et al., ECCV 2024), dim 16, blocks [1, 1, 2, 2],
+  1 refinement block, heads [1, 2, 4, 8], ffn 2.0 (hidden divisible by 4;
+  1.1 M parameters); pairs = ``synth.weather`` (rain / haze / snow / raindrop,
+  one model).
+* ``reflection``: DRNet of RRFormer (ERRNet design) with ``in_channels=3`` (no
+  VGG hypercolumn), n_feats 48, norm None, 3x3 bottom kernel, pyramid pooling,
+  Swin block reduced to its (dead, identity) shell (0.9 M parameters); pairs =
+  ``synth.add_reflection`` of two different clean images.
+
+Training: random ``--patch`` crops of the clean training images
+(``data_tools/clean_data.py``; held-out images excluded), flips / 90-degree
+rotations applied to the clean crop before degrading it on the fly,
+Charbonnier loss, AdamW, linear warm-up then cosine decay over the time budget
+(or over ``--steps`` when given, which makes the schedule independent of
+machine speed), resumable checkpoints (model, optimiser, step, elapsed time,
+numpy and torch RNG states) every ``--ckpt-minutes`` in ``<out>/ckpt.pt``, and a
+loss log ``<out>/loss.csv`` (step, seconds, loss = mean Charbonnier loss of the
+steps since the previous row).  Determinism: one thread, ``torch.manual_seed``,
+a seeded numpy ``Generator`` for all sampling and degradations, and
+``torch.use_deterministic_algorithms(True)``; with a time budget only the late
+learning rates depend on the measured time, so reruns with the same seed give
+the same loss curve up to that.
+
+``--minutes`` is the total budget of the run: ``--resume`` continues from
+``<out>/ckpt.pt`` (same step count, RNG states, schedule) until the total
+elapsed training time reaches it.  At the end the model is written to
+``--weights`` (default ``weights/<task>-starter.safetensors``), fp32, with
+the official key names; every hyper-parameter is inferred from the shapes at
+load time, so no ``restore.hparams`` metadata is needed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from data_tools import synth  # noqa: E402
+from data_tools.clean_data import load_images  # noqa: E402
+
+TASKS = ("derain", "weather", "reflection")
+
+CONFIGS = {
+    "derain": {
+        "arch": "DRSformer",
+        "kwargs": dict(inp_channels=3, out_channels=3, dim=16, num_blocks=[1, 1, 2, 2], heads=[1, 2, 4, 8],
+                       ffn_expansion_factor=2.66, bias=False, LayerNorm_type="WithBias", mefc=False),
+        "lr": 6e-4, "patch": 64, "batch": 6,
+    },
+    "weather": {
+        "arch": "Histoformer",
+        "kwargs": dict(inp_channels=3, out_channels=3, dim=16, num_blocks=[1, 1, 2, 2], num_refinement_blocks=1,
+                       heads=[1, 2, 4, 8], ffn_expansion_factor=2.0, bias=False, LayerNorm_type="WithBias"),
+        "lr": 6e-4, "patch": 64, "batch": 6,
+    },
+    "reflection": {
+        "arch": "DRNet",
+        "kwargs": dict(in_channels=3, out_channels=3, n_feats=48, n_resblocks=0, norm=None, bottom_kernel_size=3,
+                       pyramid=True, swinir_kwargs={"depths": [], "num_heads": []}),
+        "lr": 1e-3, "patch": 96, "batch": 8,
+    },
+}
+
+
+def build_model(task: str) -> torch.nn.Module:
+    cfg = CONFIGS[task]
+    if cfg["arch"] == "DRSformer":
+        from restore.models.archs.drsformer import DRSformer
+        return DRSformer(**cfg["kwargs"])
+    if cfg["arch"] == "Histoformer":
+        from restore.models.archs.histoformer import Histoformer
+        return Histoformer(**cfg["kwargs"])
+    from restore.models.archs.rrformer import DRNet
+    return DRNet(**cfg["kwargs"])
+
+
+def degrade(task: str, clean: np.ndarray, rng: np.random.Generator, other: np.ndarray | None = None) -> np.ndarray:
+    if task == "derain":
+        return synth.add_rain(clean, rng)
+    if task == "weather":
+        return synth.weather(clean, rng)
+    return synth.add_reflection(clean, rng, reflection=other)
+
+
+def random_crop(img: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarray:
+    h, w, _ = img.shape
+    if h < size or w < size:
+        import cv2
+        s = size / min(h, w)
+        img = cv2.resize(img, (max(size, round(w * s)), max(size, round(h * s))), interpolation=cv2.INTER_LINEAR)
+        h, w, _ = img.shape
+    y = int(rng.integers(0, h - size + 1))
+    x = int(rng.integers(0, w - size + 1))
+    return img[y:y + size, x:x + size]
+
+
+def augment(p: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    k = int(rng.integers(4))
+    if k:
+        p = np.rot90(p, k)
+    if rng.random() < 0.5:
+        p = p[:, ::-1]
+    return np.ascontiguousarray(p)
+
+
+def make_batch(task: str, images: list[np.ndarray], rng: np.random.Generator, batch: int, patch: int):
+    xs, ys = [], []
+    for _ in range(batch):
+        clean = augment(random_crop(images[int(rng.integers(len(images)))], patch, rng), rng)
+        other = None
+        if task == "reflection":
+            # reflection layer: another image, a larger crop (out of focus, different framing)
+            other = augment(random_crop(images[int(rng.integers(len(images)))], patch, rng), rng)
+        xs.append(degrade(task, clean, rng, other))
+        ys.append(clean)
+    x = torch.from_numpy(np.stack(xs)).permute(0, 3, 1, 2).contiguous()
+    y = torch.from_numpy(np.stack(ys)).permute(0, 3, 1, 2).contiguous()
+    return x, y
+
+
+def charbonnier(a: torch.Tensor, b: torch.Tensor, eps: float = 1e-3) -> torch.Tensor:
+    return torch.sqrt((a - b) ** 2 + eps * eps).mean()
+
+
+def lr_factor(step: int, frac: float, warmup: int) -> float:
+    """Linear warm-up over ``warmup`` steps, then cosine from 1 to 0.02 over ``frac`` in [0, 1]."""
+    if step < warmup:
+        return (step + 1) / warmup
+    return 0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * min(1.0, frac)))
+
+
+def save_weights(model: torch.nn.Module, path: Path, task: str, meta_extra: dict) -> None:
+    from safetensors.torch import save_file
+
+    sd = {k: v.detach().contiguous().clone() for k, v in model.state_dict().items()}
+    meta = {"restore.task": task, "restore.train": json.dumps(meta_extra, sort_keys=True)}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file(sd, str(path), metadata=meta)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--task", choices=TASKS, required=True)
+    ap.add_argument("--out", type=Path, required=True, help="run folder (ckpt.pt, loss.csv)")
+    ap.add_argument("--minutes", type=float, default=30.0, help="total training time budget")
+    ap.add_argument("--steps", type=int, default=None, help="fixed number of steps (schedule by step, not time)")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--resume", action="store_true")
+    ap.add_argument("--patch", type=int, default=None)
+    ap.add_argument("--batch", type=int, default=None)
+    ap.add_argument("--lr", type=float, default=None)
+    ap.add_argument("--warmup", type=int, default=50)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--log-every", type=int, default=10)
+    ap.add_argument("--ckpt-minutes", type=float, default=3.0)
+    ap.add_argument("--weights", type=Path, default=None, help="default weights/<task>-starter.safetensors")
+    args = ap.parse_args(argv)
+
+    cfg = CONFIGS[args.task]
+    patch = args.patch or cfg["patch"]
+    batch = args.batch or cfg["batch"]
+    lr = args.lr or cfg["lr"]
+    if patch % 8 or (args.task == "reflection" and patch < 32):
+        ap.error("--patch must be a multiple of 8 (and >= 32 for reflection)")
+    weights = args.weights or ROOT / "weights" / f"{args.task}-starter.safetensors"
+
+    torch.set_num_threads(args.threads)
+    torch.use_deterministic_algorithms(True)
+    torch.manual_seed(args.seed)
+    rng = np.random.default_rng(args.seed)
+
+    images = load_images("train")
+    model = build_model(args.task)
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.99), weight_decay=1e-4)
+    args.out.mkdir(parents=True, exist_ok=True)
+    ckpt_path, log_path = args.out / "ckpt.pt", args.out / "loss.csv"
+    step, elapsed = 0, 0.0
+    if args.resume:
+        if not ckpt_path.is_file():
+            ap.error(f"--resume: no checkpoint {ckpt_path}")
+        ck = torch.load(ckpt_path, weights_only=False)
+        if ck["task"] != args.task:
+            ap.error(f"--resume: checkpoint is for task {ck['task']}")
+        model.load_state_dict(ck["model"])
+        opt.load_state_dict(ck["opt"])
+        step, elapsed = int(ck["step"]), float(ck["elapsed"])
+        rng.bit_generator.state = ck["np_rng"]
+        torch.set_rng_state(ck["torch_rng"])
+        print(f"resumed at step {step}, {elapsed:.0f} s elapsed", flush=True)
+    else:
+        log_path.write_text("step,seconds,loss\n")
+
+    budget = args.minutes * 60.0
+
+    def save_ckpt():
+        torch.save({"task": args.task, "model": model.state_dict(), "opt": opt.state_dict(), "step": step,
+                    "elapsed": elapsed, "np_rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state(),
+                    "args": {k: str(v) for k, v in vars(args).items()}}, ckpt_path)
+
+    model.train()
+    t0 = time.perf_counter() - elapsed
+    last_ckpt = time.perf_counter()
+    acc, n_acc = 0.0, 0
+    with log_path.open("a", newline="") as logf:
+        writer = csv.writer(logf)
+        while True:
+            elapsed = time.perf_counter() - t0
+            if args.steps is not None:
+                if step >= args.steps:
+                    break
+                frac = step / args.steps
+            else:
+                if elapsed >= budget:
+                    break
+                frac = elapsed / budget
+            for g in opt.param_groups:
+                g["lr"] = lr * lr_factor(step, frac, args.warmup)
+            x, y = make_batch(args.task, images, rng, batch, patch)
+            out = model(x)
+            loss = charbonnier(out, y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 0.5)
+            opt.step()
+            step += 1
+            acc += float(loss.detach())
+            n_acc += 1
+            if step % args.log_every == 0:
+                elapsed = time.perf_counter() - t0
+                writer.writerow([step, f"{elapsed:.1f}", f"{acc / n_acc:.6f}"])
+                logf.flush()
+                if step % (args.log_every * 10) == 0:
+                    print(f"step {step} {elapsed:.0f}s loss {acc / n_acc:.5f} lr {opt.param_groups[0]['lr']:.2e}",
+                          flush=True)
+                acc, n_acc = 0.0, 0
+            if time.perf_counter() - last_ckpt > args.ckpt_minutes * 60:
+                elapsed = time.perf_counter() - t0
+                save_ckpt()
+                last_ckpt = time.perf_counter()
+    elapsed = time.perf_counter() - t0
+    save_ckpt()
+    model.eval()
+    save_weights(model, weights, args.task, {"steps": step, "seconds": round(elapsed), "seed": args.seed,
+                                             "patch": patch, "batch": batch, "lr": lr, "config": CONFIGS[args.task]["arch"]})
+    print(f"done: {step} steps in {elapsed:.0f} s; wrote {weights} ({weights.stat().st_size / 1e6:.2f} MB)", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
