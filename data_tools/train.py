@@ -200,7 +200,7 @@ def main(argv=None) -> int:
     if args.resume:
         if not ckpt_path.is_file():
             ap.error(f"--resume: no checkpoint {ckpt_path}")
-        ck = torch.load(ckpt_path, weights_only=False)
+        ck = torch.load(ckpt_path, weights_only=True)  # tensors, optimiser state and plain-Python RNG state only
         if ck["task"] != args.task:
             ap.error(f"--resume: checkpoint is for task {ck['task']}")
         model.load_state_dict(ck["model"])

@@ -74,7 +74,7 @@ def test_train_checkpoint_log_and_resume(tmp_path):
     assert rows and all(np.isfinite(float(r["loss"])) for r in rows)
     steps = [int(r["step"]) for r in rows]
     assert steps == sorted(steps) and steps[0] == 1
-    ck = torch.load(tmp_path / "run" / "ckpt.pt", weights_only=False)
+    ck = torch.load(tmp_path / "run" / "ckpt.pt", weights_only=True)
     assert ck["step"] == steps[-1] and {"model", "opt", "np_rng", "torch_rng"} <= set(ck)
     r, rows2 = _train(tmp_path, "--minutes", "0.2", "--resume")
     assert f"resumed at step {steps[-1]}" in r.stdout

@@ -4,7 +4,7 @@ Restormer - Zamir, Arora, Khan, Hayat, Khan, Yang, "Restormer: Efficient Transfo
 for High-Resolution Image Restoration", CVPR 2022 (official code: swz30/Restormer,
 ``basicsr/models/archs/restormer_arch.py``).  This is an independent implementation
 that keeps the official class name, constructor keywords, defaults and state-dict
-key names, so released checkpoints (``torch.load(p)["params"]``) load with
+key names, so released checkpoints (their ``params`` entry) load with
 ``strict=True``.
 
 The module has three parts:
