@@ -23,7 +23,8 @@ def _console(stderr: bool = False):
     return con
 
 
-#: Architectures whose tiled output differs from whole-image output (benchmarks/arch_tiling.py).
+#: Architectures whose tiled output differs from whole-image output (benchmarks/arch_tiling.py); shown
+#: without loading a model - their descriptors say the same (RestorationModel.tiling_discouraged).
 _GLOBAL = {"Restormer", "DRSformer", "DRSformerNoMEFC", "Histoformer", "SCTNet", "RRFormer"}
 
 

@@ -69,6 +69,13 @@ class RestorationModel:
         return self.descriptor.model
 
     @property
+    def tiling_discouraged(self) -> bool:
+        """True when tiles change the output (global attention or pooling): run whole unless asked."""
+        from spandrel import ModelTiling
+
+        return self.descriptor.tiling == ModelTiling.DISCOURAGED
+
+    @property
     def fixed_size(self) -> tuple[int, int] | None:
         """(H, W) the network only runs at (Rawformer's positional grid), else None."""
         if not self.info.fixed_size:

@@ -152,7 +152,7 @@ class MergeStage(Stage):
         dtype = resolve_precision(self.opts.precision, device, m.supports_half, m.supports_bfloat16, arch=m.arch)
         overlap = self.opts.overlap if self.opts.overlap is not None else m.info.overlap
         tile = self.opts.tile
-        if "tile" not in self.opts.model_fields_set and str(m.descriptor.tiling).endswith("DISCOURAGED"):
+        if "tile" not in self.opts.model_fields_set and m.tiling_discouraged:
             tile = 0
         if tile and 2 * overlap >= tile:
             overlap = tile // 2 - 1

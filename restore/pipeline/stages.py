@@ -20,13 +20,6 @@ from ..image import Encoding, Image
 from ..io import RawOptions, write
 from . import schema
 
-try:
-    from spandrel import ModelTiling
-
-    _DISCOURAGED = ModelTiling.DISCOURAGED
-except ImportError:  # pragma: no cover
-    _DISCOURAGED = None
-
 __all__ = ["Context", "Stage", "DevelopStage", "ModelStage", "ResizeStage", "ConvertStage", "ExposureStage", "WriteStage", "build_stages"]
 
 
@@ -154,7 +147,7 @@ class ModelStage(Stage):
         module = m.module.to(device)
         overlap = self.opts.overlap if self.opts.overlap is not None else m.info.overlap
         tile = self.opts.tile
-        if self.opts.tile and "tile" not in self.opts.model_fields_set and str(m.descriptor.tiling) == str(_DISCOURAGED):
+        if self.opts.tile and "tile" not in self.opts.model_fields_set and m.tiling_discouraged:
             # global attention / pooling: tiles change the result; whole image unless the pipeline asks
             tile = 0
         if m.fixed_size:  # the network runs only at its native size: tiles of exactly that size
