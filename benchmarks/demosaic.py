@@ -4,7 +4,8 @@
 For each Set5 HR image: linear Rec.709 = srgb_to_linear(HR); an RGGB DNG is written from it with
 data_tools/make_examples.write_dng (14-bit, black 512, white 16383, as-shot neutral 0.5/1/0.7,
 colour matrix); LibRaw develops the DNG with each algorithm (linear, camera WB, no rescaling);
-the learned network gets the same raw data (black/white-normalised and white-balanced, linear).
+the learned network develops the same DNG through restore's own develop option
+(``RawOptions(demosaic="learned")`` = ``develop: {demosaic: learned}`` in a pipeline).
 Outputs are sRGB-encoded and compared with the HR image: mean PSNR (RGB, 8-bit peak, 4 px border
 shaved).  Usage:  python benchmarks/demosaic.py   (needs ../shared/data/sr/Set5 and demosaicnet)
 """
@@ -26,7 +27,7 @@ from make_examples import AS_SHOT_NEUTRAL, BLACK, WHITE, write_dng  # noqa: E402
 
 from restore.color import linear_to_srgb, srgb_to_linear  # noqa: E402
 from restore.io import read  # noqa: E402
-from restore.models.demosaicnet import demosaic_bayer  # noqa: E402
+from restore.io.raw import RawOptions, read_raw  # noqa: E402
 
 ALGOS = ["LINEAR", "VNG", "PPG", "AHD", "DCB", "DHT", "AAHD"]
 
@@ -56,10 +57,7 @@ def main() -> None:
                     lin = r.postprocess(gamma=(1, 1), no_auto_bright=True, output_bps=16, use_camera_wb=True,
                                         adjust_maximum_thr=0, demosaic_algorithm=getattr(rawpy.DemosaicAlgorithm, a)).astype(np.float32) / 65535
                 scores[a].append(psnr(linear_to_srgb(lin), hr))
-            wb = (cfa.astype(np.float32) - BLACK) / (WHITE - BLACK)
-            gains = np.ones_like(wb)
-            gains[0::2, 0::2], gains[1::2, 1::2] = 1 / AS_SHOT_NEUTRAL[0], 1 / AS_SHOT_NEUTRAL[2]
-            out = demosaic_bayer(np.clip(wb * gains, 0, 1), "RGGB", linear=True)
+            out = read_raw(dng, RawOptions(demosaic="learned", white_balance="camera")).pixels
             scores["learned"].append(psnr(linear_to_srgb(out), hr))
             print(p.stem, "  ".join(f"{k} {v[-1]:.2f}" for k, v in scores.items()), flush=True)
     print("mean PSNR (dB): " + ", ".join(f"{k} {np.mean(v):.2f}" for k, v in sorted(scores.items(), key=lambda kv: -np.mean(kv[1]))))

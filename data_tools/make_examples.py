@@ -65,8 +65,16 @@ def rational(x, denom_limit: int = 10000) -> tuple[int, int]:
     return f.numerator, f.denominator
 
 
-def write_dng(path: Path, cfa: np.ndarray, meta: dict) -> None:
+XTRANS = "GGRGGB" "GGBGGR" "BRGRBG" "GGBGGR" "GGRGGB" "RBGBRG"  # a Fujifilm X-Trans 6x6 layout
+
+
+def write_dng(path: Path, cfa: np.ndarray, meta: dict, pattern: str = "RGGB", orientation: int = 1) -> None:
+    """Write an uncompressed CFA DNG (``pattern``: row-major R/G/B letters, 4 = Bayer, 36 = X-Trans;
+    ``orientation``: TIFF Orientation tag, 1 = as stored, 3 = 180 deg, 6 / 8 = 90 deg)."""
     import tifffile
+
+    period = int(round(len(pattern) ** 0.5))
+    codes = tuple("RGB".index(c) for c in pattern)
 
     cm = np.diag(AS_SHOT_NEUTRAL) @ primaries_matrix("xyz", "rec709")  # XYZ -> camera
     srat = []
@@ -78,8 +86,9 @@ def write_dng(path: Path, cfa: np.ndarray, meta: dict) -> None:
     tags = [
         (271, "s", 0, meta["make"], True),  # Make
         (272, "s", 0, meta["model"], True),  # Model
-        (33421, "H", 2, (2, 2), True),  # CFARepeatPatternDim
-        (33422, "B", 4, (0, 1, 1, 2), True),  # CFAPattern RGGB
+        (274, "H", 1, orientation, True),  # Orientation
+        (33421, "H", 2, (period, period), True),  # CFARepeatPatternDim
+        (33422, "B", len(codes), codes, True),  # CFAPattern (0 = R, 1 = G, 2 = B)
         (50706, "B", 4, (1, 4, 0, 0), True),  # DNGVersion
         (50707, "B", 4, (1, 1, 0, 0), True),  # DNGBackwardVersion
         (50708, "s", 0, "restore synthetic camera", True),  # UniqueCameraModel

@@ -42,10 +42,16 @@ class RawOptions:
             (computed from unclipped raw data), ``"none"`` (unity), or explicit
             multipliers ``[r, g, b, g2]``.
         demosaic: LibRaw algorithm name: ``"ahd"`` (default), ``"dcb"``,
-            ``"dht"``, ``"aahd"``, ``"vng"``, ``"ppg"``, ``"linear"``.
+            ``"dht"``, ``"aahd"``, ``"vng"``, ``"ppg"``, ``"linear"``; or
+            ``"learned"``: the Bayer / X-Trans network of Gharbi et al. 2016
+            (:mod:`restore.models.demosaicnet`, weights from PyPI
+            ``demosaicnet``) on the black-subtracted, white-balanced,
+            clipped mosaic, followed by LibRaw's own camera-to-Rec.709 matrix
+            (everything else as for the LibRaw algorithms).
         output: ``"linear-rec709"`` (camera matrix applied) or ``"camera"``
             (camera-native RGB, matrix not applied).
-        half_size: Take one pixel per 2x2 CFA block instead of demosaicing.
+        half_size: Take one pixel per 2x2 CFA block instead of demosaicing
+            (takes precedence over ``demosaic``).
     """
 
     white_balance: WhiteBalance | Sequence[float] = "auto"
@@ -182,6 +188,8 @@ def _develop(raw, path: Path, options: RawOptions) -> Image:
         s = raw.sizes
         check_size(path, int(s.width), int(s.height))
         meta = raw_metadata(raw, path)
+        if options.demosaic == "learned" and not options.half_size:
+            return _develop_learned(raw, path, options, meta)
         algo = getattr(rawpy.DemosaicAlgorithm, options.demosaic.upper(), None)
         if algo is None:
             raise InputError(path, f"unknown demosaic algorithm {options.demosaic!r}")
@@ -204,3 +212,108 @@ def _develop(raw, path: Path, options: RawOptions) -> Image:
     px = rgb.astype(np.float32) / 65535.0
     enc = LINEAR_REC709 if options.output == "linear-rec709" else CAMERA_LINEAR
     return Image(np.ascontiguousarray(px), enc, meta)
+
+
+def _wb_multipliers(raw, path: Path, wb) -> np.ndarray:
+    """The four white-balance multipliers (per colour index) LibRaw would use, normalised to min 1."""
+    params = _wb_params(raw, path, wb)
+    if params.get("use_camera_wb"):
+        mul = [float(v) for v in raw.camera_whitebalance]
+    else:
+        mul = [float(v) for v in params["user_wb"]]
+    if len(mul) < 4 or mul[3] == 0:
+        mul = mul[:3] + [mul[1]]
+    mul = np.asarray(mul[:4], np.float64)
+    if not np.all(mul > 0):
+        raise InputError(path, f"white-balance multipliers {mul.tolist()} are not all positive")
+    return mul / mul.min()  # LibRaw (highlight clip) scales so the weakest channel keeps 1.0 = white
+
+
+def _camera_to_output_matrix(path: Path, options: RawOptions, wb_params: dict) -> np.ndarray:
+    """LibRaw's camera-RGB -> linear Rec.709 matrix for this file, as its own pipeline applies it.
+
+    rawpy does not expose LibRaw's ``rgb_cam`` for every make (Kodak files report a
+    zero matrix yet are converted), so the matrix is recovered from two half-size
+    LibRaw developments of the same file, in camera RGB and in sRGB primaries, by
+    least squares over the unclipped pixels (exact up to 16-bit rounding).
+    """
+    import rawpy
+
+    common = dict(gamma=(1, 1), no_auto_bright=True, adjust_maximum_thr=0.0, output_bps=16, half_size=True,
+                  highlight_mode=rawpy.HighlightMode.Clip, **wb_params)
+    outs = []
+    for cs in (rawpy.ColorSpace.raw, rawpy.ColorSpace.sRGB):
+        with rawpy.imread(str(path)) as r:
+            outs.append(r.postprocess(output_color=cs, **common).reshape(-1, 3).astype(np.float64))
+    cam, rgb = outs
+    ok = (cam.max(1) < 64000) & (rgb.max(1) < 64000) & (rgb.min(1) > 0) & (cam.min(1) > 64)
+    if ok.sum() < 64:
+        # too few unclipped pixels to fit (a black or blown frame): fall back to LibRaw's matrix if it has one
+        with rawpy.imread(str(path)) as r:
+            m = np.asarray(r.color_matrix, np.float64)[:, :3]
+        return m if np.any(m) else np.eye(3)
+    sol, *_ = np.linalg.lstsq(cam[ok], rgb[ok], rcond=None)
+    return sol.T
+
+
+def _develop_learned(raw, path: Path, options: RawOptions, meta: Metadata) -> Image:
+    """Develop with the learned demosaicker (called inside ``with raw``)."""
+    import rawpy
+
+    from ..errors import ModelError
+    from ..models import demosaicnet
+
+    if raw.raw_type != rawpy.RawType.Flat:
+        raise InputError(path, "demosaic: learned needs CFA (mosaic) data; this file is already demosaiced")
+    desc = raw.color_desc.decode("ascii", "replace")
+    if desc[:3] != "RGB":
+        raise InputError(path, f"demosaic: learned needs an RGB colour filter array, not {desc!r}")
+    colors = np.asarray(raw.raw_colors_visible)
+    black = np.asarray(raw.black_level_per_channel, np.float64)
+    white = float(raw.white_level)
+    mul = _wb_multipliers(raw, path, options.white_balance)
+    scale = (mul / np.maximum(white - black, 1.0)).astype(np.float32)
+    mosaic = (raw.raw_image_visible.astype(np.float32) - black.astype(np.float32)[colors]) * scale[colors]
+    np.clip(mosaic, 0.0, 1.0, out=mosaic)
+    letters = np.array([desc[i] if desc[i] in "RGB" else "G" for i in range(len(desc))])
+    h, w = colors.shape
+    period = 2 if h >= 4 and w >= 4 and np.array_equal(colors[:2, :2], colors[2:4, 2:4]) else 6
+    pattern = "".join(letters[colors[:period, :period]].ravel())
+    if period == 2 and sorted(pattern) != ["B", "G", "G", "R"]:
+        raise InputError(path, f"demosaic: learned does not know the CFA pattern {pattern}")
+    flip = int(raw.sizes.flip)
+    wb_params = _wb_params(raw, path, options.white_balance)
+    meta.extra["develop"] = {"demosaic": "learned (Gharbi et al. 2016, demosaicnet weights)", "white_balance": mul.tolist(),
+                             "cfa": pattern}
+    device = "cuda" if _cuda() else "cpu"
+    try:
+        if period == 2:
+            cam = demosaicnet.demosaic_bayer(mosaic, pattern, linear=True, device=device)
+        else:
+            cam = demosaicnet.demosaic_xtrans(mosaic, pattern, linear=True, device=device)
+    except ModelError as e:
+        raise InputError(path, f"demosaic: learned: {e}") from None
+    except ValueError as e:
+        raise InputError(path, f"demosaic: learned: {e}") from None
+    np.clip(cam, 0.0, 1.0, out=cam)
+    if options.output == "linear-rec709":
+        m = _camera_to_output_matrix(path, options, wb_params).astype(np.float32)
+        cam = np.clip(cam @ m.T, 0.0, 1.0)
+    # LibRaw's orientation (sizes.flip): 3 = 180 deg, 5 = 90 deg counter-clockwise, 6 = 90 deg clockwise
+    if flip == 3:
+        cam = cam[::-1, ::-1]
+    elif flip == 5:
+        cam = np.rot90(cam, 1)
+    elif flip == 6:
+        cam = np.rot90(cam, -1)
+    enc = LINEAR_REC709 if options.output == "linear-rec709" else CAMERA_LINEAR
+    return Image(np.ascontiguousarray(cam, dtype=np.float32), enc, meta)
+
+
+def _cuda() -> bool:
+    try:
+        import torch
+
+        return bool(torch.cuda.is_available())
+    except Exception:
+        return False

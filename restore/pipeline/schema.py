@@ -51,7 +51,7 @@ class DevelopOptions(_Strict):
     """RAW development (ignored for non-RAW inputs except ``output``)."""
 
     white_balance: Union[Literal["auto", "camera", "daylight", "gray-world", "none"], list[float]] = "auto"
-    demosaic: Literal["ahd", "dcb", "dht", "aahd", "vng", "ppg", "linear"] = "ahd"
+    demosaic: Literal["ahd", "dcb", "dht", "aahd", "vng", "ppg", "linear", "learned"] = "ahd"
     output: Literal["linear-rec709", "camera"] = "linear-rec709"
     half_size: bool = False
 
