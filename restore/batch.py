@@ -193,8 +193,10 @@ def run_batch(
 
             worker = make_runner(pipe, timeout_s, device)
             worker.start()
+        todo = [k for k, (plan, _) in enumerate(plans) if plan.action == "process"]
+        next_todo = {a: b for a, b in zip(todo, todo[1:])}  # item -> the next item to process (read ahead)
         with SignalGuard(handle_signals) as guard:
-            for (i, members, group), (plan, planned) in zip(items, plans):
+            for k, ((i, members, group), (plan, planned)) in enumerate(zip(items, plans)):
                 if guard.stop:
                     report.interrupted = True
                     break
@@ -222,7 +224,9 @@ def run_batch(
                     try:
                         with guard.interruptible():
                             times = dict(getattr(pipe, "_times", {}) or {}) if group else None
-                            r = worker.run(members, i, out_dir, group=group, overwrite=ow, times=times, planned_outputs=planned, tile_progress=tile_progress)
+                            ahead = items[next_todo[k]][1] if k in next_todo else None
+                            r = worker.run(members, i, out_dir, group=group, overwrite=ow, times=times, planned_outputs=planned,
+                                           tile_progress=tile_progress, prefetch=ahead)
                     except RestoreError:  # the worker cannot be restarted: stop, the item stays to do
                         if jr is not None:
                             jr.abandon(key)

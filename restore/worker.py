@@ -90,8 +90,10 @@ def _child(conn, spec, device) -> None:  # pragma: no cover - runs in the subpro
             return
         if msg[0] == "stop":
             return
-        _, kind, paths, index, out_dir, overwrite, probe, times = msg
+        _, kind, paths, index, out_dir, overwrite, probe, times, ahead = msg
         paths = [Path(p) for p in paths]
+        if ahead:
+            pipe.prefetch([Path(p) for p in ahead])
         if probe:
             bad = None
             for p in paths:
@@ -248,6 +250,7 @@ class IsolatedWorker:
         times: dict | None = None,
         planned_outputs: list[Path] | None = None,
         tile_progress: Callable[[int, int], None] | None = None,
+        prefetch: list[Path] | None = None,
     ) -> FileResult:
         """Process one input (or one bracket with ``group=True``) in the child.
 
@@ -263,6 +266,11 @@ class IsolatedWorker:
             planned_outputs: Outputs whose temporary files to remove if the
                 child is killed mid-item.
             tile_progress: Called with ``(done, total)`` tiles.
+            prefetch: The next item's files: the child starts decoding them
+                while this item computes (:meth:`Pipeline.prefetch`).  If the
+                child crashes meanwhile, the item is run once more without
+                read-ahead, so a file whose decoder crashes is never blamed
+                on the item before it.
 
         Returns:
             The :class:`FileResult`; never raises for a bad input, a timeout
@@ -276,7 +284,8 @@ class IsolatedWorker:
         paths = [Path(p) for p in paths]
         self.start()
         t0 = time.monotonic()
-        msg = ("item", "probe" if probe_only else "group" if group else "file", [str(p) for p in paths], index, str(out_dir), overwrite, probe or probe_only, times)
+        ahead = [str(p) for p in prefetch] if prefetch and not probe_only else None
+        msg = ("item", "probe" if probe_only else "group" if group else "file", [str(p) for p in paths], index, str(out_dir), overwrite, probe or probe_only, times, ahead)
         what = f"bracket {', '.join(p.name for p in paths)}" if group else str(paths[0])
         try:
             self._conn.send(msg)
@@ -303,6 +312,9 @@ class IsolatedWorker:
                 except subprocess.TimeoutExpired:
                     code = None
             self._abort(planned_outputs)
+            if ahead:  # the read-ahead of the next file may be what crashed: retry this item alone
+                return self.run(paths, index, out_dir, group=group, overwrite=overwrite, probe=probe, times=times,
+                                planned_outputs=planned_outputs, tile_progress=tile_progress)
             why = f"signal {-code}" if code is not None and code < 0 else f"exit code {code}"
             return FileResult(paths[0], "failed", error=f"{what}: the worker process crashed ({why})", seconds=time.monotonic() - t0)
         except BaseException:
@@ -345,12 +357,14 @@ class InProcessRunner:
     def __exit__(self, *exc) -> None:
         self.close()
 
-    def run(self, paths, index, out_dir, *, group=False, overwrite=False, probe=False, probe_only=False, times=None, planned_outputs=None, tile_progress=None) -> FileResult:
+    def run(self, paths, index, out_dir, *, group=False, overwrite=False, probe=False, probe_only=False, times=None, planned_outputs=None, tile_progress=None, prefetch=None) -> FileResult:
         """See :meth:`IsolatedWorker.run` (a KeyboardInterrupt propagates; atomic writes clean up after themselves)."""
         from .io import read
 
         paths = [Path(p) for p in paths]
         pipe = self.pipeline
+        if prefetch and not probe_only:
+            pipe.prefetch(prefetch)
         if probe or probe_only:
             for p in paths:
                 try:

@@ -140,6 +140,55 @@ class Pipeline:
         self.stages: list[Stage] = build_stages(spec)
         dev = next((s for s in self.stages if isinstance(s, DevelopStage)), None)
         self.raw_options = dev.raw_options if dev else RawOptions()
+        self._prefetched: dict[Path, object] = {}
+        self._last_ahead: list[Path] = []
+
+    # -- read-ahead ------------------------------------------------------------
+    def prefetch(self, paths: Iterable[Path]) -> None:
+        """Start decoding ``paths`` (the next item's files) in a background thread.
+
+        The batch loops call this before processing the current item, so the
+        next file's decode (LibRaw, PNG/EXR decompression: C code that releases
+        the GIL) overlaps this item's model compute; :meth:`run_file` and
+        :meth:`run_group` then take the decoded image instead of reading again.
+        A failed decode is raised there, exactly as a direct read would.
+        Read-ahead results for paths other than these and the previous call's
+        (the item about to be processed) are dropped: at most one item's
+        decoded image is the extra memory.
+        """
+        want = [Path(p) for p in paths]
+        keep = set(want) | set(self._last_ahead)
+        for k in [k for k in self._prefetched if k not in keep]:
+            self._prefetched.pop(k)
+        self._last_ahead = want
+        for p in want:
+            if p not in self._prefetched:
+                self._prefetched[p] = self._submit_read(p)
+
+    def _submit_read(self, path: Path):
+        """Decode ``path`` in a daemon thread (a decoder that never returns, e.g. on a FIFO,
+        must not keep the process alive at exit, as an executor's joined worker would)."""
+        import threading
+        from concurrent.futures import Future
+
+        fut: Future = Future()
+
+        def work():
+            if not fut.set_running_or_notify_cancel():
+                return
+            try:
+                fut.set_result(read(path, self.raw_options))
+            except BaseException as e:  # delivered to the item that takes it
+                fut.set_exception(e)
+
+        threading.Thread(target=work, name=f"restore-read {path.name}", daemon=True).start()
+        return fut
+
+    def _read(self, path: Path) -> Image:
+        fut = self._prefetched.pop(Path(path), None)
+        if fut is not None:
+            return fut.result()
+        return read(path, self.raw_options)
 
     @property
     def name(self) -> str:
@@ -235,8 +284,9 @@ class Pipeline:
         try:
             planned = self.planned_outputs(path, index, out_dir)
             if planned and not overwrite and all(p.exists() for p in planned):
+                self._prefetched.pop(Path(path), None)
                 return FileResult(path, "skipped", planned, "outputs exist (use --overwrite)")
-            image = read(path, self.raw_options)
+            image = self._read(path)
             ctx = Context(out_dir=out_dir, fields=self.fields_for(path, index), overwrite=overwrite, tile_progress=tile_progress, device=device)
             self.process(image, ctx)
             return FileResult(path, "done", ctx.outputs, seconds=time.perf_counter() - t0)
@@ -301,7 +351,7 @@ class Pipeline:
                 return FileResult(group[0], "skipped", planned, "outputs exist (use --overwrite)")
             frames = []
             for p in group:
-                img = read(p, self.raw_options)
+                img = self._read(p)
                 t = getattr(self, "_times", {}).get(p.name)
                 if t is not None:
                     img.meta.exposure_time_s = float(t)
@@ -370,6 +420,8 @@ class Pipeline:
             for i, grp in enumerate(groups):
                 if on_start:
                     on_start(grp[0], i)
+                if i + 1 < len(groups):
+                    self.prefetch(groups[i + 1])
                 r = self.run_group(grp, i, out_dir, overwrite=overwrite, device=device, tile_progress=tile_progress)
                 report.results.append(r)
                 if on_result:
@@ -378,6 +430,8 @@ class Pipeline:
         for i, path in enumerate(inputs):
             if on_start:
                 on_start(path, i)
+            if i + 1 < len(inputs):
+                self.prefetch([inputs[i + 1]])
             r = self.run_file(path, i, out_dir, overwrite=overwrite, device=device, tile_progress=tile_progress)
             report.results.append(r)
             if on_result:

@@ -66,7 +66,11 @@ class ModelOptions(_Strict):
     ``hdr``: how linear values above 1 are encoded around a model trained on
     [0, 1] (``auto`` = the reversible peak-normalised log encoding of
     :func:`restore.color.hdr_encode` when the image exceeds 1, sRGB otherwise;
-    ``log`` = always the log encoding; ``clip`` = clip to [0, 1], then sRGB).
+    ``log`` = always the log encoding; ``clip`` = clip to [0, 1], then sRGB);
+    ``compile``: run the network through ``torch.compile`` (TorchInductor):
+    the first run compiles for each tile shape (tens of seconds to minutes on
+    a CPU), the compiled kernels are cached in ``~/.cache/restore/inductor``
+    and reused by later runs; worth it for large batches, not for a few files.
     """
 
     name: str
@@ -78,6 +82,7 @@ class ModelOptions(_Strict):
     device: str = "auto"
     alpha: Literal["resize", "model"] = "resize"
     hdr: Literal["auto", "log", "clip"] = "auto"
+    compile: bool = False
     vgg19: str | None = None  # ImageNet VGG19 weights (path) for models with a VGG hypercolumn input (RRFormer)
 
     @model_validator(mode="after")

@@ -82,6 +82,7 @@ class ModelStage(Stage):
         self.opts = opts
         self.model = None
         self.vgg = None
+        self._compiled = None
 
     def prepare(self) -> None:
         if self.model is None:
@@ -160,6 +161,8 @@ class ModelStage(Stage):
         c = hwc.shape[2]
         cin = m.input_channels
         base_forward = module
+        if self.opts.compile:
+            base_forward = self._compiled_forward(module, ctx)
         if self.vgg is not None:  # RRFormer: the network sees cat(image, VGG19 hypercolumn)
             from ..models.archs.rrformer import build_hypercolumn_input
 
@@ -191,6 +194,39 @@ class ModelStage(Stage):
         if cin == 3 and c == 1:
             out = out.mean(axis=2, keepdims=True)
         return out
+
+    def _compiled_forward(self, module, ctx: Context):
+        """``torch.compile(module)`` (static shapes; kernels cached under the user cache), falling
+        back to eager - with a note - where compilation fails (no C++ compiler, an unsupported op)."""
+        import os
+
+        import torch
+
+        if self._compiled is None:
+            cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "restore" / "inductor"
+            try:  # torch fills the variable with its /tmp default once it has looked; only a user's own choice wins
+                from torch._inductor.runtime.cache_dir_utils import default_cache_dir
+
+                default = os.path.abspath(default_cache_dir())
+            except Exception:  # pragma: no cover - other torch versions
+                default = None
+            if os.environ.get("TORCHINDUCTOR_CACHE_DIR") in (None, default):
+                os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(cache)
+            self._compiled = {"fn": torch.compile(module, dynamic=False), "failed": None}
+        state = self._compiled
+
+        def forward(x):
+            if state["failed"] is None:
+                try:
+                    return state["fn"](x)
+                except (MemoryError, torch.cuda.OutOfMemoryError):
+                    raise  # the tiler halves the tile
+                except Exception as e:  # compilation errors surface at the first call
+                    state["failed"] = f"torch.compile failed ({type(e).__name__}): ran eagerly"
+                    ctx.notes.append(state["failed"])
+            return module(x)
+
+        return forward
 
     def __call__(self, image: Image, ctx: Context) -> Image:
         self.prepare()
