@@ -289,7 +289,7 @@ class Pipeline:
             image = self._read(path)
             ctx = Context(out_dir=out_dir, fields=self.fields_for(path, index), overwrite=overwrite, tile_progress=tile_progress, device=device)
             self.process(image, ctx)
-            return FileResult(path, "done", ctx.outputs, seconds=time.perf_counter() - t0)
+            return FileResult(path, "done", ctx.outputs, seconds=time.perf_counter() - t0, notes=list(ctx.notes))
         except RestoreError as e:
             msg = str(e)
             return FileResult(path, "failed", error=msg if str(path) in msg else f"{path}: {msg}", seconds=time.perf_counter() - t0)

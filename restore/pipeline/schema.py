@@ -59,7 +59,10 @@ class DevelopOptions(_Strict):
 class ModelOptions(_Strict):
     """Run a restoration model tiled.
 
-    ``tile`` 0 = whole image (default 256; architectures whose descriptor
+    ``tile`` 0 = whole image, ``auto`` = the largest tile whose memory, predicted
+    by the model's memory curve (measured on first use, :mod:`restore.memory`),
+    fits ``memory`` (default: 80 % of free GPU memory, or 25 % of available RAM
+    up to 8 GiB); default 256.  Architectures whose descriptor
     discourages tiling - global attention - run whole unless ``tile`` is set
     explicitly); ``overlap`` in input pixels (default: the architecture's own); ``alpha``: how an alpha channel is upscaled
     (``resize`` = Lanczos, ``model`` = through the model as grey);
@@ -74,9 +77,10 @@ class ModelOptions(_Strict):
     """
 
     name: str
-    tile: int = Field(256, ge=0)
+    tile: Union[int, str] = 256
     overlap: int | None = Field(None, ge=0)
     context: int | None = Field(None, ge=0)  # extra px per tile side, cropped away (default: the architecture's)
+    memory: str | None = None  # budget for tile: auto, e.g. "4GB" (binary units)
     batch: int = Field(1, ge=1, le=64)
     precision: Literal["auto", "fp32", "fp16", "bf16"] = "auto"
     device: str = "auto"
@@ -85,10 +89,22 @@ class ModelOptions(_Strict):
     compile: bool = False
     vgg19: str | None = None  # ImageNet VGG19 weights (path) for models with a VGG hypercolumn input (RRFormer)
 
+    @field_validator("tile", mode="before")
+    @classmethod
+    def _tile_value(cls, v):
+        if v == "auto" or (isinstance(v, int) and not isinstance(v, bool) and v >= 0):
+            return v
+        raise ValueError(f"must be a tile edge in pixels >= 0 (0 = whole image) or auto, not {v!r}")
+
     @model_validator(mode="after")
     def _overlap_below_tile(self):
-        if self.tile and self.overlap is not None and self.overlap * 2 >= self.tile:
+        if isinstance(self.tile, int) and self.tile and self.overlap is not None and self.overlap * 2 >= self.tile:
             raise ValueError(f"overlap ({self.overlap}) must be less than half the tile ({self.tile})")
+        if self.memory is not None:
+            from ..memory import parse_bytes
+
+            if parse_bytes(self.memory) <= 0:
+                raise ValueError("memory must be positive")
         return self
 
 

@@ -148,15 +148,17 @@ class ModelStage(Stage):
         module = m.module.to(device)
         overlap = self.opts.overlap if self.opts.overlap is not None else m.info.overlap
         tile = self.opts.tile
+        context = self.opts.context if self.opts.context is not None else m.info.context
         if self.opts.tile and "tile" not in self.opts.model_fields_set and m.tiling_discouraged:
             # global attention / pooling: tiles change the result; whole image unless the pipeline asks
             tile = 0
+        if tile == "auto" and not m.fixed_size:
+            tile = self._auto_tile(device, dtype, context, ctx)
         if m.fixed_size:  # the network runs only at its native size: tiles of exactly that size
             tile = m.fixed_size
             overlap = min(overlap, min(tile) // 2 - 1)
         elif tile and overlap * 2 >= tile:
             overlap = max(0, tile // 2 - 1)
-        context = self.opts.context if self.opts.context is not None else m.info.context
         spec = TileSpec(tile=tile, overlap=overlap, batch=self.opts.batch, context=0 if m.fixed_size else context)
         c = hwc.shape[2]
         cin = m.input_channels
@@ -194,6 +196,24 @@ class ModelStage(Stage):
         if cin == 3 and c == 1:
             out = out.mean(axis=2, keepdims=True)
         return out
+
+    def _auto_tile(self, device, dtype, context: int, ctx: Context) -> int:
+        """``tile: auto``: the largest tile the memory budget allows by the model's measured curve."""
+        from ..memory import curve_for, default_budget, parse_bytes, tile_for_budget
+
+        key = (str(device), str(dtype))
+        cache = self.__dict__.setdefault("_auto", {})
+        if key not in cache:
+            m = self.model
+            budget = parse_bytes(self.opts.memory) if self.opts.memory else default_budget(device)
+            curve = curve_for(m, device, dtype)
+            if curve is None:
+                cache[key] = (256, "tile auto: peak memory cannot be measured here; tile 256")
+            else:
+                t = tile_for_budget(curve, budget, context=context, batch=self.opts.batch, multiple_of=max(1, m.multiple_of))
+                cache[key] = (t, f"tile auto: {t} px for a {budget / 2**30:.2f} GiB budget (memory curve {curve.describe()})")
+            ctx.notes.append(cache[key][1])
+        return cache[key][0]
 
     def _compiled_forward(self, module, ctx: Context):
         """``torch.compile(module)`` (static shapes; kernels cached under the user cache), falling
