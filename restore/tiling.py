@@ -236,10 +236,13 @@ def run_tiled(
 ) -> np.ndarray:
     """Run ``forward`` over ``image`` tile by tile and blend the tiles seamlessly.
 
-    Memory: the host holds the input, the output and one band of accumulators
-    (``C_out x tile*scale x W*scale`` float32 plus its weights): each row of
-    tiles completes every output row above the next row's start, and those
-    rows are normalised and stored at once.  Tiles are cut from the unpadded
+    Memory: the host holds the input, the output and one tile's temporaries,
+    nothing that grows with the image: tiles accumulate their weighted
+    outputs straight into ``out``; the blend weights are separable and every
+    tile row uses the same column tiles, so the weight sum at (r, c) is
+    ``WY[r] * WX[c]`` (two 1-D arrays), and each row of tiles completes every
+    output row above the next row's start, which is then normalised in place.
+    Tiles are cut from the unpadded
     input (reflect-padded one by one at the bottom/right border), and only
     tiles go to the device.  On out-of-memory (CUDA OOM, ``MemoryError``) the
     tile edge is halved and the image restarted, down to the model minimum.
@@ -349,16 +352,33 @@ def _run_tiled_once(forward, image, *, scale, out_channels, spec, multiple_of, m
     oh, ow = h * scale, w * scale
     if out is None:
         out = np.empty((c_out, oh, ow) if layout == "chw" else (oh, ow, c_out), dtype=np.float32)
-    band_h = th * scale
-    acc = np.zeros((c_out, band_h, pw * scale), dtype=np.float32)
-    wsum = np.zeros((band_h, pw * scale), dtype=np.float32)
+    chw = layout == "chw"
+    # The blend weights are separable and every tile row uses the same column tiles, so the sum of
+    # weights at output pixel (r, c) is WY[r] * WX[c]: tiles accumulate straight into ``out`` and
+    # finished rows are normalised in place - no accumulator band, no 2-D weight sum.
+    wy_sum = np.zeros(ph * scale, np.float32)
+    for iy, y0 in enumerate(ys):
+        wy_sum[y0 * scale : y0 * scale + th * scale] += wy[iy]
+    wx_sum = np.zeros(pw * scale, np.float32)
+    for ix, x0 in enumerate(xs):
+        wx_sum[x0 * scale : x0 * scale + tw * scale] += wx[ix]
+    inv_wx = (1.0 / wx_sum[:ow]).astype(np.float32)
     total = len(ys) * len(xs)
     autocast = dtype in (torch.float16, torch.bfloat16)
     batch = max(1, int(spec.batch))
     done = 0
+    zeroed = 0  # output rows [0, zeroed) are initialised
     with torch.inference_mode():
         for iy, y0 in enumerate(ys):
-            lo = y0 * scale  # absolute output row of acc[:, 0]; every row above is already stored
+            lo = y0 * scale  # absolute output row of the tile row's top; every row above is final
+            rows_n = max(0, min(th * scale, oh - lo))  # rows of this tile row inside the image
+            if lo + rows_n > zeroed:
+                z0 = max(zeroed, lo)
+                if chw:
+                    out[:, z0 : lo + rows_n] = 0
+                else:
+                    out[z0 : lo + rows_n] = 0
+                zeroed = lo + rows_n
             for b0 in range(0, len(xs), batch):
                 ixs = list(range(b0, min(b0 + batch, len(xs))))
                 cuts = [cut(y0, xs[ix]) for ix in ixs]
@@ -378,28 +398,29 @@ def _run_tiled_once(forward, image, *, scale, out_channels, spec, multiple_of, m
                         raise ValueError(f"model returned {tuple(y.shape[1:])}, expected {(c_out, shape[1] * scale, shape[2] * scale)}")
                     for j, k in enumerate(ks):
                         ix = ixs[k]
-                        dy, dx = cuts[k][1] * scale, cuts[k][2] * scale
-                        core = y[j, :, dy : dy + th * scale, dx : dx + tw * scale]
                         ox = xs[ix] * scale
-                        wt = np.outer(wy[iy], wx[ix])
-                        acc[:, :, ox : ox + tw * scale] += core * wt
-                        wsum[:, ox : ox + tw * scale] += wt
+                        cols_n = min(tw * scale, ow - ox)  # canvas padding past the image is dropped
+                        if rows_n <= 0 or cols_n <= 0:
+                            continue
+                        dy, dx = cuts[k][1] * scale, cuts[k][2] * scale
+                        core = y[j, :, dy : dy + rows_n, dx : dx + cols_n]
+                        contrib = core * np.outer(wy[iy][:rows_n], wx[ix][:cols_n])
+                        if chw:
+                            out[:, lo : lo + rows_n, ox : ox + cols_n] += contrib
+                        else:
+                            out[lo : lo + rows_n, ox : ox + cols_n] += contrib.transpose(1, 2, 0)
                 done += len(ixs)
                 if progress:
                     progress(done, total)
-            # rows [lo, next) receive nothing from later tile rows: normalise and store them
+            # rows [lo, next) receive nothing from later tile rows: normalise them in place
             nxt = ys[iy + 1] * scale if iy + 1 < len(ys) else ph * scale
-            k = nxt - lo
             r1 = min(nxt, oh)
             if r1 > lo:
-                rows = acc[:, : r1 - lo, :ow] / wsum[None, : r1 - lo, :ow]
-                if layout == "chw":
-                    out[:, lo:r1] = rows
+                inv_wy = (1.0 / wy_sum[lo:r1]).astype(np.float32)
+                if chw:
+                    out[:, lo:r1] *= inv_wy[None, :, None]
+                    out[:, lo:r1] *= inv_wx[None, None, :]
                 else:
-                    out[lo:r1] = rows.transpose(1, 2, 0)
-            if k < band_h:
-                acc[:, : band_h - k] = acc[:, k:]
-                wsum[: band_h - k] = wsum[k:]
-            acc[:, max(band_h - k, 0) :] = 0
-            wsum[max(band_h - k, 0) :] = 0
+                    out[lo:r1] *= inv_wy[:, None, None]
+                    out[lo:r1] *= inv_wx[None, :, None]
     return out
