@@ -23,11 +23,6 @@ def _console(stderr: bool = False):
     return con
 
 
-#: Architectures whose tiled output differs from whole-image output (benchmarks/arch_tiling.py); shown
-#: without loading a model - their descriptors say the same (RestorationModel.tiling_discouraged).
-_GLOBAL = {"Restormer", "DRSformer", "DRSformerNoMEFC", "Histoformer", "SCTNet", "RRFormer"}
-
-
 def _fail(msg: str, code: int = 2) -> None:
     _console(stderr=True).print(f"[bold red]error:[/] {msg}", markup=True, soft_wrap=True)
     sys.exit(code)
@@ -227,7 +222,7 @@ def models(as_json: bool) -> None:
     a.add_column("official checkpoints accepted", overflow="fold")
     for o in official:
         info = infos.get(o["arch"])
-        tiles = "-" if info is None else ("fixed size" if info.fixed_size else "whole image (global attention)" if o["arch"] in _GLOBAL else f"overlap {info.overlap}")
+        tiles = "-" if info is None else ("fixed size" if info.fixed_size else "whole image (global attention)" if info.whole_image else f"overlap {info.overlap}")
         a.add_row(o["arch"], o["task"], str(info.frames if info else 1), tiles, ", ".join(map(str, o["checkpoints"])))
     con.print(a)
 

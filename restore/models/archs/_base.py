@@ -72,6 +72,10 @@ class ArchInfo:
             exactly that tile size.
         extra_inputs: Names of side inputs the caller must compute, e.g.
             ``("vgg19-hypercolumn",)`` for the reflection-removal net.
+        whole_image: Tiles change the output (global attention or pooling;
+            measured by benchmarks/arch_tiling.py): the model step runs the
+            whole image unless the pipeline sets a tile, and the spandrel
+            descriptor's ``tiling`` is ``DISCOURAGED`` (else ``SUPPORTED``).
         notes: Free text shown by ``restore models``.
     """
 
@@ -83,6 +87,7 @@ class ArchInfo:
     context: int = 0
     fixed_size: bool = False
     extra_inputs: tuple[str, ...] = ()
+    whole_image: bool = False
     notes: str = ""
 
 
@@ -142,7 +147,6 @@ def describe(
     output_channels: int,
     size_requirements: SizeRequirements,
     supports_bfloat16: bool = False,
-    tiling: ModelTiling = ModelTiling.DISCOURAGED,
 ) -> ImageModelDescriptor[M]:
     """The spandrel descriptor every architecture here returns from ``load``.
 
@@ -159,14 +163,16 @@ def describe(
         input_channels, output_channels: Channel counts of the call.
         size_requirements: What spandrel's call pads the input to.
         supports_bfloat16: Whether bfloat16 was validated.
-        tiling: The default, ``DISCOURAGED``, is for models with global
-            attention or pooling, where tiles change the output
-            (benchmarks/arch_tiling.py, README table): the model step then runs
-            the whole image unless the pipeline sets a tile explicitly.
+
+    The descriptor's ``tiling`` comes from the registered
+    :attr:`ArchInfo.whole_image` (``DISCOURAGED`` when tiles change the
+    output), so ``restore models`` and the model step read one source.
 
     Raises:
         RuntimeError: from ``load_state_dict`` when ``state_dict`` does not fit ``model``.
     """
+    entry = _REGISTERED.get(str(arch.id))
+    tiling = ModelTiling.DISCOURAGED if entry is None or entry.info.whole_image else ModelTiling.SUPPORTED
     return ImageModelDescriptor(
         model,
         state_dict,

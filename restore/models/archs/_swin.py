@@ -43,7 +43,7 @@ from typing import Any, Callable, ClassVar, TypeVar
 import torch
 import torch.nn.functional as F
 import torch.utils.checkpoint
-from spandrel import Architecture, ImageModelDescriptor, ModelTiling, SizeRequirements
+from spandrel import Architecture, ImageModelDescriptor, SizeRequirements
 from torch import nn
 
 from restore.models.archs._base import describe
@@ -832,7 +832,6 @@ def describe_hdr(
     params: Mapping[str, Any],
     *,
     input_channels: int,
-    tiling: ModelTiling,
 ) -> ImageModelDescriptor[M]:
     """spandrel descriptor of a 3-exposure HDR model built on :class:`SwinIRBody` (HDR-Transformer, SCTNet).
 
@@ -857,7 +856,6 @@ def describe_hdr(
         output_channels=3,
         size_requirements=SizeRequirements(minimum=ws, multiple_of=ws),
         supports_bfloat16=True,
-        tiling=tiling,
     )
 
 

@@ -516,7 +516,7 @@ _DERAIN_NOTES = (
 def _derain_info(variant: str) -> ArchInfo:
     """The :class:`ArchInfo` of one DRSformer variant (``variant`` names it and its checkpoints)."""
     notes = f"DRSformer (CVPR 2023) {variant} checkpoints. " + _DERAIN_NOTES
-    return ArchInfo(task="derain", output_range="clamped", overlap=32, notes=notes)
+    return ArchInfo(task="derain", output_range="clamped", overlap=32, whole_image=True, notes=notes)
 
 
 # _base's pattern: the names now hold the registered instances

@@ -29,7 +29,7 @@ from collections.abc import Mapping
 from typing import Any, Callable
 
 import torch
-from spandrel import Architecture, ImageModelDescriptor, ModelTiling
+from spandrel import Architecture, ImageModelDescriptor
 from spandrel.util import KeyCondition
 from torch import nn
 
@@ -335,7 +335,7 @@ class HDRTransformerArch(Architecture[HDRTransformer]):
         params = infer_params(state_dict)
         return describe_hdr(
             self, HDRTransformer(**params), state_dict, params,
-            input_channels=3 * params["in_chans"], tiling=ModelTiling.SUPPORTED,
+            input_channels=3 * params["in_chans"],
         )
 
 

@@ -410,6 +410,7 @@ HistoformerArch = register(  # type: ignore[misc]  # _base's pattern: the name n
     HistoformerArch(),
     ArchInfo(
         task="weather",
+        whole_image=True,
         output_range="clamped",
         overlap=32,
         notes=(

@@ -46,7 +46,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from spandrel import Architecture, ImageModelDescriptor, ModelTiling, SizeRequirements, StateDict
+from spandrel import Architecture, ImageModelDescriptor, SizeRequirements, StateDict
 from spandrel.util import KeyCondition, get_seq_len
 from torch import Tensor, nn
 
@@ -874,7 +874,6 @@ def _descriptor(
         # Fixed size: the weights only run at exactly h x w (ArchInfo.fixed_size tells the tiler);
         # the native size passes these requirements and padded images stay a multiple of the grid gcd.
         size_requirements=SizeRequirements(minimum=min(h, w), multiple_of=math.gcd(h, w)),
-        tiling=ModelTiling.SUPPORTED,
     )
 
 

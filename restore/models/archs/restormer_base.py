@@ -809,6 +809,7 @@ class RestormerArch(Architecture[Restormer]):
 # is the official demo.py's --tile_overlap default.
 RESTORMER_INFO = ArchInfo(
     task="restoration",
+    whole_image=True,
     input_encoding="srgb",
     output_range="clamped",
     overlap=32,

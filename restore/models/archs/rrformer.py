@@ -46,7 +46,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from spandrel import Architecture, ImageModelDescriptor, ModelTiling, SizeRequirements, StateDict
+from spandrel import Architecture, ImageModelDescriptor, SizeRequirements, StateDict
 from spandrel.util import KeyCondition, get_seq_len
 from torch import Tensor, nn
 
@@ -549,6 +549,7 @@ ARCH = register(
     RRFormerArch(),
     ArchInfo(
         task="reflection",
+        whole_image=True,
         input_encoding="srgb",
         output_range="clamped",
         # Local receptive field is a few pixels (conv3 s2 / deconv1); the widest context is the
@@ -598,7 +599,7 @@ class RRFormerSwinIRArch(Architecture[SwinIR]):
         return describe(
             self, SwinIR(**kw), state_dict, tags=[f"{kw['embed_dim']}dim"],
             input_channels=kw["embed_dim"], output_channels=kw["embed_dim"],
-            size_requirements=SizeRequirements(), tiling=ModelTiling.SUPPORTED,
+            size_requirements=SizeRequirements(),
         )
 
 

@@ -33,7 +33,7 @@ from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
-from spandrel import Architecture, ImageModelDescriptor, ModelTiling
+from spandrel import Architecture, ImageModelDescriptor
 from spandrel.util import KeyCondition
 from torch import nn
 
@@ -397,7 +397,7 @@ class SCTNetArch(Architecture[SCTNet]):
         params = infer_params(state_dict)
         return describe_hdr(
             self, SCTNet(**params), state_dict, params,
-            input_channels=params["in_chans"], tiling=ModelTiling.DISCOURAGED,
+            input_channels=params["in_chans"],
         )
 
 
@@ -405,6 +405,7 @@ SCTNetArch = register(  # type: ignore[misc]  # _base's pattern: the name now ho
     SCTNetArch(),
     ArchInfo(
         task="hdr-merge",
+        whole_image=True,
         frames=3,
         input_encoding="hdr-ldr-pair",
         output_range="sigmoid",
