@@ -162,3 +162,17 @@ def test_context_border_makes_a_wide_receptive_field_exact(rng):
     ctx = run_tiled(net, img, scale=1, spec=TileSpec(tile=24, overlap=4, context=8, batch=4))
     assert np.abs(no_ctx - whole).max() > 1e-3
     assert np.abs(ctx - whole).max() < 1e-5
+
+
+def test_balanced_tiles_keep_the_count_and_compute_fewer_pixels():
+    from restore.tiling import balanced_tile
+
+    for length, tile, overlap, mult in [(512, 128, 16, 1), (512, 128, 16, 8), (1000, 256, 32, 16), (4000, 512, 32, 1), (300, 96, 8, 4)]:
+        t = balanced_tile(length, tile, overlap, mult)
+        n_old, n_new = len(plan_axis(length, tile, overlap)), len(plan_axis(length, t, overlap))
+        assert t <= tile and t % mult == 0 and n_new == n_old, (length, tile, t)
+        assert n_new * t <= n_old * tile
+        starts = plan_axis(length, t, overlap)
+        assert starts[0] == 0 and starts[-1] + t == length  # still covers the axis exactly
+    assert balanced_tile(512, 128, 16) == 116  # 5 tiles either way; 1.28x instead of 1.56x the pixels
+    assert balanced_tile(100, 128, 16) == 128  # one tile covers it: unchanged
