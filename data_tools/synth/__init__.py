@@ -31,12 +31,13 @@ DEGRADATIONS = {"rain": add_rain, "haze": add_haze, "snow": add_snow, "raindrop"
 
 
 def weather(clean: np.ndarray, rng: np.random.Generator, kinds=("rain", "haze", "snow", "raindrop"),
-            p_combo: float = 0.2, probs=(0.3, 0.2, 0.2, 0.3)) -> np.ndarray:
+            p_combo: float = 0.2, probs=(0.25, 0.15, 0.2, 0.4)) -> np.ndarray:
     """One random adverse-weather degradation (all-weather training, one model).
 
     Args:
         kinds: The degradations to draw from.
-        probs: Their probabilities (rain and raindrops, the most varied, drawn more often);
+        probs: Their probabilities (raindrops, the most varied and the hardest to undo, and rain
+            drawn more often);
             must have the length of ``kinds``.
         p_combo: Probability of adding light haze on top of rain or snow (rain
             and snow scenes usually carry some veiling, as in Outdoor-Rain).
