@@ -11,22 +11,13 @@ import numpy as np
 import restore.pipeline.runner as runner
 from restore.pipeline import load_pipeline
 
+from .test_crash import make_inputs
+
 PIPE = "version: 1\nname: fast\nsteps:\n  - resize: {scale: 0.5}\n  - write: {path: '{stem}.png'}\n"
 
 
-def make_inputs(d: Path, n: int, size: int = 32) -> list[Path]:
-    d.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(0)
-    out = []
-    for i in range(n):
-        p = d / f"img{i:03d}.png"
-        cv2.imwrite(str(p), (rng.random((size, size, 3)) * 255).astype(np.uint8))
-        out.append(p)
-    return out
-
-
 def test_inputs_after_the_first_are_decoded_in_the_read_ahead_thread(tmp_path, monkeypatch):
-    inputs = make_inputs(tmp_path / "in", 4)
+    inputs = make_inputs(tmp_path / "in", 4, 32)
     threads = {}
     real = runner.read
 
@@ -48,7 +39,7 @@ def test_inputs_after_the_first_are_decoded_in_the_read_ahead_thread(tmp_path, m
 
 
 def test_a_decode_error_during_read_ahead_is_reported_on_its_own_file(tmp_path):
-    inputs = make_inputs(tmp_path / "in", 3)
+    inputs = make_inputs(tmp_path / "in", 3, 32)
     bad = tmp_path / "in" / "img001.png"
     bad.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 40)
     r = load_pipeline(PIPE).run(inputs, tmp_path / "out")
@@ -60,7 +51,7 @@ def test_a_decode_error_during_read_ahead_is_reported_on_its_own_file(tmp_path):
 def test_a_decoder_crash_during_read_ahead_is_not_blamed_on_the_item_before(tmp_path):
     """The worker child dies while decoding the next file ahead: the current item is retried alone
     and succeeds; the crashing file fails on its own."""
-    inputs = make_inputs(tmp_path / "in", 3)
+    inputs = make_inputs(tmp_path / "in", 3, 32)
     crash = tmp_path / "in" / "img001.png"
     hook = tmp_path / "hook"
     hook.mkdir()

@@ -229,7 +229,7 @@ def _wb_multipliers(raw, path: Path, wb) -> np.ndarray:
     return mul / mul.min()  # LibRaw (highlight clip) scales so the weakest channel keeps 1.0 = white
 
 
-def _camera_to_output_matrix(path: Path, options: RawOptions, wb_params: dict) -> np.ndarray:
+def _camera_to_output_matrix(path: Path, wb_params: dict) -> np.ndarray:
     """LibRaw's camera-RGB -> linear Rec.709 matrix for this file, as its own pipeline applies it.
 
     rawpy does not expose LibRaw's ``rgb_cam`` for every make (Kodak files report a
@@ -297,7 +297,7 @@ def _develop_learned(raw, path: Path, options: RawOptions, meta: Metadata) -> Im
         raise InputError(path, f"demosaic: learned: {e}") from None
     np.clip(cam, 0.0, 1.0, out=cam)
     if options.output == "linear-rec709":
-        m = _camera_to_output_matrix(path, options, wb_params).astype(np.float32)
+        m = _camera_to_output_matrix(path, wb_params).astype(np.float32)
         cam = np.clip(cam @ m.T, 0.0, 1.0)
     # LibRaw's orientation (sizes.flip): 3 = 180 deg, 5 = 90 deg counter-clockwise, 6 = 90 deg clockwise
     if flip == 3:
