@@ -185,8 +185,18 @@ def _key(model, device_type: str, dtype) -> str:
 def curve_for(model, device, dtype) -> MemoryCurve | None:
     """The cached memory curve of a :class:`restore.models.RestorationModel`, measured on first use.
 
+    Args:
+        model: The loaded model (its module, input channels, size multiple).
+        device: Torch device the model runs on.
+        dtype: Compute dtype (autocast dtype for bf16/fp16).
+
+    Returns:
+        The curve, or None for fixed-size networks (they have one tile size)
+        and where peak memory cannot be read (see :func:`measure_curve`).
+
     The cache (``$XDG_CACHE_HOME/restore/memory-curves.json``) is written
-    atomically; an unreadable cache is ignored and rewritten.
+    atomically; an unreadable cache is ignored and rewritten; a read-only
+    home only means measuring again next time.
     """
     import torch
 

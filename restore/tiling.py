@@ -52,12 +52,17 @@ class TileSpec:
             cropped from its output (Real-ESRGAN's ``tile_pad``), so a
             convolutional receptive field sees real neighbours; clipped at
             the image border, where whole-image inference has none either.
+        align: The size the model pads its input to internally (its
+            attention window, e.g. 32 for DAT), which ``multiple_of`` does not
+            show: balanced tiles are rounded up to it, so shrinking a tile never
+            just trades real neighbours for the model's own padding.
     """
 
     tile: int | tuple[int, int] = 256
     overlap: int = 32
     batch: int = 1
     context: int = 0
+    align: int = 1
 
 
 def plan_axis(length: int, tile: int, overlap: int) -> list[int]:
@@ -318,7 +323,8 @@ def run_tiled(
                 torch.cuda.empty_cache()
             if on_oom:
                 on_oom(cur, new)
-            spec_now = TileSpec(tile=new, overlap=min(spec_now.overlap, new // 2 - 1), batch=1, context=spec_now.context)
+            spec_now = TileSpec(tile=new, overlap=min(spec_now.overlap, new // 2 - 1), batch=1, context=spec_now.context,
+                                align=spec_now.align)
 
 
 def _run_tiled_once(forward, image, *, scale, out_channels, spec, multiple_of, min_size, device, dtype, progress, layout, out):
@@ -348,8 +354,9 @@ def _run_tiled_once(forward, image, *, scale, out_channels, spec, multiple_of, m
         ph, pw = max(ph, tile_h), max(pw, tile_w)
         th, tw = tile_h, tile_w
     if isinstance(spec.tile, int):  # same tile count, smallest tiles: no pixel computed needlessly
-        th = balanced_tile(ph, th, spec.overlap, max(m, 1), min_m)
-        tw = balanced_tile(pw, tw, spec.overlap, max(m, 1), min_m)
+        a = math.lcm(m, max(1, int(spec.align)))
+        th = balanced_tile(ph, th, spec.overlap, a, min_m)
+        tw = balanced_tile(pw, tw, spec.overlap, a, min_m)
     overlap_y = min(spec.overlap, th - 1) if th < ph else 0
     overlap_x = min(spec.overlap, tw - 1) if tw < pw else 0
     ys = plan_axis(ph, th, overlap_y)

@@ -176,3 +176,23 @@ def test_balanced_tiles_keep_the_count_and_compute_fewer_pixels():
         assert starts[0] == 0 and starts[-1] + t == length  # still covers the axis exactly
     assert balanced_tile(512, 128, 16) == 116  # 5 tiles either way; 1.28x instead of 1.56x the pixels
     assert balanced_tile(100, 128, 16) == 128  # one tile covers it: unchanged
+
+
+def test_balanced_tiles_respect_the_models_internal_window():
+    """A model that pads to 32 internally (DAT) keeps 128-px tiles: 116 px would run as 128 anyway,
+    with reflected padding where real neighbours were."""
+    from restore.tiling import balanced_tile
+
+    assert balanced_tile(512, 128, 16, 32) == 128
+    seen = []
+
+    def fwd(x):
+        seen.append(tuple(x.shape[-2:]))
+        return x
+
+    img = np.random.default_rng(0).random((3, 512, 512)).astype(np.float32)
+    run_tiled(fwd, img, scale=1, spec=TileSpec(128, 16, align=32))
+    assert set(seen) == {(128, 128)}
+    seen.clear()
+    run_tiled(fwd, img, scale=1, spec=TileSpec(128, 16))
+    assert set(seen) == {(116, 116)}

@@ -39,7 +39,8 @@ _SPANDREL_CONTEXT = {
 def default_info(arch_id: str, purpose: str) -> ArchInfo:
     """ArchInfo for spandrel's own architectures (single sRGB frame, clamped output)."""
     task = {"SR": "super-resolution", "FaceSR": "face-restoration"}.get(purpose, "restoration")
-    return ArchInfo(task=task, overlap=_SPANDREL_OVERLAP.get(arch_id, 16), context=_SPANDREL_CONTEXT.get(arch_id, 0))
+    return ArchInfo(task=task, overlap=_SPANDREL_OVERLAP.get(arch_id, 16), context=_SPANDREL_CONTEXT.get(arch_id, 0),
+                    window=_SPANDREL_OVERLAP.get(arch_id, 1))  # windowed archs pad to their window internally
 
 
 @dataclass

@@ -159,7 +159,8 @@ class ModelStage(Stage):
             overlap = min(overlap, min(tile) // 2 - 1)
         elif tile and overlap * 2 >= tile:
             overlap = max(0, tile // 2 - 1)
-        spec = TileSpec(tile=tile, overlap=overlap, batch=self.opts.batch, context=0 if m.fixed_size else context)
+        spec = TileSpec(tile=tile, overlap=overlap, batch=self.opts.batch, context=0 if m.fixed_size else context,
+                        align=m.info.window)
         c = hwc.shape[2]
         cin = m.input_channels
         base_forward = module

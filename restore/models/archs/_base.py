@@ -67,6 +67,8 @@ class ArchInfo:
             window / receptive field step.  0 means "do not tile".
         context: Extra input pixels around each tile, computed and cropped
             away (``tile_pad``), for convolutional receptive fields.
+        window: The size the network pads its input to internally (attention
+            window), invisible in the size requirements; tiles are aligned to it.
         fixed_size: True when the network only runs at the spatial size baked
             into its weights (Rawformer's positional grid).  Tiling then uses
             exactly that tile size.
@@ -85,6 +87,7 @@ class ArchInfo:
     output_range: OutputRange = "clamped"
     overlap: int = 32
     context: int = 0
+    window: int = 1
     fixed_size: bool = False
     extra_inputs: tuple[str, ...] = ()
     whole_image: bool = False
