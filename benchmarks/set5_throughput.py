@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """``restore run`` on Set5 with default settings vs spandrel's own eager fp32 whole-image call (issue 8).
 
-Baseline: the DAT-light x2 spandrel ``ImageModelDescriptor`` called on each whole
+Baseline: the DAT-light x2 spandrel ``ImageModelDescriptor`` (built by spandrel itself) called on each whole
 LR image as a (1, 3, H, W) fp32 tensor under ``torch.inference_mode`` - what a
 script that loads the model with spandrel does.  Ours: ``restore run
 pipelines/sr-x2.yaml <Set5 LR x2> -o <tmp>`` with the pipeline as shipped
@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import spandrel
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -32,7 +33,8 @@ sys.path.insert(0, str(ROOT))
 
 from restore.io import read  # noqa: E402
 from restore.metrics import psnr  # noqa: E402
-from restore.models import load_model  # noqa: E402
+from restore.models import resolve  # noqa: E402
+from restore.models.loader import load_state_dict  # noqa: E402
 
 SET5 = ROOT.parent / "shared" / "data" / "sr" / "Set5"
 
@@ -52,7 +54,8 @@ def main() -> None:
     lr_dir = SET5 / "LR_bicubic" / "X2"
     lrs = {p.stem[:-2]: read(p).color for p in sorted(lr_dir.glob("*.png"))}
     px = sum(v.shape[0] * v.shape[1] for v in lrs.values()) / 1e6
-    desc = load_model("dat-light-x2").descriptor
+    # spandrel's own model, as a script gets it: no restore fused attention (restore.models.fused_attention)
+    desc = spandrel.ModelLoader().load_from_state_dict(load_state_dict(resolve("dat-light-x2")[1])[0]).eval()
     best, outs = float("inf"), {}
     for _ in range(a.repeat):
         t = 0.0

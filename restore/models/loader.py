@@ -177,6 +177,7 @@ def detect(state_dict: dict[str, torch.Tensor], path: str | Path | None = None, 
     import spandrel
 
     from . import archs  # noqa: F401  (registers our architectures)
+    from .fused_attention import fuse_attention
 
     try:
         with warnings.catch_warnings():
@@ -189,4 +190,5 @@ def detect(state_dict: dict[str, torch.Tensor], path: str | Path | None = None, 
     except Exception as e:
         raise ModelError(f"{path or 'state dict'}: failed to build model: {str(e).splitlines()[0]}") from None
     desc.model.eval()
+    fuse_attention(desc.model)
     return desc

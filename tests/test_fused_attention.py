@@ -1,0 +1,101 @@
+"""The fused inference attention (restore.models.fused_attention) computes the official function.
+
+Tiny configurations of each patched spandrel architecture run on an input whose
+size differs from the training size (so shift masks are rebuilt) and with a
+batch of 2 (window ordering), once with the official forwards and once fused.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+from restore.models import fused_attention
+from restore.models.fused_attention import fuse_attention
+
+
+def _tiny(arch: str) -> torch.nn.Module:
+    torch.manual_seed(0)
+    if arch == "SwinIR":
+        from spandrel.architectures.SwinIR.__arch.SwinIR import SwinIR
+
+        return SwinIR(img_size=16, embed_dim=12, depths=[2, 2], num_heads=[2, 2], window_size=4, mlp_ratio=2,
+                      upscale=2, upsampler="pixelshuffledirect")
+    if arch == "HAT":
+        from spandrel.architectures.HAT.__arch.HAT import HAT
+
+        return HAT(img_size=16, embed_dim=12, depths=[2], num_heads=[2], window_size=4, compress_ratio=3,
+                   squeeze_factor=3, mlp_ratio=2, upscale=2, upsampler="pixelshuffle")
+    if arch == "DRCT":
+        from spandrel.architectures.DRCT.__arch.drct_arch import DRCT
+
+        return DRCT(img_size=16, embed_dim=12, depths=[2], num_heads=[2], window_size=4, mlp_ratio=2, upscale=2,
+                    upsampler="pixelshuffle", gc=8)
+    from spandrel.architectures.DAT.__arch.DAT import DAT
+
+    return DAT(img_size=16, embed_dim=32, split_size=[2, 8], depth=[2, 2], num_heads=[2, 2], expansion_factor=2,
+               upscale=2, upsampler="pixelshuffledirect")
+
+
+def _randomise(model: torch.nn.Module) -> None:
+    """Non-trivial position-bias tables (they start at zero)."""
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "relative_position_bias_table" in name:
+                p.normal_(0, 0.5)
+
+
+@pytest.mark.parametrize("arch", ["SwinIR", "HAT", "DRCT", "DAT"])
+def test_fused_forward_equals_official(arch):
+    ref = _tiny(arch).eval()
+    _randomise(ref)
+    fused = copy.deepcopy(ref)
+    assert fuse_attention(fused) > 0
+    x = torch.rand(2, 3, 20, 28, generator=torch.Generator().manual_seed(1))
+    with torch.inference_mode():
+        want = ref(x)
+        got = fused(x)
+        again = fused(x)  # cached bias and mask
+    assert torch.allclose(got, want, atol=1e-5, rtol=0), (got - want).abs().max()
+    assert torch.equal(got, again)
+    assert fused.state_dict().keys() == ref.state_dict().keys()
+
+
+def test_fused_forward_follows_weight_changes_and_falls_back_for_training():
+    ref = _tiny("SwinIR").eval()
+    fused = copy.deepcopy(ref)
+    fuse_attention(fused)
+    x = torch.rand(1, 3, 16, 16)
+    with torch.inference_mode():
+        fused(x)  # caches the (zero) bias
+    _randomise(ref)
+    fused.load_state_dict(ref.state_dict())  # in-place copy: the cached bias must not be reused
+    with torch.inference_mode():
+        assert torch.allclose(fused(x), ref(x), atol=1e-5, rtol=0)
+    fused.train()
+    ref.train()
+    y = fused(x)  # grad enabled: the official forward, differentiable
+    y.mean().backward()
+    assert fused.layers[0].residual_group.blocks[0].attn.relative_position_bias_table.grad is not None
+
+
+def test_opt_out_and_mask_cache_bound(monkeypatch):
+    monkeypatch.setenv("RESTORE_FUSED_ATTENTION", "0")
+    assert fuse_attention(_tiny("DAT")) == 0
+    monkeypatch.delenv("RESTORE_FUSED_ATTENTION")
+    monkeypatch.setattr(fused_attention, "MASK_CACHE_BYTES", 1)
+    m = _tiny("DAT").eval()
+    fuse_attention(m)
+    with torch.inference_mode():
+        for size in (16, 24, 32):
+            m(torch.rand(1, 3, size, size))
+    assert len(fused_attention._masks) == 1  # only the newest entry survives a 1-byte bound
+
+
+def test_loaded_models_are_fused():
+    import restore
+
+    m = restore.load_model("dat-light-x2")
+    assert any(getattr(mod, "_restore_fused_forward", False) for mod in m.descriptor.model.modules())
