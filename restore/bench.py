@@ -89,7 +89,7 @@ def bench_method(model_name: str, method: str, width: int, height: int, tile: in
         if method == "whole":
             run_tiled(module, img, scale=m.scale, spec=TileSpec(0), multiple_of=m.multiple_of, min_size=m.min_size, device=dev, dtype=dtype, layout="hwc")
         elif method == "tiled":
-            run_tiled(module, img, scale=m.scale, spec=TileSpec(tile, overlap, align=m.info.window), multiple_of=m.multiple_of, min_size=m.min_size, device=dev, dtype=dtype, layout="hwc")
+            run_tiled(module, img, scale=m.scale, spec=TileSpec(tile, overlap, align=m.tile_align), multiple_of=m.multiple_of, min_size=m.min_size, device=dev, dtype=dtype, layout="hwc")
         else:
             t = torch.from_numpy(img.transpose(2, 0, 1).copy())[None].to(dev)
             with torch.inference_mode(), torch.autocast(dev.type, dtype=dtype, enabled=dtype != torch.float32):

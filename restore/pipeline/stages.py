@@ -160,7 +160,7 @@ class ModelStage(Stage):
         elif tile and overlap * 2 >= tile:
             overlap = max(0, tile // 2 - 1)
         spec = TileSpec(tile=tile, overlap=overlap, batch=self.opts.batch, context=0 if m.fixed_size else context,
-                        align=m.info.window)
+                        align=m.tile_align)
         c = hwc.shape[2]
         cin = m.input_channels
         base_forward = module

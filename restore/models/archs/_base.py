@@ -68,7 +68,8 @@ class ArchInfo:
         context: Extra input pixels around each tile, computed and cropped
             away (``tile_pad``), for convolutional receptive fields.
         window: The size the network pads its input to internally (attention
-            window), invisible in the size requirements; tiles are aligned to it.
+            window), invisible in the size requirements; tiles are aligned to it
+            unless the attention runs fused (``RestorationModel.tile_align``).
         fixed_size: True when the network only runs at the spatial size baked
             into its weights (Rawformer's positional grid).  Tiling then uses
             exactly that tile size.
