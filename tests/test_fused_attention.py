@@ -1,7 +1,8 @@
 """The fused inference attention (restore.models.fused_attention) computes the official function.
 
 Tiny configurations of each patched spandrel architecture run on an input whose
-size differs from the training size (so shift masks are rebuilt) and with a
+size differs from the training size (so shift masks are rebuilt) or equals it
+(the masks built at construction), with padding to the window, and with a
 batch of 2 (window ordering), once with the official forwards and once fused.
 """
 
@@ -47,13 +48,14 @@ def _randomise(model: torch.nn.Module) -> None:
                 p.normal_(0, 0.5)
 
 
+@pytest.mark.parametrize("size", [(20, 28), (16, 16)], ids=["other-size", "training-size"])
 @pytest.mark.parametrize("arch", ["SwinIR", "HAT", "DRCT", "DAT"])
-def test_fused_forward_equals_official(arch):
+def test_fused_forward_equals_official(arch, size):
     ref = _tiny(arch).eval()
     _randomise(ref)
     fused = copy.deepcopy(ref)
     assert fuse_attention(fused) > 0
-    x = torch.rand(2, 3, 20, 28, generator=torch.Generator().manual_seed(1))
+    x = torch.rand(2, 3, *size, generator=torch.Generator().manual_seed(1))
     with torch.inference_mode():
         want = ref(x)
         got = fused(x)

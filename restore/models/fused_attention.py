@@ -14,7 +14,11 @@ batched matmul).
 of :func:`torch.nn.functional.scaled_dot_product_attention` (a fused kernel on
 CPU and CUDA) with the bias and mask as its additive ``attn_mask``, caches the
 position bias (it depends only on the weights), and caches the shift masks per
-input size in a small byte-bounded LRU.  It is the same function: in float32
+input size in a small byte-bounded LRU.  For DAT it also partitions windows
+straight from the token layout and lets the depthwise convolutions of the
+spatial gate and the attention block read tokens as channels-last images,
+removing most of the transposes to NCHW and back (each a full copy).  It is
+the same function: in float32
 the outputs agree with the official forward to float rounding (tested to
 1e-5), the parameters and state-dict names are untouched, so official
 checkpoints load unchanged.  The fused forward runs only for inference (no
@@ -155,16 +159,23 @@ def _swin_block_mask(self, x_size):
 # --------------------------------------------------------------------------- DAT
 
 
+def _dat_windows(t: torch.Tensor, b: int, h: int, w: int, hs: int, ws: int, heads: int) -> torch.Tensor:
+    """Tokens ``(B, H*W, C)`` (any strides) -> windows ``(B*nW, heads, hs*ws, C/heads)``, one copy.
+
+    The same order as DAT's ``im2win`` (transpose, ``img2windows``, head split: three copies)."""
+    c = t.shape[-1]
+    t = t.reshape(b, h // hs, hs, w // ws, ws, heads, c // heads).permute(0, 1, 3, 5, 2, 4, 6)
+    return t.reshape(-1, heads, hs * ws, c // heads)
+
+
 def _dat_forward(self, qkv, H, W, mask=None):
     """DAT ``Spatial_Attention.forward(qkv, H, W, mask)``, fused; returns ``(B, H, W, C)``."""
     if not _inference(self):
         return type(self).forward(self, qkv, H, W, mask)
-    from spandrel.architectures.DAT.__arch.DAT import windows2img
-
-    q, k, v = qkv[0], qkv[1], qkv[2]
-    c = q.shape[2]
-    q, k, v = self.im2win(q, H, W), self.im2win(k, H, W), self.im2win(v, H, W)
-    n = q.shape[2]
+    b, _, c = qkv[0].shape
+    hs, ws, heads = self.H_sp, self.W_sp, self.num_heads
+    q, k, v = (_dat_windows(t, b, H, W, hs, ws, heads) for t in (qkv[0], qkv[1], qkv[2]))
+    n = hs * ws
     if self.position_bias:
         def make():
             pos = self.pos(self.rpe_biases)
@@ -172,9 +183,64 @@ def _dat_forward(self, qkv, H, W, mask=None):
         bias = _cached_bias(self, list(self.pos.parameters()), make, q.dtype, q.device)
     else:
         bias = q.new_zeros((1, n, n))
-    x = _attend(q, k, v, bias, mask, self.scale)
-    x = x.transpose(1, 2).reshape(-1, self.H_sp * self.W_sp, c)
-    return windows2img(x, self.H_sp, self.W_sp, H, W)
+    x = _attend(q, k, v, bias, mask, self.scale)  # (B*nW, heads, N, d)
+    # windows -> image (B, H, W, C) in one copy (DAT's transpose + windows2img take two)
+    x = x.view(b, H // hs, W // ws, heads, hs, ws, c // heads).permute(0, 1, 4, 2, 5, 3, 6)
+    return x.reshape(b, H, W, c)
+
+
+def _dat_gate_forward(self, x, H, W):
+    """DAT ``SpatialGate.forward(x, H, W)``: the depthwise convolution reads the tokens as a
+    channels-last image instead of transposing them to NCHW and back (two copies fewer)."""
+    if not _inference(self):
+        return type(self).forward(self, x, H, W)
+    x1, x2 = x.chunk(2, dim=-1)
+    b, n, c = x2.shape
+    y = self.conv(self.norm(x2).view(b, H, W, c).permute(0, 3, 1, 2))
+    return x1 * y.permute(0, 2, 3, 1).reshape(b, n, c)
+
+
+def _dat_block_forward(self, x, H, W):
+    """DAT ``Adaptive_Spatial_Attention.forward(x, H, W)`` with the convolution branch and the
+    interaction module reading tokens as channels-last images (no transposes to NCHW and back);
+    the windows, shifts and padding are the official ones."""
+    if not _inference(self):
+        return type(self).forward(self, x, H, W)
+    b, n, c = x.shape
+    qkv = self.qkv(x).reshape(b, -1, 3, c).permute(2, 0, 1, 3)  # 3, B, HW, C
+    v = qkv[2].contiguous().view(b, H, W, c).permute(0, 3, 1, 2)  # channels-last NCHW view
+    m = max(self.split_size[0], self.split_size[1])
+    pad_r, pad_b = (m - W % m) % m, (m - H % m) % m
+    _H, _W = H + pad_b, W + pad_r
+    qkv = qkv.reshape(3 * b, H, W, c)
+    if pad_r or pad_b:
+        qkv = F.pad(qkv, (0, 0, 0, pad_r, 0, pad_b))  # zero padding, as the official F.pad on NCHW
+    qkv = qkv.view(3, b, _H, _W, c)
+    h2 = c // 2
+    shifted = (self.rg_idx % 2 == 0 and self.b_idx > 0 and (self.b_idx - 2) % 4 == 0) or (
+        self.rg_idx % 2 != 0 and self.b_idx % 4 == 0)
+    s0, s1 = self.shift_size
+    if shifted:
+        q0 = torch.roll(qkv[..., :h2], shifts=(-s0, -s1), dims=(2, 3)).view(3, b, _H * _W, h2)
+        q1 = torch.roll(qkv[..., h2:], shifts=(-s1, -s0), dims=(2, 3)).view(3, b, _H * _W, h2)
+        if self.patches_resolution != _H or self.patches_resolution != _W:
+            m0, m1 = self.calculate_mask(_H, _W, dtype=x.dtype)
+            m0, m1 = m0.to(x.device), m1.to(x.device)
+        else:
+            m0, m1 = self.attn_mask_0, self.attn_mask_1
+        x1 = torch.roll(self.attns[0](q0, _H, _W, mask=m0), shifts=(s0, s1), dims=(1, 2))
+        x2 = torch.roll(self.attns[1](q1, _H, _W, mask=m1), shifts=(s1, s0), dims=(1, 2))
+    else:
+        flat = qkv.view(3, b, _H * _W, c)
+        x1 = self.attns[0](flat[..., :h2], _H, _W)
+        x2 = self.attns[1](flat[..., h2:], _H, _W)
+    attn_x = torch.cat([x1[:, :H, :W], x2[:, :H, :W]], dim=3)  # (B, H, W, C), contiguous
+    conv_x = self.dwconv(v)
+    channel_map = self.channel_interaction(conv_x).reshape(b, 1, c)
+    spatial_map = self.spatial_interaction(attn_x.permute(0, 3, 1, 2))  # (B, 1, H, W)
+    attn_x = attn_x.view(b, n, c) * torch.sigmoid(channel_map)
+    conv_x = (torch.sigmoid(spatial_map) * conv_x).permute(0, 2, 3, 1).reshape(b, n, c)
+    return self.proj_drop(self.proj(attn_x + conv_x))
 
 
 def _dat_mask(self, H, W, dtype=None):
@@ -212,7 +278,9 @@ def _targets() -> list[tuple[type, str, Callable]]:
         from spandrel.architectures.DAT.__arch import DAT as dat
 
         out += [(dat.Spatial_Attention, "forward", _dat_forward),
-                (dat.Adaptive_Spatial_Attention, "calculate_mask", _dat_mask)]
+                (dat.Adaptive_Spatial_Attention, "calculate_mask", _dat_mask),
+                (dat.SpatialGate, "forward", _dat_gate_forward),
+                (dat.Adaptive_Spatial_Attention, "forward", _dat_block_forward)]
     except ImportError:  # pragma: no cover
         pass
     return out
