@@ -178,6 +178,7 @@ def detect(state_dict: dict[str, torch.Tensor], path: str | Path | None = None, 
 
     from . import archs  # noqa: F401  (registers our architectures)
     from .fused_attention import fuse_attention
+    from .mixed_precision import keep_head_and_tail_fp32
 
     try:
         with warnings.catch_warnings():
@@ -191,4 +192,6 @@ def detect(state_dict: dict[str, torch.Tensor], path: str | Path | None = None, 
         raise ModelError(f"{path or 'state dict'}: failed to build model: {str(e).splitlines()[0]}") from None
     desc.model.eval()
     fuse_attention(desc.model)
+    if getattr(desc, "purpose", None) == "SR":
+        keep_head_and_tail_fp32(desc.model)
     return desc
