@@ -60,7 +60,7 @@ def main() -> None:
     a = ap.parse_args()
     torch.set_grad_enabled(False)
     baby = read(SHARED / "data/sr/Set5/HR/baby.png").color[128:384, 128:384]
-    print(f"| architecture | " + " | ".join(f"tile {t} / overlap {o}" for t in a.tiles for o in a.overlaps if 2 * o < t) + " |")
+    print("| architecture | " + " | ".join(f"tile {t} / overlap {o}" for t in a.tiles for o in a.overlaps if 2 * o < t) + " |")
     for fx in FIXTURES:
         m = restore.load_model(SHARED / "golden" / fx / "weights.safetensors")
         x = make_input(fx, baby)

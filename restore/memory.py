@@ -24,7 +24,6 @@ caller keeps its fixed tile.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -177,9 +176,7 @@ def _cache_file() -> Path:
 def _key(model, device_type: str, dtype) -> str:
     import torch
 
-    shapes = ";".join(f"{k}:{tuple(v.shape)}" for k, v in sorted(model.module.state_dict().items()))
-    h = hashlib.sha256(shapes.encode()).hexdigest()[:16]
-    return f"{model.arch}/{h}/{device_type}/{str(dtype).replace('torch.', '')}/torch-{torch.__version__}"
+    return f"{model.arch}/{model.shape_key}/{device_type}/{str(dtype).replace('torch.', '')}/torch-{torch.__version__}"
 
 
 def curve_for(model, device, dtype) -> MemoryCurve | None:

@@ -68,7 +68,7 @@ def check_finals(out: Path, size: int) -> dict[str, tuple[int, int]]:
 
 def test_kill_9_at_random_points_never_leaves_partial_outputs_and_resumes(tmp_path):
     n, size = 40, 48
-    inputs = make_inputs(tmp_path / "in", n, size)
+    make_inputs(tmp_path / "in", n, size)
     (tmp_path / "p.yaml").write_text(PIPE)
     out = tmp_path / "out"
     rnd = random.Random(5)

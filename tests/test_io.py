@@ -1,6 +1,5 @@
 import struct
 import zlib
-from pathlib import Path
 
 import numpy as np
 import pytest

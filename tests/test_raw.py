@@ -160,7 +160,7 @@ def test_learned_demosaic_xtrans_dng(tmp_path):
     import sys
 
     sys.path.insert(0, str(ROOT / "data_tools"))
-    from make_examples import AS_SHOT_NEUTRAL, XTRANS, write_dng
+    from make_examples import XTRANS, write_dng
 
     ref = read(ROOT / "examples" / "coffee_raw_reference.exr").pixels[:96, :120]
     p = tmp_path / "x.dng"

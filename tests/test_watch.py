@@ -140,7 +140,6 @@ def test_daemon_killed_and_restarted_loses_nothing_and_repeats_nothing(tmp_path)
     d.mkdir()
     names = [f"cap{i:03d}.png" for i in range(60)]
     daemon = Daemon(tmp_path, "--settle", "0.3", "--rescan", "2", "--timeout", "60")
-    stop_feed = threading.Event()
 
     def feed(batch):
         for n in batch:

@@ -85,6 +85,15 @@ class RestorationModel:
         return (int(shape[-2]), int(shape[-1])) if shape is not None else None
 
     @property
+    def shape_key(self) -> str:
+        """16 hex digits identifying the architecture configuration (hash of the state-dict
+        names and shapes, not values): the key of per-model caches (memory curve, threads)."""
+        import hashlib
+
+        shapes = ";".join(f"{k}:{tuple(v.shape)}" for k, v in sorted(self.module.state_dict().items()))
+        return hashlib.sha256(shapes.encode()).hexdigest()[:16]
+
+    @property
     def tile_align(self) -> int:
         """Multiple tile sides are rounded to (see :class:`restore.tiling.TileSpec`).
 

@@ -74,6 +74,9 @@ class ModelOptions(_Strict):
     the first run compiles for each tile shape (tens of seconds to minutes on
     a CPU), the compiled kernels are cached in ``~/.cache/restore/inductor``
     and reused by later runs; worth it for large batches, not for a few files.
+    ``threads`` (CPU): intra-op threads; ``auto`` = the fastest count measured
+    on a small tile at first use and cached per machine and model
+    (:mod:`restore.threads`).
     """
 
     name: str
@@ -87,7 +90,15 @@ class ModelOptions(_Strict):
     alpha: Literal["resize", "model"] = "resize"
     hdr: Literal["auto", "log", "clip"] = "auto"
     compile: bool = False
+    threads: Union[int, Literal["auto"]] = "auto"
     vgg19: str | None = None  # ImageNet VGG19 weights (path) for models with a VGG hypercolumn input (RRFormer)
+
+    @field_validator("threads", mode="before")
+    @classmethod
+    def _threads_value(cls, v):
+        if v == "auto" or (isinstance(v, int) and not isinstance(v, bool) and v >= 1):
+            return v
+        raise ValueError(f"must be a thread count >= 1 or auto, not {v!r}")
 
     @field_validator("tile", mode="before")
     @classmethod

@@ -7,7 +7,7 @@ accident, and an EXR output is always linear.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -83,6 +83,8 @@ class ModelStage(Stage):
         self.model = None
         self.vgg = None
         self._compiled = None
+        self._thread_choice: tuple[int, str] | None = None
+        self._thread_noted = False
 
     def prepare(self) -> None:
         if self.model is None:
@@ -140,7 +142,7 @@ class ModelStage(Stage):
     def _run(self, hwc: np.ndarray, ctx: Context) -> np.ndarray:
         import torch
 
-        from ..tiling import TileSpec, resolve_device, resolve_precision, run_tiled
+        from ..tiling import TileSpec, resolve_device, resolve_precision
 
         m = self.model
         device = resolve_device(ctx.device or self.opts.device)
@@ -174,7 +176,6 @@ class ModelStage(Stage):
 
             def base_forward(x, _module=module, _vgg=vgg):
                 return _module(build_hypercolumn_input(x, _vgg))
-        outs = []
         if cin == c:
             groups = [hwc]
         elif cin == 3 and c == 1:
@@ -183,6 +184,49 @@ class ModelStage(Stage):
             groups = [hwc[:, :, i : i + 1] for i in range(c)]
         else:
             raise RestoreError(f"model {self.opts.name!r} takes {cin} channels, image has {c}")
+        threads_before = torch.get_num_threads()
+        if device.type == "cpu":
+            torch.set_num_threads(self._threads(base_forward, cin, dtype, ctx))
+        try:
+            outs = self._run_groups(groups, base_forward, m, spec, device, dtype, ctx)
+        finally:
+            torch.set_num_threads(threads_before)
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+        out = np.concatenate(outs, axis=2) if cin == 1 else outs[0]
+        if cin == 3 and c == 1:
+            out = out.mean(axis=2, keepdims=True)
+        return out
+
+    def _threads(self, forward, cin: int, dtype, ctx: Context) -> int:
+        """``threads``: the set count, or the measured best (cached; noted once per stage)."""
+        import torch
+
+        if self.opts.threads != "auto":
+            return int(self.opts.threads)
+        if self._thread_choice is None:
+            from ..threads import threads_for
+
+            m = self.model
+            side = m.fixed_size or (max(64, -(-max(m.min_size, 1) // max(m.multiple_of, 1)) * max(m.multiple_of, 1)),) * 2
+            sample = torch.rand(1, cin, *side, generator=torch.Generator().manual_seed(0))
+            autocast = dtype in (torch.float16, torch.bfloat16)
+
+            def once():
+                with torch.inference_mode(), torch.autocast("cpu", dtype=dtype, enabled=autocast):
+                    forward(sample)
+
+            self._thread_choice = threads_for(f"{m.arch}/{m.shape_key}/{str(dtype).replace('torch.', '')}", once)
+        n, note = self._thread_choice
+        if not self._thread_noted:
+            ctx.notes.append(note)
+            self._thread_noted = True
+        return n
+
+    def _run_groups(self, groups, base_forward, m, spec, device, dtype, ctx: Context) -> list:
+        from ..tiling import run_tiled
+
+        outs = []
         for g in groups:
             y = run_tiled(
                 base_forward, g, scale=m.scale, out_channels=m.output_channels, spec=spec,
@@ -191,12 +235,7 @@ class ModelStage(Stage):
                 on_oom=lambda a, b: ctx.notes.append(f"out of memory at tile {a}: retried with tile {b}"),
             )
             outs.append(y)
-        if device.type == "cuda":
-            torch.cuda.empty_cache()
-        out = np.concatenate(outs, axis=2) if cin == 1 else outs[0]
-        if cin == 3 and c == 1:
-            out = out.mean(axis=2, keepdims=True)
-        return out
+        return outs
 
     def _auto_tile(self, device, dtype, context: int, ctx: Context) -> int:
         """``tile: auto``: the largest tile the memory budget allows by the model's measured curve."""

@@ -1,0 +1,73 @@
+"""restore.threads: the thread count is measured, the fastest kept and cached; the model step uses it."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from restore import threads
+from restore.pipeline import load_pipeline
+from restore.image import Image
+from restore.pipeline.stages import Context
+from tests.test_compile import tiny_compact
+
+
+def test_candidates_are_sane():
+    c = threads.candidate_counts()
+    assert c == sorted(set(c)) and c[0] >= 1 and c[-1] <= threads._usable_cpus()
+
+
+def test_fastest_count_is_kept_and_cached(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    monkeypatch.setattr(threads, "candidate_counts", lambda: [1, 2])
+    calls = []
+
+    def fn():  # pretend one thread is faster than two
+        calls.append(torch.get_num_threads())
+        time.sleep(0.002 if torch.get_num_threads() == 1 else 0.02)
+
+    before = torch.get_num_threads()
+    n, note = threads.threads_for("test/key", fn)
+    assert n == 1 and "measured now" in note and set(calls) == {1, 2}
+    assert torch.get_num_threads() == before  # restored
+    calls.clear()
+    n2, note2 = threads.threads_for("test/key", fn)
+    assert n2 == 1 and not calls and "measured before" in note2
+    (tmp_path / "restore" / "threads.json").write_text("{not json")  # a broken cache is re-measured
+    assert threads.threads_for("test/key", fn)[0] == 1 and calls
+
+
+def test_model_step_sets_and_restores_threads(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    w = tiny_compact(tmp_path / "tiny.safetensors")
+    img = np.random.default_rng(0).random((24, 24, 3)).astype(np.float32)
+    seen = []
+    from restore.pipeline import stages
+
+    real = stages.ModelStage._run_groups
+
+    def spy(self, *a, **k):
+        seen.append(torch.get_num_threads())
+        return real(self, *a, **k)
+
+    monkeypatch.setattr(stages.ModelStage, "_run_groups", spy)
+    before = torch.get_num_threads()
+    load_pipeline(f"version: 1\nname: t\nsteps:\n  - model: {{name: {w}, tile: 0, threads: 1}}\n")(img)
+    assert seen == [1] and torch.get_num_threads() == before
+    monkeypatch.setattr(threads, "candidate_counts", lambda: [1, 2])
+    pipe = load_pipeline(f"version: 1\nname: t\nsteps:\n  - model: {{name: {w}, tile: 0}}\n")
+    ctx = Context()
+    pipe.process(Image(img), ctx)
+    assert any(n.startswith("threads: ") and "measured now" in n for n in ctx.notes), ctx.notes
+
+
+@pytest.mark.parametrize("bad", [0, -1, "many", True])
+def test_bad_thread_option_is_refused(tmp_path, bad):
+    from restore.errors import RestoreError
+
+    w = tiny_compact(tmp_path / "tiny.safetensors")
+    with pytest.raises((RestoreError, ValueError), match="threads"):
+        load_pipeline(f"version: 1\nname: t\nsteps:\n  - model: {{name: {w}, threads: {bad}}}\n")
