@@ -171,8 +171,9 @@ def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
 #: ``precision: auto`` uses bf16 autocast for them on CPUs with AMX or AVX512-BF16.
 CPU_BF16_VERIFIED: dict[str, str] = {
     # python benchmarks/cpu_precision.py on the 2-core AMX development CPU, idle, torch 2.15:
-    # bf16 - fp32 PSNR-Y on Set5 and speed-up of the model calls
-    "DAT": "DAT-light x2 -0.016 dB (1.34x), x3 -0.010 dB (1.76x), x4 -0.017 dB (1.21x)",
+    # bf16 - fp32 PSNR-Y on Set5 (fused attention, fp32 head/tail: restore/models/mixed_precision.py);
+    # speed: 512x512 tiled x2, 9.12 s bf16 vs 13.27 s fp32 (benchmarks/RESULTS.md)
+    "DAT": "DAT-light x2 -0.003 dB, x3 -0.005 dB, x4 -0.006 dB",
 }
 
 
