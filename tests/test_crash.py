@@ -47,10 +47,15 @@ def finals(out: Path) -> list[Path]:
     return sorted(p for p in out.glob("*.png") if not p.name.startswith("."))
 
 
-def rows(out: Path) -> dict[str, tuple[str, int]]:
+def rows(out: Path, starting: bool = False) -> dict[str, tuple[str, int]]:
+    """Journal rows by input name; ``starting``: the run may not have created its table yet ({} then)."""
     db = sqlite3.connect(out / JOURNAL_NAME)
     try:
         return {Path(p).name: (s, a) for p, s, a in db.execute("SELECT path, state, attempts FROM items")}
+    except sqlite3.OperationalError:
+        if starting:
+            return {}
+        raise
     finally:
         db.close()
 
@@ -136,7 +141,7 @@ def test_signal_abandons_the_current_item_cleanly(tmp_path, sig, timeout):
     proc = subprocess.Popen(cmd("run", tmp_path / "p.yaml", inputs[0], fifo, inputs[1], "-o", out, "--timeout", timeout), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:  # wait until the FIFO is the current item
-        if (out / JOURNAL_NAME).exists() and rows(out).get("hang.png", ("", 0))[0] == "running":
+        if (out / JOURNAL_NAME).exists() and rows(out, starting=True).get("hang.png", ("", 0))[0] == "running":
             break
         time.sleep(0.05)
     time.sleep(0.3)

@@ -83,6 +83,11 @@ class Daemon:
         return out
 
 
+def finals(out: Path) -> list[Path]:
+    """Finished outputs: Path.glob also matches the hidden ``.<TMP_MARK>...`` files of a write in flight."""
+    return [p for p in out.glob("*.png") if not p.name.startswith(".")]
+
+
 def slow_writer(path: Path, data: bytes, seconds: float, chunks: int):
     with open(path, "wb") as f:
         step = -(-len(data) // chunks)
@@ -150,11 +155,12 @@ def test_daemon_killed_and_restarted_loses_nothing_and_repeats_nothing(tmp_path)
 
     feeder = threading.Thread(target=feed, args=(names[:40],))
     feeder.start()
-    daemon.wait_for(lambda: len(list(daemon.out.glob("*.png"))) >= 15, 120, "15 outputs")
+    daemon.wait_for(lambda: len(finals(daemon.out)) >= 15, 120, "15 outputs")
     os.kill(daemon.proc.pid, signal.SIGKILL)  # mid-stream
     daemon.proc.wait(30)
     time.sleep(0.1)
-    snap = {p.name: (p.stat().st_ino, p.stat().st_mtime_ns) for p in daemon.out.glob("*.png")}
+    # a worker orphaned by the kill may still be writing its temporary file: only finished outputs count
+    snap = {p.name: (p.stat().st_ino, p.stat().st_mtime_ns) for p in finals(daemon.out)}
     feeder.join()
     feed(names[40:])  # arrives while the daemon is down
     daemon2 = Daemon(tmp_path, "--settle", "0.3", "--rescan", "2", "--timeout", "60")
@@ -163,7 +169,7 @@ def test_daemon_killed_and_restarted_loses_nothing_and_repeats_nothing(tmp_path)
     log = daemon2.stop(signal.SIGINT)
     assert daemon2.proc.returncode == 0, log
     outs = {p.name: (p.stat().st_ino, p.stat().st_mtime_ns) for p in daemon2.out.glob("*.png")}
-    assert sorted(outs) == names  # nothing lost
+    assert sorted(outs) == names  # nothing lost, no temporary file left
     for n, st in snap.items():
         assert outs[n] == st, f"{n} was processed again after the restart"
     j = rows(daemon2.out)
