@@ -34,6 +34,11 @@ def _tiny(arch: str) -> torch.nn.Module:
 
         return DRCT(img_size=16, embed_dim=12, depths=[2], num_heads=[2], window_size=4, mlp_ratio=2, upscale=2,
                     upsampler="pixelshuffle", gc=8)
+    if arch == "RGT":
+        from spandrel.architectures.RGT.__arch.rgt import RGT
+
+        return RGT(img_size=16, embed_dim=32, depth=[2, 2], num_heads=[2, 2], mlp_ratio=2.0, upscale=2,
+                   split_size=[2, 8], c_ratio=0.5)
     from spandrel.architectures.DAT.__arch.DAT import DAT
 
     return DAT(img_size=16, embed_dim=32, split_size=[2, 8], depth=[2, 2], num_heads=[2, 2], expansion_factor=2,
@@ -49,7 +54,7 @@ def _randomise(model: torch.nn.Module) -> None:
 
 
 @pytest.mark.parametrize("size", [(20, 28), (16, 16)], ids=["other-size", "training-size"])
-@pytest.mark.parametrize("arch", ["SwinIR", "HAT", "DRCT", "DAT"])
+@pytest.mark.parametrize("arch", ["SwinIR", "HAT", "DRCT", "DAT", "RGT"])
 def test_fused_forward_equals_official(arch, size):
     ref = _tiny(arch).eval()
     _randomise(ref)

@@ -1,6 +1,6 @@
 """Fused window attention for spandrel's transformer architectures at inference.
 
-The official SwinIR / HAT / DRCT / DAT code computes window attention step by
+The official SwinIR / HAT / DRCT / DAT / RGT code computes window attention step by
 step: ``A = (q * scale) @ k^T``, ``A += relative position bias (+ shift mask)``,
 ``softmax(A) @ v``, which writes and re-reads the full ``(windows, heads, N, N)``
 attention map several times, and it rebuilds constant tensors on every call
@@ -281,6 +281,12 @@ def _dat_mask(self, H, W, dtype=None):
     return _cached_mask(key, lambda: type(self).calculate_mask(self, H, W, dtype=dtype))
 
 
+def _rgt_mask(self, H, W):
+    """RGT ``L_SA.calculate_mask``, memoised per size."""
+    key = ("rgt", tuple(self.split_size), tuple(self.shift_size), H, W)
+    return _cached_mask(key, lambda: type(self).calculate_mask(self, H, W))
+
+
 # --------------------------------------------------------------------------- registry
 
 
@@ -313,6 +319,15 @@ def _targets() -> list[tuple[type, str, Callable]]:
                 (dat.Adaptive_Spatial_Attention, "calculate_mask", _dat_mask),
                 (dat.SpatialGate, "forward", _dat_gate_forward),
                 (dat.Adaptive_Spatial_Attention, "forward", _dat_block_forward)]
+    except ImportError:  # pragma: no cover
+        pass
+    try:
+        from spandrel.architectures.RGT.__arch import rgt
+
+        # RGT's window attention and gate are DAT's (same attributes, same math)
+        out += [(rgt.WindowAttention, "forward", _dat_forward),
+                (rgt.L_SA, "calculate_mask", _rgt_mask),
+                (rgt.Gate, "forward", _dat_gate_forward)]
     except ImportError:  # pragma: no cover
         pass
     return out
