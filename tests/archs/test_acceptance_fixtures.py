@@ -16,9 +16,7 @@ from safetensors.torch import load_file
 
 import restore
 
-from ..golden import shared_path
-
-torch.set_num_threads(1)
+from ..golden import meta_state_dict, shared_path
 
 FIXTURES = {
     "drsformer": "DRSformer",
@@ -53,18 +51,13 @@ def test_load_model_reproduces_official_output(fixture):
         assert (outs[key] - io[key]).abs().max().item() <= cfg["atol"], key
 
 
-def _meta_state_dict(listing: dict) -> dict:
-    dtypes = {"float32": torch.float32, "int64": torch.int64, "float16": torch.float16}
-    return {k: torch.empty(shape, dtype=dtypes.get(dt, torch.float32), device="meta") for k, (shape, dt) in listing.items()}
-
-
 @pytest.mark.parametrize("fixture", sorted(set(FIXTURES) - {"rrformer_swinir"}))
 def test_full_size_official_layouts_are_detected_with_official_hyperparameters(fixture):
     listing = json.loads((shared_path("golden", fixture) / "official_state_dict.json").read_text())
     import restore.models.archs  # noqa: F401  (registers ours)
 
     for name, conf in listing["configs"].items():
-        sd = _meta_state_dict(conf["state_dict"])
+        sd = meta_state_dict(conf["state_dict"])
         claims = [a.architecture.id for a in spandrel.MAIN_REGISTRY.architectures("detection") if a.detect(sd)]
         assert claims and claims[0] == FIXTURES[fixture], (name, claims)
         mod = importlib.import_module(f"restore.models.archs.{MODULES[claims[0]]}")

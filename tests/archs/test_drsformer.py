@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 
 import pytest
 import spandrel
@@ -18,38 +17,15 @@ from restore.models.archs.drsformer import (
     infer_params,
     topk_sizes,
 )
-from tests.golden import load_golden, shared_path
+from tests.golden import assert_close, assert_official_layout, load_golden, meta_state_dict, official_configs
 
 # fixture -> (mefc flag, architecture that must claim it)
 FIXTURES = {"drsformer": True, "drsformer_nomefc": False}
 OTHERS = ["restormer", "restormer_dualpixel", "histoformer"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: one intra-op thread is faster and immune to a busy 2-core machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _arch(mefc: bool):
     return DRSformerArch if mefc else DRSformerNoMEFCArch
-
-
-def _assert_close(a: torch.Tensor, b: torch.Tensor, atol: float) -> None:
-    assert a.shape == b.shape, (a.shape, b.shape)
-    diff = (a - b).abs().max().item()
-    assert diff <= atol, f"max |diff| {diff} > {atol}"
-
-
-def _official_configs(name: str) -> dict:
-    return json.loads(shared_path("golden", name, "official_state_dict.json").read_text())["configs"]
-
-
-def _meta_state_dict(listing: dict) -> dict[str, torch.Tensor]:
-    return {k: torch.empty(shape, dtype=getattr(torch, dt), device="meta") for k, (shape, dt) in listing.items()}
 
 
 @pytest.mark.parametrize("name", FIXTURES)
@@ -61,7 +37,7 @@ def test_golden(name):
     with torch.no_grad():
         out = model(*[io[k] for k in config["forward_args"]])
     assert out.dtype == torch.float32
-    _assert_close(out, io["output"], config["atol"])
+    assert_close(out, io["output"], config["atol"])
 
 
 @pytest.mark.parametrize("name", FIXTURES)
@@ -82,7 +58,7 @@ def test_detect_and_load(name):
     assert not desc.supports_half and not desc.supports_bfloat16
     with torch.no_grad():
         out = desc.model(*[io[k] for k in config["forward_args"]])
-    _assert_close(out, io["output"], config["atol"])
+    assert_close(out, io["output"], config["atol"])
     with pytest.raises(ValueError, match="variant"):
         other.load(dict(weights))
 
@@ -108,22 +84,19 @@ def test_registry_resolution():
 
 def test_full_size_layouts():
     for name, mefc in FIXTURES.items():
-        (cfg,) = _official_configs(name).values()
+        (cfg,) = official_configs(name).values()
         with torch.device("meta"):
             model = DRSformer(**cfg["kwargs"], mefc=mefc)
-        ours = {k: [list(v.shape), str(v.dtype).removeprefix("torch.")] for k, v in model.state_dict().items()}
-        assert ours == cfg["state_dict"], name
-        assert len(ours) == cfg["n_keys"]
-        assert sum(p.numel() for p in model.parameters()) == cfg["param_count"], name
-        meta = _meta_state_dict(cfg["state_dict"])
+        assert_official_layout(model, cfg, name)
+        meta = meta_state_dict(cfg["state_dict"])
         assert _arch(mefc).detect(meta) and not _arch(not mefc).detect(meta)
         assert infer_params(meta) == {**cfg["kwargs"], "mefc": mefc}
         with torch.device("meta"):
             default = DRSformer(mefc=mefc)
         assert default.hyperparameters == {**cfg["kwargs"], "mefc": mefc}
     for name in ("restormer", "histoformer"):
-        for cfg in _official_configs(name).values():
-            meta = _meta_state_dict(cfg["state_dict"])
+        for cfg in official_configs(name).values():
+            meta = meta_state_dict(cfg["state_dict"])
             assert not DRSformerArch.detect(meta) and not DRSformerNoMEFCArch.detect(meta)
 
 

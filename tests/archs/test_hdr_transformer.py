@@ -17,7 +17,7 @@ from restore.models.archs.hdr_transformer import (
     filter_state_dict,
     infer_params,
 )
-from tests.golden import load_golden, shared_path
+from tests.golden import assert_close, assert_official_layout, load_golden, meta_state_dict, shared_path
 
 NAME = "hdr_transformer"
 STRUCT_KEYS = ("img_size", "patch_size", "in_chans", "embed_dim", "depths", "num_heads", "window_size", "mlp_ratio")
@@ -25,12 +25,6 @@ STRUCT_KEYS = ("img_size", "patch_size", "in_chans", "embed_dim", "depths", "num
 
 def _frames(io, config):
     return [io[k] for k in config["forward_args"]]
-
-
-def _assert_close(a: torch.Tensor, b: torch.Tensor, atol: float) -> None:
-    assert a.shape == b.shape
-    diff = (a - b).abs().max().item()
-    assert diff <= atol, f"max |diff| {diff} > {atol}"
 
 
 def _same_kwargs(inferred: dict, expected: dict, keys) -> None:
@@ -63,8 +57,8 @@ def test_golden_three_frames_and_stacked(golden, golden_model):
         out = golden_model(*frames)
         stacked = golden_model(torch.cat(frames, dim=1))
     assert out.dtype == torch.float32
-    _assert_close(out, io["output"], config["atol"])
-    _assert_close(stacked, out, 0.0)
+    assert_close(out, io["output"], config["atol"])
+    assert_close(stacked, out, 0.0)
 
 
 def test_detect_load_and_prefix(golden):
@@ -79,7 +73,7 @@ def test_detect_load_and_prefix(golden):
     assert not desc.supports_half
     model = desc.model.eval()
     with torch.no_grad():
-        _assert_close(model(*_frames(io, config)), io["output"], config["atol"])
+        assert_close(model(*_frames(io, config)), io["output"], config["atol"])
 
     # Released layout: {'epoch', 'state_dict': DataParallel keys, 'optimizer'}.
     ckpt = {"epoch": 1, "state_dict": {f"module.{k}": v for k, v in weights.items()}, "optimizer": {}}
@@ -87,7 +81,7 @@ def test_detect_load_and_prefix(golden):
     assert set(canon) == set(weights)
     assert arch.detect(canon)
     with torch.no_grad():
-        _assert_close(arch.load(canon).model.eval()(*_frames(io, config)), io["output"], config["atol"])
+        assert_close(arch.load(canon).model.eval()(*_frames(io, config)), io["output"], config["atol"])
 
 
 def test_other_model_not_detected():
@@ -116,15 +110,9 @@ def test_full_size_layout_on_meta():
     official = cfg["state_dict"]
     with torch.device("meta"):
         model = HDRTransformer(**cfg["kwargs"])
-    sd = model.state_dict()
-    assert set(sd) == set(official)
-    for k, (shape, dtype) in official.items():
-        assert list(sd[k].shape) == shape, k
-        assert str(sd[k].dtype) == f"torch.{dtype}", k
-    assert len(sd) == cfg["n_keys"]
-    assert sum(p.numel() for p in model.parameters()) == cfg["param_count"]
+    assert_official_layout(model, cfg)
 
-    meta_sd = {k: torch.empty(shape, dtype=getattr(torch, dt), device="meta") for k, (shape, dt) in official.items()}
+    meta_sd = meta_state_dict(official)
     assert HDRTransformerArch.detect(meta_sd)
     inferred = infer_params(meta_sd)
     _same_kwargs(inferred, cfg["kwargs"], [k for k in inferred if k in cfg["kwargs"]])
@@ -146,13 +134,13 @@ def test_mask_recomputed_for_other_sizes(golden):
     with torch.no_grad():
         a = small(*frames)  # computed mask path
         b = big(*frames)  # stored mask path
-    _assert_close(a, b, 1e-6)
+    assert_close(a, b, 1e-6)
 
     # The (48, 64) checkpoint: img_size recovered from the mask values, strict load.
     sd = big.state_dict()
     assert infer_params(sd)["img_size"] == (48, 64)
     with torch.no_grad():
-        _assert_close(HDRTransformerArch.load(sd).model.eval()(*frames), b, 0.0)
+        assert_close(HDRTransformerArch.load(sd).model.eval()(*frames), b, 0.0)
 
     # Dropping the buffers is the other way round: non-strict load, same network.
     other = HDRTransformer(**config["kwargs"]).eval()
@@ -201,7 +189,7 @@ def test_round_trip_variants(kwargs):
     h, w = _swin.to_2tuple(kwargs["img_size"])
     x = torch.rand(1, desc.input_channels, h, w)
     with torch.no_grad():
-        _assert_close(desc.model.eval()(x), model(x), 0.0)
+        assert_close(desc.model.eval()(x), model(x), 0.0)
 
 
 def _defaults() -> dict:

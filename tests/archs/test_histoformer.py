@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 
 import pytest
 import spandrel
@@ -18,33 +17,10 @@ from restore.models.archs.histoformer import (
     infer_params,
     softmax_1,
 )
-from tests.golden import load_golden, shared_path
+from tests.golden import assert_close, assert_official_layout, load_golden, meta_state_dict, official_configs
 
 NAME = "histoformer"
 OTHERS = ["restormer", "restormer_dualpixel", "drsformer", "drsformer_nomefc"]
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: one intra-op thread is faster and immune to a busy 2-core machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
-def _assert_close(a: torch.Tensor, b: torch.Tensor, atol: float) -> None:
-    assert a.shape == b.shape, (a.shape, b.shape)
-    diff = (a - b).abs().max().item()
-    assert diff <= atol, f"max |diff| {diff} > {atol}"
-
-
-def _official_configs(name: str) -> dict:
-    return json.loads(shared_path("golden", name, "official_state_dict.json").read_text())["configs"]
-
-
-def _meta_state_dict(listing: dict) -> dict[str, torch.Tensor]:
-    return {k: torch.empty(shape, dtype=getattr(torch, dt), device="meta") for k, (shape, dt) in listing.items()}
 
 
 @pytest.fixture(scope="module")
@@ -61,7 +37,7 @@ def test_golden(golden):
     with torch.no_grad():
         out = model(*[x if k == "input" else io[k] for k in config["forward_args"]])
     assert out.dtype == torch.float32
-    _assert_close(out, io["output"], config["atol"])
+    assert_close(out, io["output"], config["atol"])
     assert torch.equal(x, io["input"])  # the in-place sort of the official code does not leak out
 
 
@@ -78,7 +54,7 @@ def test_detect_and_load(golden):
     assert not desc.supports_half and not desc.supports_bfloat16
     with torch.no_grad():
         out = desc.model(io["input"])
-    _assert_close(out, io["output"], config["atol"])
+    assert_close(out, io["output"], config["atol"])
 
 
 @pytest.mark.parametrize("name", OTHERS)
@@ -100,23 +76,20 @@ def test_registry_resolution(golden):
 
 def test_full_size_layout(golden):
     config, _, _ = golden
-    (cfg,) = _official_configs(NAME).values()
+    (cfg,) = official_configs(NAME).values()
     assert cfg["kwargs"] == config["official_default_kwargs"]
     with torch.device("meta"):
         model = Histoformer(**cfg["kwargs"])
         default = Histoformer()
-    ours = {k: [list(v.shape), str(v.dtype).removeprefix("torch.")] for k, v in model.state_dict().items()}
-    assert ours == cfg["state_dict"]
-    assert len(ours) == cfg["n_keys"]
-    assert sum(p.numel() for p in model.parameters()) == cfg["param_count"]
+    assert_official_layout(model, cfg)
     # the class defaults are the released configuration (yml), not the official class defaults
     assert default.hyperparameters == cfg["kwargs"]
-    meta = _meta_state_dict(cfg["state_dict"])
+    meta = meta_state_dict(cfg["state_dict"])
     assert HistoformerArch.detect(meta)
     assert infer_params(meta) == cfg["kwargs"]
     for name in ("restormer", "drsformer", "drsformer_nomefc"):
-        for other in _official_configs(name).values():
-            assert not HistoformerArch.detect(_meta_state_dict(other["state_dict"]))
+        for other in official_configs(name).values():
+            assert not HistoformerArch.detect(meta_state_dict(other["state_dict"]))
 
 
 VARIANTS = [

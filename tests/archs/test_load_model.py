@@ -21,8 +21,6 @@ from restore.models.archs.rawformer import load_rawformer
 from restore.models.archs.sctnet import SCTNet
 from tests.golden import load_golden
 
-torch.set_num_threads(1)
-
 
 def _adam_state(sd: dict) -> dict:
     """A small ``optimizer.state_dict()`` as torch writes it (tensors + plain containers)."""

@@ -16,19 +16,10 @@ from restore.models.archs.rawformer import (
     infer_params,
     load_rawformer,
 )
-from tests.golden import load_golden, shared_path
+from tests.golden import assert_official_layout, load_golden, meta_state_dict, shared_path
 
 # not recoverable from a state dict (documented in infer_params)
 UNRECOVERABLE = {"n_heads"}
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    """Tiny tensors: OpenMP thread start-up dominates (and thrashes on 2 shared cores)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def _norm(kw: dict) -> dict:
@@ -111,15 +102,9 @@ def test_full_size_layout():
     assert _norm(OFFICIAL_DEFAULT_KWARGS) == cfg["kwargs"]
     with torch.device("meta"):
         model = ViTRawNetGenerator()
-    sd = model.state_dict()
-    ref = cfg["state_dict"]
-    assert set(sd) == set(ref)
-    for k, (shape, dtype) in ref.items():
-        assert list(sd[k].shape) == shape, k
-        assert str(sd[k].dtype) == f"torch.{dtype}", k
-    assert sum(p.numel() for p in model.parameters()) == cfg["param_count"]
+    assert_official_layout(model, cfg)
 
-    meta_sd = {k: torch.empty(s, dtype=getattr(torch, d), device="meta") for k, (s, d) in ref.items()}
+    meta_sd = meta_state_dict(cfg["state_dict"])
     assert ARCH.detect(meta_sd)
     assert _norm(infer_params(meta_sd)) == cfg["kwargs"]
 

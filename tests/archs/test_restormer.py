@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 
 import pytest
 import spandrel
@@ -17,33 +16,10 @@ from restore.models.archs.restormer_base import (
     infer_ffn_expansion_factor,
     infer_params,
 )
-from tests.golden import load_golden, shared_path
+from tests.golden import assert_close, assert_official_layout, load_golden, meta_state_dict, official_configs
 
 FIXTURES = ["restormer", "restormer_dualpixel"]
 OTHERS = ["drsformer", "drsformer_nomefc", "histoformer"]
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: one intra-op thread is faster and immune to a busy 2-core machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
-def _assert_close(a: torch.Tensor, b: torch.Tensor, atol: float) -> None:
-    assert a.shape == b.shape, (a.shape, b.shape)
-    diff = (a - b).abs().max().item()
-    assert diff <= atol, f"max |diff| {diff} > {atol}"
-
-
-def _official_configs(name: str) -> dict:
-    return json.loads(shared_path("golden", name, "official_state_dict.json").read_text())["configs"]
-
-
-def _meta_state_dict(listing: dict) -> dict[str, torch.Tensor]:
-    return {k: torch.empty(shape, dtype=getattr(torch, dt), device="meta") for k, (shape, dt) in listing.items()}
 
 
 def _perturbed(model: torch.nn.Module, seed: int) -> torch.nn.Module:
@@ -63,7 +39,7 @@ def test_golden(name):
     with torch.no_grad():
         out = model(*[io[k] for k in config["forward_args"]])
     assert out.dtype == torch.float32
-    _assert_close(out, io["output"], config["atol"])
+    assert_close(out, io["output"], config["atol"])
 
 
 @pytest.mark.parametrize("name", FIXTURES)
@@ -82,7 +58,7 @@ def test_detect_and_load(name):
     assert not desc.supports_half
     with torch.no_grad():
         out = desc.model(*[io[k] for k in config["forward_args"]])
-    _assert_close(out, io["output"], config["atol"])
+    assert_close(out, io["output"], config["atol"])
 
 
 @pytest.mark.parametrize("name", OTHERS)
@@ -107,15 +83,13 @@ def test_registry_resolution():
 
 
 def test_full_size_layouts():
-    configs = _official_configs("restormer")
+    configs = official_configs("restormer")
     assert len(configs) == 4  # WithBias, BiasFree, gray, dual-pixel
     for label, cfg in configs.items():
         with torch.device("meta"):
             model = Restormer(**cfg["kwargs"])
-        ours = {k: [list(v.shape), str(v.dtype).removeprefix("torch.")] for k, v in model.state_dict().items()}
-        assert ours == cfg["state_dict"], label
-        assert sum(p.numel() for p in model.parameters()) == cfg["param_count"], label
-        meta = _meta_state_dict(cfg["state_dict"])
+        assert_official_layout(model, cfg, label)
+        meta = meta_state_dict(cfg["state_dict"])
         assert RestormerArch.detect(meta), label
         assert infer_params(meta) == cfg["kwargs"], label
     # the official *class* defaults are the deraining / deblurring configuration
@@ -126,8 +100,8 @@ def test_full_size_layouts():
 
 def test_other_full_size_layouts_not_detected():
     for name in ("drsformer", "drsformer_nomefc", "histoformer"):
-        for cfg in _official_configs(name).values():
-            assert not RestormerArch.detect(_meta_state_dict(cfg["state_dict"]))
+        for cfg in official_configs(name).values():
+            assert not RestormerArch.detect(meta_state_dict(cfg["state_dict"]))
 
 
 VARIANTS = [

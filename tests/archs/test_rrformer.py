@@ -24,16 +24,7 @@ from restore.models.archs.rrformer import (
     infer_params,
     unwrap_checkpoint,
 )
-from tests.golden import load_golden, shared_path
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    """Tiny tensors: OpenMP thread start-up dominates (and thrashes on 2 shared cores)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+from tests.golden import assert_official_layout, load_golden, meta_state_dict, shared_path
 
 
 def _run(fn, *args):
@@ -128,15 +119,9 @@ def test_full_size_layout():
     assert kwargs == OFFICIAL_DEFAULT_KWARGS and hard == DRNET_SWINIR_KWARGS
     with torch.device("meta"):
         model = errnet()
-    sd = model.state_dict()
-    ref = cfg["state_dict"]
-    assert set(sd) == set(ref)
-    for k, (shape, dtype) in ref.items():
-        assert list(sd[k].shape) == shape, k
-        assert str(sd[k].dtype) == f"torch.{dtype}", k
-    assert sum(p.numel() for p in model.parameters()) == cfg["param_count"]
+    assert_official_layout(model, cfg)
 
-    meta_sd = {k: torch.empty(s, dtype=getattr(torch, d), device="meta") for k, (s, d) in ref.items()}
+    meta_sd = meta_state_dict(cfg["state_dict"])
     assert ARCH.detect(meta_sd) and ARCH.detect({"icnn": meta_sd, "epoch": 1})
     kw = infer_params(meta_sd)
     swin = kw.pop("swinir_kwargs")

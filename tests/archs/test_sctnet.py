@@ -13,19 +13,13 @@ from spandrel import ArchSupport, ModelTiling
 from restore.models.archs import _swin
 from restore.models.archs._base import info_for, registered
 from restore.models.archs.sctnet import SCTNet, SCTNetArch, filter_state_dict, infer_params
-from tests.golden import load_golden, shared_path
+from tests.golden import assert_close, assert_official_layout, load_golden, meta_state_dict, shared_path
 
 NAME = "sctnet"
 
 
 def _frames(io, config):
     return [io[k] for k in config["forward_args"]]
-
-
-def _assert_close(a: torch.Tensor, b: torch.Tensor, atol: float) -> None:
-    assert a.shape == b.shape
-    diff = (a - b).abs().max().item()
-    assert diff <= atol, f"max |diff| {diff} > {atol}"
 
 
 def _same_kwargs(inferred: dict, expected: dict, keys) -> None:
@@ -63,8 +57,8 @@ def test_golden_three_frames_and_stacked(golden, golden_model):
         out = golden_model(*frames)
         stacked = golden_model(torch.cat(frames, dim=1))
     assert out.dtype == torch.float32
-    _assert_close(out, io["output"], config["atol"])
-    _assert_close(stacked, out, 0.0)
+    assert_close(out, io["output"], config["atol"])
+    assert_close(stacked, out, 0.0)
 
 
 def test_detect_load_and_prefix(golden):
@@ -78,13 +72,13 @@ def test_detect_load_and_prefix(golden):
     assert desc.size_requirements.multiple_of == config["kwargs"]["window_size"]
     assert not desc.supports_half
     with torch.no_grad():
-        _assert_close(desc.model.eval()(*_frames(io, config)), io["output"], config["atol"])
+        assert_close(desc.model.eval()(*_frames(io, config)), io["output"], config["atol"])
 
     ckpt = {"epoch": 1, "state_dict": {f"module.{k}": v for k, v in weights.items()}, "optimizer": {}}
     canon = spandrel.canonicalize_state_dict(ckpt)
     assert set(canon) == set(weights) and arch.detect(canon)
     with torch.no_grad():
-        _assert_close(arch.load(canon).model.eval()(*_frames(io, config)), io["output"], config["atol"])
+        assert_close(arch.load(canon).model.eval()(*_frames(io, config)), io["output"], config["atol"])
 
 
 def test_other_model_not_detected():
@@ -113,15 +107,9 @@ def test_full_size_layout_on_meta():
     official = cfg["state_dict"]
     with torch.device("meta"):
         model = SCTNet(**cfg["kwargs"])
-    sd = model.state_dict()
-    assert set(sd) == set(official)
-    for k, (shape, dtype) in official.items():
-        assert list(sd[k].shape) == shape, k
-        assert str(sd[k].dtype) == f"torch.{dtype}", k
-    assert len(sd) == cfg["n_keys"]
-    assert sum(p.numel() for p in model.parameters()) == cfg["param_count"]
+    assert_official_layout(model, cfg)
 
-    meta_sd = {k: torch.empty(shape, dtype=getattr(torch, dt), device="meta") for k, (shape, dt) in official.items()}
+    meta_sd = meta_state_dict(official)
     assert SCTNetArch.detect(meta_sd)
     inferred = infer_params(meta_sd)
     _same_kwargs(inferred, cfg["kwargs"], [k for k in inferred if k in cfg["kwargs"]])
@@ -140,11 +128,11 @@ def test_mask_recomputed_for_other_sizes(golden):
     with torch.no_grad():
         a = small(*frames)
         b = big(*frames)
-    _assert_close(a, b, 1e-6)
+    assert_close(a, b, 1e-6)
     sd = big.state_dict()
     assert infer_params(sd)["img_size"] == (48, 64)
     with torch.no_grad():
-        _assert_close(SCTNetArch.load(sd).model.eval()(*frames), b, 0.0)
+        assert_close(SCTNetArch.load(sd).model.eval()(*frames), b, 0.0)
 
 
 def test_padding_is_not_cropped(golden, golden_model):
@@ -155,12 +143,12 @@ def test_padding_is_not_cropped(golden, golden_model):
         out = golden_model(x)  # official upscale=2: keeps the reflect padding
         assert out.shape == (1, 3, 24, 32)
         padded = golden_model(torch.nn.functional.pad(x, (0, 6, 0, 6), mode="reflect"))
-        _assert_close(out, padded, 1e-6)
+        assert_close(out, padded, 1e-6)
         cropping = SCTNet(**dict(config["kwargs"], upscale=1)).eval()
         cropping.load_state_dict(weights, strict=True)
         cropped = cropping(x)
     assert cropped.shape == (1, 3, 18, 26)
-    _assert_close(cropped, out[..., :18, :26], 1e-6)
+    assert_close(cropped, out[..., :18, :26], 1e-6)
     desc = SCTNetArch.load(weights)
     with torch.no_grad():
         assert desc(x).shape == (1, 3, 18, 26)
@@ -203,4 +191,4 @@ def test_round_trip_variants(kwargs):
     h, w = _swin.to_2tuple(kwargs["img_size"])
     x = torch.rand(1, kwargs["in_chans"], h, w)
     with torch.no_grad():
-        _assert_close(desc.model.eval()(x), model(x), 0.0)
+        assert_close(desc.model.eval()(x), model(x), 0.0)
