@@ -6,7 +6,7 @@ For each model: the official spandrel module and a deep copy given
 under ``torch.inference_mode`` in fp32 and under bf16 autocast; best of
 ``--repeat`` calls after one warm-up.  Reports seconds, the speed-up and the
 largest output difference.  DAT-light x2 uses its shipped weights; SwinIR-light
-x2 and HAT-S x2 (the papers' configurations) random weights, which time the
+x2, HAT-S x2 and RGT-S x2 (the papers' configurations) random weights, which time the
 same.  Usage:
 
     python benchmarks/fused_attention.py [--size 96] [--repeat 2]
@@ -33,6 +33,7 @@ from restore.models.loader import load_state_dict  # noqa: E402
 
 def models():
     from spandrel.architectures.HAT.__arch.HAT import HAT
+    from spandrel.architectures.RGT.__arch.rgt import RGT
     from spandrel.architectures.SwinIR.__arch.SwinIR import SwinIR
 
     yield "DAT-light x2", spandrel.ModelLoader().load_from_state_dict(load_state_dict(resolve("dat-light-x2")[1])[0]).model
@@ -40,6 +41,8 @@ def models():
                                     upscale=2, upsampler="pixelshuffledirect")
     yield "HAT-S x2", HAT(img_size=64, embed_dim=144, depths=[6] * 6, num_heads=[6] * 6, window_size=16, compress_ratio=24,
                           squeeze_factor=24, conv_scale=0.01, overlap_ratio=0.5, mlp_ratio=2, upscale=2, upsampler="pixelshuffle")
+    yield "RGT-S x2", RGT(img_size=64, embed_dim=180, depth=[6] * 6, num_heads=[6] * 6, mlp_ratio=2.0, upscale=2,
+                          split_size=[8, 32], c_ratio=0.5)
 
 
 def main() -> None:
