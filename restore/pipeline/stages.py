@@ -165,17 +165,18 @@ class ModelStage(Stage):
                         align=m.tile_align)
         c = hwc.shape[2]
         cin = m.input_channels
-        base_forward = module
-        if self.opts.compile:
-            base_forward = self._compiled_forward(module, ctx)
-        if self.vgg is not None:  # RRFormer: the network sees cat(image, VGG19 hypercolumn)
+        eager_forward = module
+        if self.vgg is not None:  # RRFormer: the network sees cat(image, VGG19 hypercolumn); not compiled
             from ..models.archs.rrformer import build_hypercolumn_input
 
             vgg = self.vgg.to(device)
             cin = 3
 
-            def base_forward(x, _module=module, _vgg=vgg):
+            def eager_forward(x, _module=module, _vgg=vgg):
                 return _module(build_hypercolumn_input(x, _vgg))
+        base_forward = eager_forward
+        if self.opts.compile and self.vgg is None:
+            base_forward = self._compiled_forward(module, ctx)
         if cin == c:
             groups = [hwc]
         elif cin == 3 and c == 1:
@@ -186,7 +187,8 @@ class ModelStage(Stage):
             raise RestoreError(f"model {self.opts.name!r} takes {cin} channels, image has {c}")
         threads_before = torch.get_num_threads()
         if device.type == "cpu":
-            torch.set_num_threads(self._threads(base_forward, cin, dtype, ctx))
+            # timed eagerly: a compiled forward would compile once more for the timing tile's shape
+            torch.set_num_threads(self._threads(eager_forward, cin, dtype, ctx))
         try:
             outs = self._run_groups(groups, base_forward, m, spec, device, dtype, ctx)
         finally:
