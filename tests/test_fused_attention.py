@@ -106,3 +106,18 @@ def test_loaded_models_are_fused():
 
     m = restore.load_model("dat-light-x2")
     assert any(getattr(mod, "_restore_fused_forward", False) for mod in m.descriptor.model.modules())
+
+
+@pytest.mark.parametrize("size", [(24, 32), (64, 96)])
+def test_dat_edge_masks_equal_the_official_masks(size):
+    from spandrel.architectures.DAT.__arch.DAT import Adaptive_Spatial_Attention
+
+    blocks = [m for m in _tiny("DAT").modules() if isinstance(m, Adaptive_Spatial_Attention)]
+    h, w = size
+    for blk in blocks:
+        official = blk.calculate_mask(h, w)
+        for full, edge in zip(official, fused_attention._dat_edge_masks(blk, h, w, torch.device("cpu"))):
+            dense = torch.zeros_like(full)
+            dense[edge.idx] = edge.masks
+            assert torch.equal(dense, full)
+            assert edge.idx.numel() < full.shape[0]  # interior windows are not stored

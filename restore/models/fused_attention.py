@@ -39,7 +39,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["fuse_attention", "MASK_CACHE_BYTES"]
+__all__ = ["fuse_attention", "EdgeMask", "MASK_CACHE_BYTES"]
 
 #: Upper bound on the bytes of shift masks kept between calls (all models together).
 MASK_CACHE_BYTES = 256 * 2**20
@@ -50,6 +50,8 @@ _lock = threading.Lock()
 
 
 def _nbytes(obj) -> int:
+    if isinstance(obj, EdgeMask):
+        return obj.nbytes
     if isinstance(obj, torch.Tensor):
         return obj.numel() * obj.element_size()
     if isinstance(obj, (tuple, list)):
@@ -101,12 +103,48 @@ def _cached_bias(module: nn.Module, params, make: Callable[[], torch.Tensor], dt
     return bias
 
 
-def _masked_windows(mask: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+class EdgeMask:
+    """A shifted-window mask kept only for the windows it touches.
+
+    ``idx``: ``(nE,)`` indices of the windows with a non-zero mask; ``masks``:
+    their ``(nE, N, N)`` masks (0 / -100, float32); ``windows``: the total
+    window count ``nW``.  The full ``(nW, N, N)`` mask is mostly zeros (only the
+    bottom and right edge windows mix wrapped-around regions) and at a 512-px
+    DAT tile weighs 268 MB per branch; this form weighs 8 % of it.
+    """
+
+    def __init__(self, idx: torch.Tensor, masks: torch.Tensor, windows: int):
+        self.idx, self.masks, self.windows = idx, masks, windows
+        self._cast: dict[torch.dtype, torch.Tensor] = {masks.dtype: masks}
+        self.shape = (windows, *masks.shape[1:])
+
+    @property
+    def nbytes(self) -> int:
+        return sum(t.numel() * t.element_size() for t in (self.idx, *self._cast.values()))
+
+    def cast(self, dtype: torch.dtype) -> torch.Tensor:
+        if dtype not in self._cast:
+            self._cast[dtype] = self.masks.to(dtype)
+        return self._cast[dtype]
+
+    @classmethod
+    def from_region_ids(cls, ids: torch.Tensor) -> "EdgeMask":
+        """From ``(nW, N)`` region ids per window: tokens attend only within their own region."""
+        edge = (ids.amin(dim=1) != ids.amax(dim=1)).nonzero().flatten()
+        sub = ids.index_select(0, edge)
+        masks = torch.zeros(sub.shape[0], sub.shape[1], sub.shape[1], device=ids.device)
+        masks.masked_fill_(sub.unsqueeze(1) != sub.unsqueeze(2), -100.0)
+        return cls(edge, masks, ids.shape[0])
+
+
+def _masked_windows(mask: torch.Tensor | EdgeMask, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
     """Indices of the windows whose shift mask is not all zero, and their masks in ``dtype``.
 
     Only windows along the bottom and right edges mix wrapped-around regions; the
     rest (about 70 % of a 128-px tile's windows, more on larger tiles) are unmasked.
     Cached on the mask tensor itself (the masks are cached, or model buffers)."""
+    if isinstance(mask, EdgeMask):
+        return mask.idx, mask.cast(dtype)
     hit = getattr(mask, "_restore_edges", None)
     if hit is None or hit[1].dtype != dtype:
         idx = (mask != 0).flatten(1).any(dim=1).nonzero().flatten()
@@ -115,7 +153,7 @@ def _masked_windows(mask: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tenso
     return hit
 
 
-def _attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor, mask: torch.Tensor | None, scale: float) -> torch.Tensor:
+def _attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor, mask: torch.Tensor | EdgeMask | None, scale: float) -> torch.Tensor:
     """``softmax(q k^T * scale + bias [+ mask]) @ v`` with fused kernels.
 
     All windows run with the shared bias (broadcast, never materialised per
@@ -126,7 +164,7 @@ def _attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tenso
     Args:
         q, k, v: ``(B*nW, heads, N, d)``, windows ordered batch-major as the official code.
         bias: ``(heads, N, N)`` position bias, dtype of ``q``.
-        mask: ``(nW, N, N)`` shift mask (0 / -100) or None.
+        mask: ``(nW, N, N)`` shift mask (0 / -100), an :class:`EdgeMask`, or None.
 
     Returns:
         ``(B*nW, heads, N, d)``.
@@ -255,11 +293,7 @@ def _dat_block_forward(self, x, H, W):
     if shifted:
         q0 = torch.roll(qkv[..., :h2], shifts=(-s0, -s1), dims=(2, 3)).view(3, b, _H * _W, h2)
         q1 = torch.roll(qkv[..., h2:], shifts=(-s1, -s0), dims=(2, 3)).view(3, b, _H * _W, h2)
-        if self.patches_resolution != _H or self.patches_resolution != _W:
-            m0, m1 = self.calculate_mask(_H, _W, dtype=x.dtype)
-            m0, m1 = m0.to(x.device), m1.to(x.device)
-        else:
-            m0, m1 = self.attn_mask_0, self.attn_mask_1
+        m0, m1 = _dat_edge_masks(self, _H, _W, x.device)  # = calculate_mask / the buffers, edge windows only
         x1 = torch.roll(self.attns[0](q0, _H, _W, mask=m0), shifts=(s0, s1), dims=(1, 2))
         x2 = torch.roll(self.attns[1](q1, _H, _W, mask=m1), shifts=(s1, s0), dims=(1, 2))
     else:
@@ -275,10 +309,25 @@ def _dat_block_forward(self, x, H, W):
     return self.proj_drop(self.proj(attn_x + conv_x))
 
 
-def _dat_mask(self, H, W, dtype=None):
-    """DAT ``Adaptive_Spatial_Attention.calculate_mask``, memoised per size."""
-    key = ("dat", tuple(self.split_size), tuple(self.shift_size), H, W, dtype)
-    return _cached_mask(key, lambda: type(self).calculate_mask(self, H, W, dtype=dtype))
+def _dat_region_ids(h: int, w: int, split: tuple[int, int], shift: tuple[int, int], device) -> torch.Tensor:
+    """Per-window region ids of DAT's shifted windows ``split`` (rows, cols) on an ``h x w`` map:
+    ``(nW, split[0] * split[1])``, the ``img_mask`` of ``calculate_mask`` partitioned into windows."""
+    img = torch.zeros(h, w, dtype=torch.int32, device=device)
+    cnt = 0
+    for hs in (slice(0, -split[0]), slice(-split[0], -shift[0]), slice(-shift[0], None)):
+        for ws in (slice(0, -split[1]), slice(-split[1], -shift[1]), slice(-shift[1], None)):
+            img[hs, ws] = cnt
+            cnt += 1
+    return img.view(h // split[0], split[0], w // split[1], split[1]).permute(0, 2, 1, 3).reshape(-1, split[0] * split[1])
+
+
+def _dat_edge_masks(self, H: int, W: int, device) -> tuple[EdgeMask, EdgeMask]:
+    """DAT ``Adaptive_Spatial_Attention.calculate_mask(H, W)`` as two :class:`EdgeMask` (branch 0 uses
+    ``split_size``/``shift_size``, branch 1 the transposed window), memoised per size and device."""
+    (s0, s1), (t0, t1) = self.split_size, self.shift_size
+    key = ("dat-edges", s0, s1, t0, t1, H, W, str(device))
+    return _cached_mask(key, lambda: (EdgeMask.from_region_ids(_dat_region_ids(H, W, (s0, s1), (t0, t1), device)),
+                                      EdgeMask.from_region_ids(_dat_region_ids(H, W, (s1, s0), (t1, t0), device))))
 
 
 def _rgt_mask(self, H, W):
@@ -316,7 +365,6 @@ def _targets() -> list[tuple[type, str, Callable]]:
         from spandrel.architectures.DAT.__arch import DAT as dat
 
         out += [(dat.Spatial_Attention, "forward", _dat_forward),
-                (dat.Adaptive_Spatial_Attention, "calculate_mask", _dat_mask),
                 (dat.SpatialGate, "forward", _dat_gate_forward),
                 (dat.Adaptive_Spatial_Attention, "forward", _dat_block_forward)]
     except ImportError:  # pragma: no cover
