@@ -29,6 +29,8 @@ Set ``RESTORE_FUSED_ATTENTION=0`` to keep the official forwards (for A/B checks)
 
 from __future__ import annotations
 
+import functools
+import importlib
 import os
 import threading
 import types
@@ -339,46 +341,34 @@ def _rgt_mask(self, H, W):
 # --------------------------------------------------------------------------- registry
 
 
-def _targets() -> list[tuple[type, str, Callable]]:
-    """(class, method name, replacement) for every spandrel class we know how to fuse."""
-    out: list[tuple[type, str, Callable]] = []
-    try:
-        from spandrel.architectures.SwinIR.__arch import SwinIR as swinir
+#: spandrel module -> (class name, method, replacement).  DRCT's window attention is SwinIR's; RGT's window
+#: attention and gate are DAT's (same attributes, same math).
+_PATCHES: dict[str, list[tuple[str, str, Callable]]] = {
+    "spandrel.architectures.SwinIR.__arch.SwinIR": [("WindowAttention", "forward", _swin_forward),
+                                                   ("SwinTransformerBlock", "calculate_mask", _swin_block_mask)],
+    "spandrel.architectures.DRCT.__arch.drct_arch": [("WindowAttention", "forward", _swin_forward)],
+    "spandrel.architectures.HAT.__arch.HAT": [("WindowAttention", "forward", _hat_forward)],
+    "spandrel.architectures.DAT.__arch.DAT": [("Spatial_Attention", "forward", _dat_forward),
+                                             ("SpatialGate", "forward", _dat_gate_forward),
+                                             ("Adaptive_Spatial_Attention", "forward", _dat_block_forward)],
+    "spandrel.architectures.RGT.__arch.rgt": [("WindowAttention", "forward", _dat_forward),
+                                             ("L_SA", "calculate_mask", _rgt_mask),
+                                             ("Gate", "forward", _dat_gate_forward)],
+}
 
-        out += [(swinir.WindowAttention, "forward", _swin_forward),
-                (swinir.SwinTransformerBlock, "calculate_mask", _swin_block_mask)]
-    except ImportError:  # pragma: no cover - spandrel layout changed
-        pass
-    try:
-        from spandrel.architectures.DRCT.__arch import drct_arch
 
-        out.append((drct_arch.WindowAttention, "forward", _swin_forward))
-    except ImportError:  # pragma: no cover
-        pass
-    try:
-        from spandrel.architectures.HAT.__arch import HAT as hat
-
-        out.append((hat.WindowAttention, "forward", _hat_forward))
-    except ImportError:  # pragma: no cover
-        pass
-    try:
-        from spandrel.architectures.DAT.__arch import DAT as dat
-
-        out += [(dat.Spatial_Attention, "forward", _dat_forward),
-                (dat.SpatialGate, "forward", _dat_gate_forward),
-                (dat.Adaptive_Spatial_Attention, "forward", _dat_block_forward)]
-    except ImportError:  # pragma: no cover
-        pass
-    try:
-        from spandrel.architectures.RGT.__arch import rgt
-
-        # RGT's window attention and gate are DAT's (same attributes, same math)
-        out += [(rgt.WindowAttention, "forward", _dat_forward),
-                (rgt.L_SA, "calculate_mask", _rgt_mask),
-                (rgt.Gate, "forward", _dat_gate_forward)]
-    except ImportError:  # pragma: no cover
-        pass
-    return out
+@functools.lru_cache(maxsize=1)
+def _targets() -> tuple[tuple[type, str, Callable], ...]:
+    """(class, method name, replacement) for every spandrel class we know how to fuse; a module or
+    class missing from the installed spandrel is skipped (its models keep the official code)."""
+    out = []
+    for module, patches in _PATCHES.items():
+        try:
+            mod = importlib.import_module(module)
+        except ImportError:  # pragma: no cover - spandrel layout changed
+            continue
+        out += [(getattr(mod, cls), name, fn) for cls, name, fn in patches if hasattr(mod, cls)]
+    return tuple(out)
 
 
 def fuse_attention(model: nn.Module) -> int:
