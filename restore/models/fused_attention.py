@@ -223,8 +223,8 @@ def _hat_forward(self, x, rpi, mask=None):
 
 
 def _swin_block_mask(self, x_size):
-    """SwinIR ``SwinTransformerBlock.calculate_mask``, memoised per size."""
-    key = ("swinir", self.window_size, self.shift_size, tuple(x_size))
+    """SwinIR / DRCT ``SwinTransformerBlock.calculate_mask``, memoised per size."""
+    key = (type(self).__module__, self.window_size, self.shift_size, tuple(x_size))
     return _cached_mask(key, lambda: type(self).calculate_mask(self, x_size))
 
 
@@ -332,6 +332,12 @@ def _dat_edge_masks(self, H: int, W: int, device) -> tuple[EdgeMask, EdgeMask]:
                                       EdgeMask.from_region_ids(_dat_region_ids(H, W, (s1, s0), (t1, t0), device))))
 
 
+def _hat_mask(self, x_size, dtype):
+    """HAT ``HAT.calculate_mask(x_size, dtype)`` (rebuilt on every forward officially), memoised per size."""
+    key = ("hat", self.window_size, self.shift_size, tuple(x_size), dtype)
+    return _cached_mask(key, lambda: type(self).calculate_mask(self, x_size, dtype))
+
+
 def _rgt_mask(self, H, W):
     """RGT ``L_SA.calculate_mask``, memoised per size."""
     key = ("rgt", tuple(self.split_size), tuple(self.shift_size), H, W)
@@ -346,8 +352,10 @@ def _rgt_mask(self, H, W):
 _PATCHES: dict[str, list[tuple[str, str, Callable]]] = {
     "spandrel.architectures.SwinIR.__arch.SwinIR": [("WindowAttention", "forward", _swin_forward),
                                                    ("SwinTransformerBlock", "calculate_mask", _swin_block_mask)],
-    "spandrel.architectures.DRCT.__arch.drct_arch": [("WindowAttention", "forward", _swin_forward)],
-    "spandrel.architectures.HAT.__arch.HAT": [("WindowAttention", "forward", _hat_forward)],
+    "spandrel.architectures.DRCT.__arch.drct_arch": [("WindowAttention", "forward", _swin_forward),
+                                                    ("SwinTransformerBlock", "calculate_mask", _swin_block_mask)],
+    "spandrel.architectures.HAT.__arch.HAT": [("WindowAttention", "forward", _hat_forward),
+                                             ("HAT", "calculate_mask", _hat_mask)],
     "spandrel.architectures.DAT.__arch.DAT": [("Spatial_Attention", "forward", _dat_forward),
                                              ("SpatialGate", "forward", _dat_gate_forward),
                                              ("Adaptive_Spatial_Attention", "forward", _dat_block_forward)],
