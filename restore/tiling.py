@@ -320,6 +320,9 @@ def run_tiled(
             new = max(m, (cur // 2) // m * m, _round_up(max(min_size, 1), m))
             if new >= cur or not isinstance(spec_now.tile, int):
                 raise
+            from .models.fused_attention import clear_mask_cache
+
+            clear_mask_cache()  # masks cached for the failed tile size
             if device != "cpu" and torch.cuda.is_available():
                 torch.cuda.empty_cache()
             if on_oom:

@@ -128,8 +128,12 @@ def test_out_of_memory_halves_the_tile_and_retries(rng):
             raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
         return x * 2
 
+    from restore.models import fused_attention
+
+    fused_attention._cached_mask(("test", 1), lambda: torch.zeros(4))
     out = run_tiled(fussy, img, scale=1, spec=TileSpec(64, 8), on_oom=lambda a, b: halved.append((a, b)))
     assert halved == [(64, 32), (32, 16)] and np.allclose(out, img * 2)
+    assert not fused_attention._masks and fused_attention._mask_bytes == 0  # masks of the failed size dropped
     with pytest.raises(ValueError):  # other errors are not swallowed
         run_tiled(lambda x: (_ for _ in ()).throw(ValueError("bug")), img, scale=1, spec=TileSpec(32, 8))
 

@@ -41,7 +41,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["fuse_attention", "EdgeMask", "MASK_CACHE_BYTES"]
+__all__ = ["fuse_attention", "clear_mask_cache", "EdgeMask", "MASK_CACHE_BYTES"]
 
 #: Upper bound on the bytes of shift masks kept between calls (all models together).
 MASK_CACHE_BYTES = 256 * 2**20
@@ -59,6 +59,15 @@ def _nbytes(obj) -> int:
     if isinstance(obj, (tuple, list)):
         return sum(_nbytes(o) for o in obj)
     return 0
+
+
+def clear_mask_cache() -> None:
+    """Drop every cached shift mask (the tiler calls it before retrying a smaller tile after an
+    out-of-memory error, so masks of the failed size do not keep device memory)."""
+    global _mask_bytes
+    with _lock:
+        _masks.clear()
+        _mask_bytes = 0
 
 
 def _cached_mask(key: tuple, make: Callable[[], object]):
