@@ -24,13 +24,15 @@ caller keeps its fixed tile.
 
 from __future__ import annotations
 
-import json
-import os
 import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
+
+from .cache import read_table, update_table
+
+_TABLE = "memory-curves.json"
 
 __all__ = ["MemoryCurve", "measure_curve", "curve_for", "tile_for_budget", "default_budget", "parse_bytes"]
 
@@ -169,10 +171,6 @@ def measure_curve(forward, in_channels: int, *, device="cpu", dtype=None, sizes=
     return MemoryCurve(max(a, 0.0), b, max(c, 0.0), tuple(sz), tuple(int(v) for v in y), dev.type, str(dtype).replace("torch.", ""))
 
 
-def _cache_file() -> Path:
-    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "restore" / "memory-curves.json"
-
-
 def _key(model, device_type: str, dtype) -> str:
     import torch
 
@@ -199,11 +197,7 @@ def curve_for(model, device, dtype) -> MemoryCurve | None:
 
     dev = torch.device(device)
     key = _key(model, dev.type, dtype)
-    path = _cache_file()
-    try:
-        cache = json.loads(path.read_text())
-    except (OSError, ValueError):
-        cache = {}
+    cache = read_table(_TABLE)
     if key in cache:
         try:
             d = cache[key]
@@ -216,15 +210,7 @@ def curve_for(model, device, dtype) -> MemoryCurve | None:
                           quadratic=model.tiling_discouraged)
     if curve is None:
         return None
-    cache[key] = asdict(curve)
-    try:
-        from .io.atomic import atomic_path
-
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_path(path) as tmp:
-            Path(tmp).write_text(json.dumps(cache, indent=1, sort_keys=True))
-    except OSError:
-        pass  # a read-only home: measure again next time
+    update_table(_TABLE, key, asdict(curve))
     return curve
 
 

@@ -15,11 +15,14 @@ Measured on the 2-core development VM: DAT-light x2 whole-image 512x512,
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from pathlib import Path
 from typing import Callable
+
+from .cache import read_table, update_table
+
+_TABLE = "threads.json"
 
 __all__ = ["candidate_counts", "measure_threads", "threads_for"]
 
@@ -80,10 +83,6 @@ def measure_threads(fn: Callable[[], object], candidates: list[int], repeat: int
     return times
 
 
-def _cache_file() -> Path:
-    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "restore" / "threads.json"
-
-
 def _cpu_name() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -114,12 +113,7 @@ def threads_for(key: str, fn: Callable[[], object]) -> tuple[int, str]:
 
     cands = candidate_counts()
     full = f"{_cpu_name()}/{_usable_cpus()}cpu/{key}/torch-{torch.__version__}"
-    path = _cache_file()
-    try:
-        cache = json.loads(path.read_text())
-    except (OSError, ValueError):
-        cache = {}
-    hit = cache.get(full)
+    hit = read_table(_TABLE).get(full)
     if isinstance(hit, dict) and isinstance(hit.get("threads"), int) and hit["threads"] >= 1:
         return hit["threads"], f"threads: {hit['threads']} (measured before: {hit.get('times', '')})"
     if len(cands) == 1:
@@ -127,13 +121,5 @@ def threads_for(key: str, fn: Callable[[], object]) -> tuple[int, str]:
     times = measure_threads(fn, cands)
     best = min(times, key=times.get)
     desc = ", ".join(f"{n}: {t * 1000:.0f} ms" for n, t in sorted(times.items()))
-    cache[full] = {"threads": best, "times": desc}
-    try:
-        from .io.atomic import atomic_path
-
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_path(path) as tmp:
-            Path(tmp).write_text(json.dumps(cache, indent=1, sort_keys=True))
-    except OSError:
-        pass  # read-only home: measure again next time
+    update_table(_TABLE, full, {"threads": best, "times": desc})
     return best, f"threads: {best} (measured now per tile: {desc})"

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import yaml
 
+from ..cache import cache_dir
 from ..errors import ModelError
 from .loader import sha256_file
 
@@ -75,8 +76,7 @@ class CatalogEntry:
 def weight_dirs() -> list[Path]:
     """Folders searched for weight files, in priority order."""
     dirs = [Path(p) for p in os.environ.get("RESTORE_WEIGHTS", "").split(os.pathsep) if p]
-    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "restore" / "weights"
-    dirs += [cache, _REPO_WEIGHTS]
+    dirs += [cache_dir("weights"), _REPO_WEIGHTS]
     return dirs
 
 

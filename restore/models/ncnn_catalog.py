@@ -149,7 +149,9 @@ def spec(name: str) -> NcnnSpec | None:
 
 def cache_dir() -> Path:
     """The user cache for converted weights: ``$XDG_CACHE_HOME/restore/weights`` (default ``~/.cache/...``)."""
-    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "restore" / "weights"
+    from ..cache import cache_dir
+
+    return cache_dir("weights")
 
 
 def wheel_files(name: str) -> tuple[Path, Path] | None:

@@ -265,7 +265,9 @@ class ModelStage(Stage):
         import torch
 
         if self._compiled is None:
-            cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "restore" / "inductor"
+            from ..cache import cache_dir
+
+            cache = cache_dir("inductor")
             try:  # torch fills the variable with its /tmp default once it has looked; only a user's own choice wins
                 from torch._inductor.runtime.cache_dir_utils import default_cache_dir
 
