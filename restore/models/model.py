@@ -102,7 +102,8 @@ class RestorationModel:
         its window attention runs fused (:mod:`restore.models.fused_attention`):
         then only the attention sees the padding, the convolutions and MLPs run on
         the tile itself, and the smallest balanced tile is the fastest (DAT-light
-        x2, 512x512, tile 128: 14.2 s unaligned vs 16.2 s aligned, fp32).
+        x2, 512x512, tile 128, fp32: 16.0 s unaligned vs 20.1 s aligned;
+        ``benchmarks/tile_align.py``).
         """
         fused = any(getattr(mod, "_restore_fused_forward", False) for mod in self.module.modules())
         return 1 if fused else max(1, int(self.info.window))
