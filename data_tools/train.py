@@ -2,6 +2,7 @@
 """Train the small CPU "starter" models on synthetic pairs (issue 6).
 
     python data_tools/train.py --task derain|weather|reflection --out runs/derain --minutes 30 --seed 0 [--resume]
+                               [--init weights.safetensors] [--mix rain=0.15,haze=0.1,snow=0.15,raindrop=0.6]
 
 Tasks and architectures (small configurations, documented as such -- the
 official models are 10-100x larger; official checkpoints still load through
@@ -32,6 +33,11 @@ a seeded numpy ``Generator`` for all sampling and degradations, and
 ``torch.use_deterministic_algorithms(True)``; with a time budget only the late
 learning rates depend on the measured time, so reruns with the same seed give
 the same loss curve up to that.
+
+``--init`` starts from existing weights of the same configuration (a
+fine-tune: new optimiser, warm-up and schedule; ``--resume`` takes precedence);
+``--mix`` sets the weather task's degradation probabilities (kinds left out are
+never drawn), e.g. to spend a fine-tune mostly on raindrops.
 
 ``--minutes`` is the total budget of the run: ``--resume`` continues from
 ``<out>/ckpt.pt`` (same step count, RNG states, schedule) until the total
@@ -96,11 +102,42 @@ def build_model(task: str) -> torch.nn.Module:
     return DRNet(**cfg["kwargs"])
 
 
-def degrade(task: str, clean: np.ndarray, rng: np.random.Generator, other: np.ndarray | None = None) -> np.ndarray:
+WEATHER_KINDS = ("rain", "haze", "snow", "raindrop")
+DEFAULT_MIX = (0.25, 0.15, 0.2, 0.4)
+
+
+def parse_mix(text: str) -> tuple[float, ...]:
+    """``"rain=0.15,haze=0.1,snow=0.15,raindrop=0.6"`` -> probabilities in ``WEATHER_KINDS`` order.
+
+    Kinds left out get probability 0; the values are normalised to sum to 1.
+
+    Raises:
+        ValueError: unknown kind, malformed item, negative value or an all-zero mix.
+    """
+    probs = dict.fromkeys(WEATHER_KINDS, 0.0)
+    for item in text.split(","):
+        name, sep, value = item.partition("=")
+        name = name.strip()
+        if not sep or name not in probs:
+            raise ValueError(f"--mix: expected kind=probability with kind in {', '.join(WEATHER_KINDS)}, got {item!r}")
+        try:
+            probs[name] = float(value)
+        except ValueError:
+            raise ValueError(f"--mix: {item!r} is not a number") from None
+        if not probs[name] >= 0:
+            raise ValueError(f"--mix: {item!r} is negative")
+    total = sum(probs.values())
+    if total <= 0:
+        raise ValueError("--mix: all probabilities are zero")
+    return tuple(probs[k] / total for k in WEATHER_KINDS)
+
+
+def degrade(task: str, clean: np.ndarray, rng: np.random.Generator, other: np.ndarray | None = None,
+            mix: tuple[float, ...] = DEFAULT_MIX) -> np.ndarray:
     if task == "derain":
         return synth.add_rain(clean, rng)
     if task == "weather":
-        return synth.weather(clean, rng)
+        return synth.weather(clean, rng, kinds=WEATHER_KINDS, probs=mix)
     return synth.add_reflection(clean, rng, reflection=other)
 
 
@@ -125,7 +162,8 @@ def augment(p: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return np.ascontiguousarray(p)
 
 
-def make_batch(task: str, images: list[np.ndarray], rng: np.random.Generator, batch: int, patch: int):
+def make_batch(task: str, images: list[np.ndarray], rng: np.random.Generator, batch: int, patch: int,
+               mix: tuple[float, ...] = DEFAULT_MIX):
     xs, ys = [], []
     for _ in range(batch):
         clean = augment(random_crop(images[int(rng.integers(len(images)))], patch, rng), rng)
@@ -133,7 +171,7 @@ def make_batch(task: str, images: list[np.ndarray], rng: np.random.Generator, ba
         if task == "reflection":
             # reflection layer: another image, a larger crop (out of focus, different framing)
             other = augment(random_crop(images[int(rng.integers(len(images)))], patch, rng), rng)
-        xs.append(degrade(task, clean, rng, other))
+        xs.append(degrade(task, clean, rng, other, mix))
         ys.append(clean)
     x = torch.from_numpy(np.stack(xs)).permute(0, 3, 1, 2).contiguous()
     y = torch.from_numpy(np.stack(ys)).permute(0, 3, 1, 2).contiguous()
@@ -176,6 +214,11 @@ def main(argv=None) -> int:
     ap.add_argument("--log-every", type=int, default=10)
     ap.add_argument("--ckpt-minutes", type=float, default=3.0)
     ap.add_argument("--weights", type=Path, default=None, help="default weights/<task>-starter.safetensors")
+    ap.add_argument("--init", type=Path, default=None,
+                    help="fine-tune: start from these .safetensors weights (same configuration) instead of random")
+    ap.add_argument("--mix", default=None,
+                    help="weather only: degradation probabilities, e.g. rain=0.15,haze=0.1,snow=0.15,raindrop=0.6 "
+                         "(default rain=0.25,haze=0.15,snow=0.2,raindrop=0.4)")
     args = ap.parse_args(argv)
 
     cfg = CONFIGS[args.task]
@@ -185,6 +228,16 @@ def main(argv=None) -> int:
     if patch % 8 or (args.task == "reflection" and patch < 32):
         ap.error("--patch must be a multiple of 8 (and >= 32 for reflection)")
     weights = args.weights or ROOT / "weights" / f"{args.task}-starter.safetensors"
+    mix = DEFAULT_MIX
+    if args.mix is not None:
+        if args.task != "weather":
+            ap.error("--mix applies to --task weather only")
+        try:
+            mix = parse_mix(args.mix)
+        except ValueError as e:
+            ap.error(str(e))
+    if args.init is not None and not args.init.is_file():
+        ap.error(f"--init: no such file {args.init}")
 
     torch.set_num_threads(args.threads)
     torch.use_deterministic_algorithms(True)
@@ -193,6 +246,14 @@ def main(argv=None) -> int:
 
     images = load_images("train")
     model = build_model(args.task)
+    if args.init is not None and not args.resume:
+        from safetensors.torch import load_file
+
+        try:
+            model.load_state_dict(load_file(str(args.init)), strict=True)
+        except (RuntimeError, OSError) as e:
+            ap.error(f"--init {args.init}: not weights of the {args.task} configuration ({str(e).splitlines()[0]})")
+        print(f"initialised from {args.init}", flush=True)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.99), weight_decay=1e-4)
     args.out.mkdir(parents=True, exist_ok=True)
     ckpt_path, log_path = args.out / "ckpt.pt", args.out / "loss.csv"
@@ -237,7 +298,7 @@ def main(argv=None) -> int:
                 frac = elapsed / budget
             for g in opt.param_groups:
                 g["lr"] = lr * lr_factor(step, frac, args.warmup)
-            x, y = make_batch(args.task, images, rng, batch, patch)
+            x, y = make_batch(args.task, images, rng, batch, patch, mix)
             out = model(x)
             loss = charbonnier(out, y)
             opt.zero_grad(set_to_none=True)
@@ -263,7 +324,9 @@ def main(argv=None) -> int:
     save_ckpt()
     model.eval()
     save_weights(model, weights, args.task, {"steps": step, "seconds": round(elapsed), "seed": args.seed,
-                                             "patch": patch, "batch": batch, "lr": lr, "config": CONFIGS[args.task]["arch"]})
+                                             "patch": patch, "batch": batch, "lr": lr, "config": CONFIGS[args.task]["arch"],
+                                             **({"init": args.init.name} if args.init else {}),
+                                             **({"mix": dict(zip(WEATHER_KINDS, mix))} if args.task == "weather" else {})})
     print(f"done: {step} steps in {elapsed:.0f} s; wrote {weights} ({weights.stat().st_size / 1e6:.2f} MB)", flush=True)
     return 0
 

@@ -91,3 +91,51 @@ def test_train_is_deterministic_with_fixed_steps(tmp_path):
         _, rows = _train(d, "--steps", "4")
         losses.append([float(r["loss"]) for r in rows])
     assert len(losses[0]) == 4 and losses[0] == losses[1]
+
+
+def test_weather_mix_parsing():
+    sys.path.insert(0, str(ROOT / "data_tools"))
+    from data_tools.train import WEATHER_KINDS, parse_mix
+
+    assert WEATHER_KINDS == ("rain", "haze", "snow", "raindrop")
+    assert parse_mix("raindrop=3, rain=1") == (0.25, 0.0, 0.0, 0.75)
+    for bad in ("fog=1", "rain", "rain=x", "rain=-1", "rain=0,snow=0"):
+        with pytest.raises(ValueError, match="--mix"):
+            parse_mix(bad)
+
+
+def test_weather_mix_draws_only_the_kinds_given(monkeypatch):
+    from data_tools.train import degrade
+
+    seen = []
+    for kind, fn in list(synth.DEGRADATIONS.items()):
+        def rec(img, rng, _k=kind, _f=fn, **kw):
+            seen.append(_k)
+            return _f(img, rng, **kw)
+        monkeypatch.setitem(synth.DEGRADATIONS, kind, rec)
+    clean = _crop(skimage.data.chelsea(), 0, 0, 48)
+    for s in range(12):
+        degrade("weather", clean, np.random.default_rng(s), mix=(0.0, 0.0, 0.0, 1.0))
+    assert seen == ["raindrop"] * 12
+
+
+def test_train_init_fine_tunes_from_weights(tmp_path):
+    from safetensors.torch import load_file
+
+    (tmp_path / "a").mkdir()
+    _train(tmp_path / "a", "--steps", "2")
+    first = tmp_path / "a" / "w.safetensors"
+    # zero steps from --init writes the initial weights back unchanged
+    (tmp_path / "b").mkdir()
+    r, _ = _train(tmp_path / "b", "--steps", "0", "--init", str(first))
+    assert f"initialised from {first}" in r.stdout
+    a, b = load_file(str(first)), load_file(str(tmp_path / "b" / "w.safetensors"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    # weights of another configuration: a one-line usage error, no traceback
+    cmd = [sys.executable, str(ROOT / "data_tools/train.py"), "--task", "derain", "--out", str(tmp_path / "c"),
+           "--steps", "0", "--init", str(first)]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and "not weights of the derain configuration" in r.stderr
+    assert "Traceback" not in r.stderr
+    r = subprocess.run(cmd[:-1] + [str(tmp_path / "missing.safetensors")], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and "--init: no such file" in r.stderr
