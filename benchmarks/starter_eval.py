@@ -9,6 +9,8 @@
     the starter.
 (b) ``weather-starter`` on ``<shared>/data/weather/raindrop`` (degraded/ vs clean/):
     the same with ``baselines.weather_baseline`` and ``baselines.deraindrop_median``.
+(b') ``weather-starter`` on each synthetic kind (rain, haze, snow, raindrop) of
+    centre crops of the held-out clean images, seeds 20000+.
 (c) ``reflection-starter`` on a held-out synthetic set: every ordered pair of the
     held-out clean images (``data_tools/clean_data.py``, split ``heldout``; never
     trained on) blended by ``synth.add_reflection`` with seeds 10000+ (training
@@ -96,6 +98,28 @@ def eval_pairs(title: str, pairs, methods: dict) -> list[tuple]:
             for name, v in rows.items()]
 
 
+def centre_crop(img: np.ndarray, size: int = 256) -> np.ndarray:
+    """Centre crop of at most ``size`` px, a multiple of 32 (quick, and no padding in the model)."""
+    h, w, _ = img.shape
+    s = min(size, h, w) // 32 * 32
+    return img[(h - s) // 2:(h - s) // 2 + s, (w - s) // 2:(w - s) // 2 + s]
+
+
+def weather_heldout(module, name: str) -> list[tuple]:
+    """Each weather kind on the held-out clean images (centre crops, seeds 20000+; never trained on)."""
+    out = []
+    for kind, fn in synth.DEGRADATIONS.items():
+        rows = {"input": [], name: []}
+        for i, img in enumerate(load_images("heldout")):
+            c = centre_crop(img)
+            x = quantise(fn(c, np.random.default_rng(20000 + i)))
+            rows["input"].append(scores(x, c))
+            rows[name].append(scores(run_model(module, x), c))
+        out += [(f"weather {kind} (held-out synthetic)", n, len(v), float(np.mean([a for a, _ in v])),
+                 float(np.mean([b for _, b in v]))) for n, v in rows.items()]
+    return out
+
+
 def reflection_heldout(module) -> list[tuple]:
     ims = load_images("heldout")
     rows = {"input": [], "reflection-starter": []}
@@ -106,10 +130,7 @@ def reflection_heldout(module) -> list[tuple]:
                 continue
             rng = np.random.default_rng(seed)
             seed += 1
-            # centre 256x256 crop keeps the set quick and the sizes a multiple of 32
-            h, w, _ = t.shape
-            s = min(256, h, w) // 32 * 32
-            t_c = t[(h - s) // 2:(h - s) // 2 + s, (w - s) // 2:(w - s) // 2 + s]
+            t_c = centre_crop(t)
             x = quantise(synth.add_reflection(t_c, rng, reflection=r))
             rows["input"].append(scores(x, t_c))
             rows["reflection-starter"].append(scores(run_model(module, x), t_c))
@@ -145,6 +166,7 @@ def main(argv=None) -> int:
         "baseline deraindrop_median": baselines.deraindrop_median,
         names[1]: lambda x: run_model(m.module, x),
     })
+    table += weather_heldout(m.module, names[1])
     m = load_model(names[2])
     print(f"reflection model: {names[2]} -> {m.arch}", flush=True)
     table += reflection_heldout(m.module)
@@ -157,12 +179,12 @@ def main(argv=None) -> int:
         write_rgb(args.reflection_out / f"{p.stem}_side_by_side.png", np.concatenate([x, y], axis=1))
 
     print()
-    print(f"{'set':34s} {'method':28s} {'n':>3s} {'PSNR-Y':>8s} {'PSNR-RGB':>9s} {'dY vs in':>9s}")
+    print(f"{'set':38s} {'method':28s} {'n':>3s} {'PSNR-Y':>8s} {'PSNR-RGB':>9s} {'dY vs in':>9s}")
     base = {}
     for title, name, n, py, prgb in table:
         if name == "input":
             base[title] = py
-        print(f"{title:34s} {name:28s} {n:3d} {py:8.2f} {prgb:9.2f} {py - base[title]:+9.2f}")
+        print(f"{title:38s} {name:28s} {n:3d} {py:8.2f} {prgb:9.2f} {py - base[title]:+9.2f}")
     print(f"\nreflection before/after of {len(real)} real photos written to {args.reflection_out}")
     print(f"({time.time() - t0:.0f} s)")
     return 0
