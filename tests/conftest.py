@@ -18,3 +18,17 @@ def photo(rng):
     y, x = np.mgrid[0:40, 0:48].astype(np.float32)
     base = np.stack([0.5 + 0.4 * np.sin(x / 7), 0.5 + 0.4 * np.cos(y / 5), (x + y) / 88], axis=-1)
     return np.clip(base + 0.05 * rng.standard_normal(base.shape), 0, 1).astype(np.float32)
+
+
+@pytest.fixture
+def weather_kinds_seen(monkeypatch):
+    """Record which ``synth.DEGRADATIONS`` kinds get drawn (a list, in call order); outputs unchanged."""
+    from data_tools import synth
+
+    seen = []
+    for kind, fn in list(synth.DEGRADATIONS.items()):
+        def rec(img, rng, _k=kind, _f=fn, **kw):
+            seen.append(_k)
+            return _f(img, rng, **kw)
+        monkeypatch.setitem(synth.DEGRADATIONS, kind, rec)
+    return seen
