@@ -102,8 +102,7 @@ def build_model(task: str) -> torch.nn.Module:
     return DRNet(**cfg["kwargs"])
 
 
-WEATHER_KINDS = ("rain", "haze", "snow", "raindrop")
-DEFAULT_MIX = (0.25, 0.15, 0.2, 0.4)
+WEATHER_KINDS, DEFAULT_MIX = synth.WEATHER_KINDS, synth.WEATHER_MIX
 
 
 def parse_mix(text: str) -> tuple[float, ...]:
@@ -218,7 +217,7 @@ def main(argv=None) -> int:
                     help="fine-tune: start from these .safetensors weights (same configuration) instead of random")
     ap.add_argument("--mix", default=None,
                     help="weather only: degradation probabilities, e.g. rain=0.15,haze=0.1,snow=0.15,raindrop=0.6 "
-                         "(default rain=0.25,haze=0.15,snow=0.2,raindrop=0.4)")
+                         f"(default {','.join(f'{k}={q:g}' for k, q in zip(WEATHER_KINDS, DEFAULT_MIX))})")
     args = ap.parse_args(argv)
 
     cfg = CONFIGS[args.task]
@@ -250,8 +249,12 @@ def main(argv=None) -> int:
         from safetensors.torch import load_file
 
         try:
-            model.load_state_dict(load_file(str(args.init)), strict=True)
-        except (RuntimeError, OSError) as e:
+            state = load_file(str(args.init))
+        except Exception as e:  # safetensors raises its own SafetensorError for a damaged or foreign file
+            ap.error(f"--init {args.init}: not a readable .safetensors file ({str(e).splitlines()[0]})")
+        try:
+            model.load_state_dict(state, strict=True)
+        except RuntimeError as e:
             ap.error(f"--init {args.init}: not weights of the {args.task} configuration ({str(e).splitlines()[0]})")
         print(f"initialised from {args.init}", flush=True)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.99), weight_decay=1e-4)

@@ -133,3 +133,7 @@ def test_train_init_fine_tunes_from_weights(tmp_path):
     assert "Traceback" not in r.stderr
     r = subprocess.run(cmd[:-1] + [str(tmp_path / "missing.safetensors")], capture_output=True, text=True, timeout=60)
     assert r.returncode == 2 and "--init: no such file" in r.stderr
+    junk = tmp_path / "junk.safetensors"
+    junk.write_bytes(b"not a safetensors file")
+    r = subprocess.run(cmd[:-1] + [str(junk)], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and "not a readable .safetensors file" in r.stderr and "Traceback" not in r.stderr

@@ -25,13 +25,16 @@ from .raindrop import add_raindrops
 from .reflection import add_reflection
 from .snow import add_snow
 
-__all__ = ["add_rain", "add_haze", "add_snow", "add_raindrops", "add_reflection", "weather", "DEGRADATIONS"]
+__all__ = ["add_rain", "add_haze", "add_snow", "add_raindrops", "add_reflection", "weather", "DEGRADATIONS",
+           "WEATHER_KINDS", "WEATHER_MIX"]
 
 DEGRADATIONS = {"rain": add_rain, "haze": add_haze, "snow": add_snow, "raindrop": add_raindrops}
+WEATHER_KINDS = ("rain", "haze", "snow", "raindrop")
+WEATHER_MIX = (0.25, 0.15, 0.2, 0.4)  # default probabilities of WEATHER_KINDS in weather()
 
 
-def weather(clean: np.ndarray, rng: np.random.Generator, kinds=("rain", "haze", "snow", "raindrop"),
-            p_combo: float = 0.2, probs=(0.25, 0.15, 0.2, 0.4)) -> np.ndarray:
+def weather(clean: np.ndarray, rng: np.random.Generator, kinds=WEATHER_KINDS,
+            p_combo: float = 0.2, probs=WEATHER_MIX) -> np.ndarray:
     """One random adverse-weather degradation (all-weather training, one model).
 
     Args:
