@@ -56,6 +56,13 @@ class DevelopOptions(_Strict):
     half_size: bool = False
 
 
+def _int_or_auto(v, minimum: int, what: str):
+    """``v`` if it is ``"auto"`` or an int (not a bool) >= ``minimum``; else ValueError naming ``what``."""
+    if v == "auto" or (isinstance(v, int) and not isinstance(v, bool) and v >= minimum):
+        return v
+    raise ValueError(f"must be {what} or auto, not {v!r}")
+
+
 class ModelOptions(_Strict):
     """Run a restoration model tiled.
 
@@ -96,16 +103,12 @@ class ModelOptions(_Strict):
     @field_validator("threads", mode="before")
     @classmethod
     def _threads_value(cls, v):
-        if v == "auto" or (isinstance(v, int) and not isinstance(v, bool) and v >= 1):
-            return v
-        raise ValueError(f"must be a thread count >= 1 or auto, not {v!r}")
+        return _int_or_auto(v, 1, "a thread count >= 1")
 
     @field_validator("tile", mode="before")
     @classmethod
     def _tile_value(cls, v):
-        if v == "auto" or (isinstance(v, int) and not isinstance(v, bool) and v >= 0):
-            return v
-        raise ValueError(f"must be a tile edge in pixels >= 0 (0 = whole image) or auto, not {v!r}")
+        return _int_or_auto(v, 0, "a tile edge in pixels >= 0 (0 = whole image)")
 
     @model_validator(mode="after")
     def _overlap_below_tile(self):
