@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Clean training images for the starter models, from package registries only.
 
-Sources (both installed by ordinary package clients, licences allow reuse):
+Sources (all installed by ordinary package clients, licences allow reuse):
 
 * scikit-image (PyPI ``scikit-image``, BSD-3-Clause): the photographic samples
   in ``skimage/data``; per-image terms from the ``skimage.data`` docstrings
@@ -11,6 +11,13 @@ Sources (both installed by ordinary package clients, licences allow reuse):
   Apache-2.0 AND BSD-3-Clause per ``/usr/share/doc/opencv-doc/copyright``,
   ``Files: *``): photographic images under
   ``/usr/share/doc/opencv-doc/examples/data``.
+* Debian ``plasma-workspace-wallpapers`` (``apt-get install -y
+  plasma-workspace-wallpapers``): the ten outdoor and still-life *photographs*
+  among KDE's wallpapers (trees, water, sky, a forest path: the content of
+  real rain and raindrop captures, which the sample images above lack), at
+  their 1280x1024 size; LGPL-3.0 per each wallpaper's ``metadata.json``
+  (Debian's copyright file: GPL-2+ for ``Files: *``).  The illustrations in
+  that package are left out.
 
 Nothing from ``../shared`` is ever read: those are evaluation data.
 
@@ -48,6 +55,14 @@ OPENCV_FILES = [
     "leuvenA.jpg", "messi5.jpg", "orange.jpg", "pca_test1.jpg", "rubberwhale1.png", "smarties.png",
     "squirrel_cls.jpg", "starry_night.jpg", "stuff.jpg",
 ]
+PLASMA_DIR = Path("/usr/share/wallpapers")
+# wallpaper folder -> photographer, as in its metadata.json (all LGPLv3)
+PLASMA_PHOTOS = {
+    "BytheWater": "Maciej Wiklo", "ColdRipple": "Risto Saukonpaa", "DarkestHour": "Risto Saukonpaa",
+    "EveningGlow": "Ian Hex", "FallenLeaf": "Martin Klapetek", "Grey": "Sigi Sagi", "Kite": "Risto Saukonpaa",
+    "OneStandsOut": "Risto Saukonpaa", "Path": "Risto Saukonpaa", "summer_1am": "Risto Saukonpaa",
+}
+PLASMA_SIZE = "1280x1024.jpg"
 # never trained on: reflection evaluation and tests
 HELDOUT = {"chelsea.png", "coffee.png", "butterfly.jpg", "fruits.jpg", "home.jpg"}
 
@@ -74,11 +89,11 @@ def _skimage_dir() -> Path:
     return Path(skimage.__file__).resolve().parent / "data"
 
 
-def _opencv_version() -> str:
+def _debian_version(package: str) -> str:
     import subprocess
 
     try:
-        out = subprocess.run(["dpkg-query", "-W", "-f=${Version}", "opencv-doc"], capture_output=True, text=True)
+        out = subprocess.run(["dpkg-query", "-W", "-f=${Version}", package], capture_output=True, text=True)
         return out.stdout.strip() or "unknown"
     except OSError:
         return "unknown"
@@ -97,10 +112,19 @@ def sources() -> list[dict]:
     for name in SKIMAGE_FILES:
         out.append({"name": name, "package": f"pypi:scikit-image=={skimage.__version__}",
                     "path": f"skimage/data/{name}", "abspath": str(sk / name), "licence": SKIMAGE_LICENCES[name]})
-    ver = _opencv_version()
+    ver = _debian_version("opencv-doc")
     for name in OPENCV_FILES:
         out.append({"name": name, "package": f"debian:opencv-doc={ver}",
                     "path": str(OPENCV_DOC / name), "abspath": str(OPENCV_DOC / name), "licence": OPENCV_LICENCE})
+    if not PLASMA_DIR.is_dir():
+        raise SystemExit(f"{PLASMA_DIR} not found: install Debian's plasma-workspace-wallpapers "
+                         "(apt-get update && apt-get install -y plasma-workspace-wallpapers)")
+    ver = _debian_version("plasma-workspace-wallpapers")
+    for folder, author in PLASMA_PHOTOS.items():
+        path = PLASMA_DIR / folder / "contents" / "images" / PLASMA_SIZE
+        out.append({"name": f"plasma-{folder}.jpg", "package": f"debian:plasma-workspace-wallpapers={ver}",
+                    "path": str(path), "abspath": str(path),
+                    "licence": f"LGPL-3.0 (photographer {author}; {folder}/metadata.json)"})
     for e in out:
         e["split"] = "heldout" if e["name"] in HELDOUT else "train"
         if not Path(e["abspath"]).is_file():
