@@ -97,7 +97,8 @@ def test_snow_brightens_with_particles():
 
 
 def test_raindrops_are_local_blurred_blobs(clean):
-    out = synth.add_raindrops(clean, np.random.default_rng(1), count=3.0, background_blur=0.0)
+    out = synth.add_raindrops(clean, np.random.default_rng(1), count=3.0, background_blur=0.0, veil=0.0,
+                              radius=(4, 12))
     changed = np.abs(out - clean).max(axis=2) > 0.02
     assert 0.02 < changed.mean() < 0.9  # local blobs, not a global change
     # inside the drops the content is smoother (defocused refraction)

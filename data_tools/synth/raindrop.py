@@ -9,12 +9,20 @@ with scattered light, as in the real pairs of Qian et al., "Attentive GAN for
 raindrop removal" (CVPR 2018: drops on a glass plate 2-5 cm in front of the
 lens).  Rendered here with one ``cv2.remap``:
 
-    src(p) = c_i - k_i (p - c_i)              for p inside drop i (flipped, k_i in 0.3-1.5)
+    src(p) = c_i - k_i (p - c_i)              for p inside drop i (flipped, k_i in 0.5-3)
     D   = remap(Gauss(J, sigma_d), src)       refracted, blurred content
     D'  = ((1 - s) D + s a) (1 - e rim^3)     s: light scattered in the water, a: its grey level
     M   = Gauss(alpha m, sigma_g)             m: drop matte (ellipses with wavy rims), glass defocus sigma_g
     I0  = Gauss(J, b) (1 - M) + Gauss(alpha m D', sigma_g)
     I   = (1 - v) I0 + v a                    veiling glare of the wet pane, v in 0-0.15
+
+The glass-plane defocus is tied to the drop size.  Drops and blur scale alike
+with distance (thin lens focused far away: a drop of radius r on a pane at
+distance z images to f r / z, a point of the pane blurs to a disc of diameter
+f D / z for an aperture D), so the blur measured in drop radii is D / 2r: about
+1-3 for millimetre drops in front of a 5-10 mm aperture.  ``sigma_g`` is drawn
+as 0.15-0.9 times the typical drop radius; most drops are then soft, bright
+blobs with little visible structure, as in real captures.
 
 The matte ``m`` is an ellipse per drop whose rim is perturbed by smooth noise
 (real drops are not ellipses), some drops carry a smaller run-off drop below
@@ -41,12 +49,14 @@ def add_raindrops(clean: np.ndarray, rng: np.random.Generator, *, count: float |
     image passed, so degrade whole images or crops taken at the native resolution):
         count: Drops per 100x100 px, 0.5-4 (scaled to the image area; at least one drop).
         radius: (min, max) drop radius in px, default (4-10, 20-50).
-        magnification: (min, max) of k, the flipped field-of-view factor, default (0.3, 1.5).
-        blur: Gaussian sigma of the refracted content, 2-6 px.
+        magnification: (min, max) of k, the flipped field-of-view factor, default (0.5, 3.0)
+            (a drop's fish-eye sees a neighbourhood several times its own size).
+        blur: Gaussian sigma of the refracted content, 2-8 px.
         edge_dark: Rim darkening strength e, 0.0-0.3.
         background_blur: Defocus of the whole scene seen through the wet pane, 0-1.5 px.
         scatter: Light scattered in the water, s in 0.1-0.5 (drop opacity alpha is drawn in 0.6-1).
-        defocus: Gaussian sigma of the glass-plane defocus that softens every drop, 0.5-5 px.
+        defocus: Gaussian sigma in px of the glass-plane defocus that softens every drop; default
+            0.15-0.9 times the geometric mean of the radius range (at least 0.5 px).
         veil: Veiling glare of the wet pane, v in 0-0.15, towards a light grey.
 
     Returns:
@@ -57,12 +67,12 @@ def add_raindrops(clean: np.ndarray, rng: np.random.Generator, *, count: float |
     dens = pick(count, rng, 0.5, 4.0)
     n = max(1, int(round(dens * h * w / 1e4)))
     rmin, rmax = radius if radius is not None else (rng.uniform(4, 10), rng.uniform(20, 50))
-    kmin, kmax = magnification if magnification is not None else (0.3, 1.5)
-    sig = pick(blur, rng, 2.0, 6.0)
+    kmin, kmax = magnification if magnification is not None else (0.5, 3.0)
+    sig = pick(blur, rng, 2.0, 8.0)
     e = pick(edge_dark, rng, 0.0, 0.3)
     bgb = pick(background_blur, rng, 0.0, 1.5)
     s = pick(scatter, rng, 0.1, 0.5)
-    sg = pick(defocus, rng, 0.5, 5.0)
+    sg = defocus if defocus is not None else max(0.5, rng.uniform(0.15, 0.9) * float(np.sqrt(rmin * rmax)))
     v = pick(veil, rng, 0.0, 0.15)
     opacity = pick(None, rng, 0.6, 1.0)
     grey = pick(None, rng, 0.6, 0.95)  # grey level of scattered light (overcast sky seen through water)
