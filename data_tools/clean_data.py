@@ -99,36 +99,42 @@ def _debian_version(package: str) -> str:
         return "unknown"
 
 
-def sources() -> list[dict]:
-    """Entries (package, path, licence) of every clean image; fails clearly when a package is missing."""
-    sk = _skimage_dir()
-    if not OPENCV_DOC.is_dir():
-        raise SystemExit(
-            f"{OPENCV_DOC} not found: install Debian's opencv-doc (apt-get update && apt-get install -y opencv-doc)"
-        )
+def sources(names=None) -> list[dict]:
+    """Entries (name, package, path, licence, split) of the clean images.
+
+    Args:
+        names: Only these image names (default: all). A Debian package is needed
+            only when one of its images is asked for.
+
+    Raises:
+        SystemExit: one line naming the missing file and the package to install.
+    """
     import skimage
 
+    sk = _skimage_dir()
     out = []
     for name in SKIMAGE_FILES:
         out.append({"name": name, "package": f"pypi:scikit-image=={skimage.__version__}",
-                    "path": f"skimage/data/{name}", "abspath": str(sk / name), "licence": SKIMAGE_LICENCES[name]})
+                    "path": f"skimage/data/{name}", "abspath": str(sk / name), "licence": SKIMAGE_LICENCES[name],
+                    "install": "pip install scikit-image"})
     ver = _debian_version("opencv-doc")
     for name in OPENCV_FILES:
         out.append({"name": name, "package": f"debian:opencv-doc={ver}",
-                    "path": str(OPENCV_DOC / name), "abspath": str(OPENCV_DOC / name), "licence": OPENCV_LICENCE})
-    if not PLASMA_DIR.is_dir():
-        raise SystemExit(f"{PLASMA_DIR} not found: install Debian's plasma-workspace-wallpapers "
-                         "(apt-get update && apt-get install -y plasma-workspace-wallpapers)")
+                    "path": str(OPENCV_DOC / name), "abspath": str(OPENCV_DOC / name), "licence": OPENCV_LICENCE,
+                    "install": "apt-get update && apt-get install -y opencv-doc"})
     ver = _debian_version("plasma-workspace-wallpapers")
     for folder, author in PLASMA_PHOTOS.items():
         path = PLASMA_DIR / folder / "contents" / "images" / PLASMA_SIZE
         out.append({"name": f"plasma-{folder}.jpg", "package": f"debian:plasma-workspace-wallpapers={ver}",
                     "path": str(path), "abspath": str(path),
-                    "licence": f"LGPL-3.0 (photographer {author}; {folder}/metadata.json)"})
+                    "licence": f"LGPL-3.0 (photographer {author}; {folder}/metadata.json)",
+                    "install": "apt-get update && apt-get install -y plasma-workspace-wallpapers"})
+    if names is not None:
+        out = [e for e in out if e["name"] in names]
     for e in out:
         e["split"] = "heldout" if e["name"] in HELDOUT else "train"
         if not Path(e["abspath"]).is_file():
-            raise SystemExit(f"missing clean image {e['abspath']} ({e['package']})")
+            raise SystemExit(f"missing clean image {e['abspath']} ({e['package']}): {e['install']}")
     return out
 
 
@@ -160,7 +166,7 @@ def load_images(split: str = "train", verify: bool = True) -> list[np.ndarray]:
     """Clean float32 RGB [0, 1] images of ``split``, checked against the manifest's sha256."""
     doc = yaml.safe_load(MANIFEST.read_text())
     want = {e["name"]: e for e in doc["images"] if e["split"] == split}
-    found = {e["name"]: e for e in sources()}
+    found = {e["name"]: e for e in sources(set(want))}
     out = []
     for name in sorted(want):
         src = found[name]["abspath"]

@@ -137,3 +137,16 @@ def test_train_init_fine_tunes_from_weights(tmp_path):
     junk.write_bytes(b"not a safetensors file")
     r = subprocess.run(cmd[:-1] + [str(junk)], capture_output=True, text=True, timeout=60)
     assert r.returncode == 2 and "not a readable .safetensors file" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_clean_sources_need_only_the_packages_asked_for(monkeypatch, tmp_path):
+    from data_tools import clean_data
+
+    monkeypatch.setattr(clean_data, "OPENCV_DOC", tmp_path / "no-opencv-doc")
+    monkeypatch.setattr(clean_data, "PLASMA_DIR", tmp_path / "no-wallpapers")
+    (entry,) = clean_data.sources({"astronaut.png"})  # scikit-image only: no Debian package needed
+    assert entry["split"] == "train" and Path(entry["abspath"]).is_file()
+    with pytest.raises(SystemExit, match="apt-get install -y plasma-workspace-wallpapers"):
+        clean_data.sources({"plasma-Path.jpg"})
+    with pytest.raises(SystemExit, match="apt-get install -y opencv-doc"):
+        clean_data.sources()
