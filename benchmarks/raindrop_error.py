@@ -38,11 +38,12 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from starter_eval import quantise, read_rgb, run_model, write_rgb  # noqa: E402
 
 from restore import load_model  # noqa: E402
+from restore.metrics import to_y  # noqa: E402
 
 
 def luma(img: np.ndarray) -> np.ndarray:
-    """BT.601 luma of float RGB in [0, 1], as restore.metrics.psnr(y_channel=True) uses."""
-    return (16.0 + 65.481 * img[..., 0] + 128.553 * img[..., 1] + 24.966 * img[..., 2]) / 255.0
+    """BT.601 luma in [0, 1] of float RGB in [0, 1], the Y that PSNR-Y uses."""
+    return to_y(img) / 255.0
 
 
 def split(err: np.ndarray, sigma: float) -> tuple[float, float]:
