@@ -19,8 +19,14 @@ def test_parse_bytes():
 
 @pytest.mark.skipif(not memory._hwm_supported(), reason="needs Linux /proc/self/clear_refs to read peak memory")
 def test_measured_curve_predicts_a_larger_tile(tmp_path):
-    """Fit at 64-192 px, predict the peak of a 288 px pass: within a factor 1.5 of the measured one.
-    (In a fresh process: the test runner's own heap history would blur resident-size peaks.)"""
+    """Fit at 64-192 px, predict the peak of a 288 px pass: within a factor 2 of the measured one.
+    (In a fresh process: the test runner's own heap history would blur resident-size peaks.)
+
+    Why 2: on CPU the resident-size peak of one pass counts between about 3 and 6 activation-sized buffers,
+    depending on which freed blocks the allocator hands back (measured for this model at 192 px: 28.5, 38.0,
+    47.2 and 56.9 MB in different processes, 2 threads or 1), so a fit from small passes can land up to ~1.7x
+    from a later pass either way. A wrong fit (no per-pixel term, a per-tile or per-channel slip) is off by
+    far more."""
     import json
     import subprocess
     import sys
@@ -37,7 +43,7 @@ def test_measured_curve_predicts_a_larger_tile(tmp_path):
                          cwd=Path(__file__).resolve().parents[1])
     b, peaks, predicted, actual = json.loads(out.stdout.strip().splitlines()[-1])
     assert b > 0 and peaks == sorted(peaks)  # bigger tiles, bigger peaks
-    assert actual / 1.5 < predicted < actual * 1.5, (predicted, actual, peaks)
+    assert actual / 2 < predicted < actual * 2, (predicted, actual, peaks)
 
 
 def test_tile_for_budget_is_monotonic_and_aligned():
