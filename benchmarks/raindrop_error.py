@@ -12,7 +12,10 @@ BT.601 luma Y in [0, 1] (as PSNR-Y):
 * ``gain if smooth error removed``: the PSNR gain an oracle would get by
   subtracting G*e alone, 10 log10(mean e^2 / mean (e - G*e)^2);
 
-for the degraded input and for ``--model``'s output (whole image, fp32).  With
+for the degraded input and for ``--model``'s output (whole image, fp32); and the
+PSNR-Y gain of an oracle global colour-affine correction (a 3x4 matrix fitted by
+least squares from the degraded to the clean RGB), which a smooth error that is
+the same everywhere would vanish under.  With
 ``--maps`` it also writes the low-pass error of the input, 0.5 + 3 G*e, beside
 the degraded image, for a visual check (outside the repository).
 
@@ -38,7 +41,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from starter_eval import quantise, read_rgb, run_model, write_rgb  # noqa: E402
 
 from restore import load_model  # noqa: E402
-from restore.metrics import to_y  # noqa: E402
+from restore.metrics import psnr, to_y  # noqa: E402
 
 
 def luma(img: np.ndarray) -> np.ndarray:
@@ -50,6 +53,14 @@ def split(err: np.ndarray, sigma: float) -> tuple[float, float]:
     low = cv2.GaussianBlur(err, (0, 0), sigma)
     total = float((err ** 2).mean())
     return float((low ** 2).mean()) / total, 10 * np.log10(total / float(((err - low) ** 2).mean()))
+
+
+def affine_oracle_gain(d: np.ndarray, c: np.ndarray) -> float:
+    """PSNR-Y gain of the best global colour-affine map of ``d`` onto ``c`` (both float RGB [0, 1])."""
+    x = np.concatenate([d.reshape(-1, 3), np.ones((d.shape[0] * d.shape[1], 1), np.float32)], axis=1)
+    coef, *_ = np.linalg.lstsq(x, c.reshape(-1, 3), rcond=None)
+    fit = np.clip(x @ coef, 0, 1).reshape(d.shape)
+    return psnr(fit, c, y_channel=True) - psnr(d, c, y_channel=True)
 
 
 def main(argv=None) -> int:
@@ -66,14 +77,15 @@ def main(argv=None) -> int:
     torch.set_num_threads(args.threads)
     module = load_model(args.model).module.eval()
     print(f"{'pair':<8} {'input: lowpass share':>21} {'gain if smooth removed':>23} "
-          f"{'model: lowpass share':>21} {'gain if smooth removed':>23}")
+          f"{'model: lowpass share':>21} {'gain if smooth removed':>23} {'global affine oracle':>21}")
     for deg in sorted((folder / "degraded").glob("*.png")):
         d, c = read_rgb(deg), read_rgb(folder / "clean" / deg.name)
         o = quantise(run_model(module, d))
         ed, eo = luma(d) - luma(c), luma(o) - luma(c)
         si, gi = split(ed, args.sigma)
         so, go = split(eo, args.sigma)
-        print(f"{deg.name:<8} {si:>21.2f} {gi:>20.2f} dB {so:>21.2f} {go:>20.2f} dB")
+        print(f"{deg.name:<8} {si:>21.2f} {gi:>20.2f} dB {so:>21.2f} {go:>20.2f} dB "
+              f"{affine_oracle_gain(d, c):>18.2f} dB")
         if args.maps is not None:
             low = cv2.GaussianBlur(d - c, (0, 0), args.sigma)
             write_rgb(args.maps / deg.name, np.concatenate([d, np.clip(0.5 + 3 * low, 0, 1)], axis=1))
