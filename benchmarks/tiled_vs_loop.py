@@ -26,7 +26,8 @@ def bench(args: argparse.Namespace, method: str) -> float:
            "--methods", method, "--json"]
     out = subprocess.run(cmd, capture_output=True, text=True)
     if out.returncode != 0:
-        raise SystemExit(f"{' '.join(cmd)} failed: {out.stderr.strip().splitlines()[-1:]}")
+        last = (out.stderr.strip().splitlines() or ["no error output"])[-1]
+        raise SystemExit(f"{' '.join(cmd)} failed: {last}")
     return float(json.loads(out.stdout)[0]["seconds"])
 
 
