@@ -28,7 +28,10 @@ def bench(args: argparse.Namespace, method: str) -> float:
     if out.returncode != 0:
         last = (out.stderr.strip().splitlines() or ["no error output"])[-1]
         raise SystemExit(f"{' '.join(cmd)} failed: {last}")
-    return float(json.loads(out.stdout)[0]["seconds"])
+    row = json.loads(out.stdout)[0]
+    if "error" in row:
+        raise SystemExit(f"{' '.join(cmd)}: {row['error']}")
+    return float(row["seconds"])
 
 
 def main(argv=None) -> int:
