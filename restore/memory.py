@@ -146,9 +146,9 @@ def measure_curve(forward, in_channels: int, *, device="cpu", dtype=None, sizes=
         quadratic: Fit the ``c P^2`` term too (global spatial attention);
             otherwise ``peak = a + b P`` (convolutions, windowed attention).
         repeats: Passes per size; the largest peak is kept. On CPU the
-            resident-size peak of the same pass varies by about +-25 % (how the
-            allocator reuses freed blocks), and a budget has to hold for the
-            worse pass.
+            resident-size peak of the same pass varies up to 2x between
+            processes (3 to 6 activation-sized buffers, by how the allocator
+            reuses freed blocks), and a budget has to hold for the worse pass.
 
     Returns:
         The :class:`MemoryCurve`, or None where peak memory cannot be read
@@ -181,10 +181,14 @@ def measure_curve(forward, in_channels: int, *, device="cpu", dtype=None, sizes=
     return MemoryCurve(max(a, 0.0), b, max(c, 0.0), tuple(sz), tuple(int(v) for v in y), dev.type, str(dtype).replace("torch.", ""))
 
 
+_METHOD = "max2"  # measurement method in the cache key: curves measured another way are measured again
+
+
 def _key(model, device_type: str, dtype) -> str:
     import torch
 
-    return f"{model.arch}/{model.shape_key}/{device_type}/{str(dtype).replace('torch.', '')}/torch-{torch.__version__}"
+    dt = str(dtype).replace("torch.", "")
+    return f"{model.arch}/{model.shape_key}/{device_type}/{dt}/torch-{torch.__version__}/{_METHOD}"
 
 
 def curve_for(model, device, dtype) -> MemoryCurve | None:
