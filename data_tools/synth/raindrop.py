@@ -19,10 +19,13 @@ lens).  Rendered here with one ``cv2.remap``:
 The glass-plane defocus is tied to the drop size.  Drops and blur scale alike
 with distance (thin lens focused far away: a drop of radius r on a pane at
 distance z images to f r / z, a point of the pane blurs to a disc of diameter
-f D / z for an aperture D), so the blur measured in drop radii is D / 2r: about
-1-3 for millimetre drops in front of a 5-10 mm aperture.  ``sigma_g`` is drawn
-as 0.15-0.9 times the typical drop radius; most drops are then soft, bright
-blobs with little visible structure, as in real captures.
+f D / z for an aperture D), so the blur disc measured in drop diameters is
+D / 2r, whatever the distance: about 1-3 for millimetre drops in front of a
+5-10 mm aperture, a Gaussian sigma of roughly 0.5-1.5 drop radii.  The blur is
+the same for every drop on the pane; ``sigma_g`` is drawn as 0.15-0.9 times the
+typical drop radius (the lower part of that range and below, so sharper drops
+from small apertures occur too); most drops are then soft, bright blobs with
+little visible structure, as in real captures.
 
 The matte ``m`` is an ellipse per drop whose rim is perturbed by smooth noise
 (real drops are not ellipses), some drops carry a smaller run-off drop below
