@@ -22,7 +22,7 @@ from safetensors import safe_open
 import restore.models
 from restore.models.catalog import refresh
 from restore.models.loader import sha256_file
-from tests.golden import load_golden
+from tests.golden import assert_golden, load_golden
 
 torch.set_num_threads(1)
 
@@ -110,10 +110,7 @@ def test_convert_golden(tmp_path: Path, fixture: str):
 
     model = restore.models.load_model(written)
     assert model.arch == CASES[fixture][0]
-    with torch.no_grad():
-        got = model.module(*[io[k] for k in config["forward_args"]])
-    assert got.shape == io["output"].shape
-    assert (got - io["output"]).abs().max().item() <= config["atol"]
+    assert_golden(model.module, [io[k] for k in config["forward_args"]], io["output"], config["atol"])
 
 
 def test_rerun_force_and_catalogue(tmp_path: Path, monkeypatch):

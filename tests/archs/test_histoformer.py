@@ -17,7 +17,7 @@ from restore.models.archs.histoformer import (
     infer_params,
     softmax_1,
 )
-from tests.golden import assert_close, assert_official_layout, load_golden, meta_state_dict, official_configs
+from tests.golden import assert_close, assert_golden, assert_official_layout, load_golden, meta_state_dict, official_configs
 
 NAME = "histoformer"
 OTHERS = ["restormer", "restormer_dualpixel", "drsformer", "drsformer_nomefc"]
@@ -34,10 +34,7 @@ def test_golden(golden):
     model.load_state_dict(weights, strict=True)
     model.eval()
     x = io["input"].clone()
-    with torch.no_grad():
-        out = model(*[x if k == "input" else io[k] for k in config["forward_args"]])
-    assert out.dtype == torch.float32
-    assert_close(out, io["output"], config["atol"])
+    assert_golden(model, [x if k == "input" else io[k] for k in config["forward_args"]], io["output"], config["atol"])
     assert torch.equal(x, io["input"])  # the in-place sort of the official code does not leak out
 
 
@@ -52,9 +49,7 @@ def test_detect_and_load(golden):
     assert desc.size_requirements.multiple_of == 8
     assert desc.tiling == ModelTiling.DISCOURAGED  # global channel attention: tiles change the output (benchmarks/arch_tiling.py)
     assert not desc.supports_half and not desc.supports_bfloat16
-    with torch.no_grad():
-        out = desc.model(io["input"])
-    assert_close(out, io["output"], config["atol"])
+    assert_golden(desc.model, [io["input"]], io["output"], config["atol"])
 
 
 @pytest.mark.parametrize("name", OTHERS)

@@ -19,7 +19,7 @@ from restore.models.archs import _swin
 from restore.models.archs.hdr_transformer import HDRTransformer
 from restore.models.archs.rawformer import load_rawformer
 from restore.models.archs.sctnet import SCTNet
-from tests.golden import load_golden
+from tests.golden import assert_golden, load_golden
 
 
 def _adam_state(sd: dict) -> dict:
@@ -99,13 +99,10 @@ def test_load_model_official_layout(tmp_path: Path, fixture: str):
         assert hp["n_heads"] == 4 != config["kwargs"]["n_heads"]
         desc = load_rawformer(dict(model.module.state_dict()), n_heads=config["kwargs"]["n_heads"])
         desc.model.eval()
-        with torch.no_grad():
-            assert _max_diff(desc.model(*inputs), io["output"]) <= config["atol"]
+        assert_golden(desc.model, inputs, io["output"], config["atol"])
         return
 
-    with torch.no_grad():
-        out = model.module(*inputs)
-    assert _max_diff(out, io["output"]) <= config["atol"]
+    out = assert_golden(model.module, inputs, io["output"], config["atol"])
     if model.info.frames == 3:  # the three frames stacked on channels (18) give the same result
         assert model.input_channels == 18
         with torch.no_grad():

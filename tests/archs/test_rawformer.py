@@ -16,7 +16,7 @@ from restore.models.archs.rawformer import (
     infer_params,
     load_rawformer,
 )
-from tests.golden import assert_official_layout, load_golden, meta_state_dict, shared_path
+from tests.golden import assert_golden, assert_official_layout, load_golden, meta_state_dict, shared_path
 
 # not recoverable from a state dict (documented in infer_params)
 UNRECOVERABLE = {"n_heads"}
@@ -47,10 +47,8 @@ def test_golden():
     config, weights, io = load_golden("rawformer")
     model = ViTRawNetGenerator(**config["kwargs"])
     model.load_state_dict(weights, strict=True)
-    out = _run(model, *[io[k] for k in config["forward_args"]])
     for key in config["output_keys"]:
-        assert out.shape == io[key].shape
-        assert (out - io[key]).abs().max().item() <= config["atol"]
+        assert_golden(model.eval(), [io[k] for k in config["forward_args"]], io[key], config["atol"])
 
 
 def test_detect_and_load():
@@ -74,8 +72,7 @@ def test_detect_and_load():
 
     # n_heads is not in the weights: with the fixture's value the output is reproduced exactly
     desc2 = load_rawformer(weights, n_heads=config["kwargs"]["n_heads"])
-    out = _run(desc2.model, io["input"])
-    assert (out - io["output"]).abs().max().item() <= config["atol"]
+    assert_golden(desc2.model.eval(), [io["input"]], io["output"], config["atol"])
 
 
 def test_other_fixtures_not_detected():

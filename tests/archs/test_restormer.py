@@ -16,7 +16,7 @@ from restore.models.archs.restormer_base import (
     infer_ffn_expansion_factor,
     infer_params,
 )
-from tests.golden import assert_close, assert_official_layout, load_golden, meta_state_dict, official_configs
+from tests.golden import assert_close, assert_golden, assert_official_layout, load_golden, meta_state_dict, official_configs
 
 FIXTURES = ["restormer", "restormer_dualpixel"]
 OTHERS = ["drsformer", "drsformer_nomefc", "histoformer"]
@@ -36,10 +36,7 @@ def test_golden(name):
     model = Restormer(**config["kwargs"])
     model.load_state_dict(weights, strict=True)
     model.eval()
-    with torch.no_grad():
-        out = model(*[io[k] for k in config["forward_args"]])
-    assert out.dtype == torch.float32
-    assert_close(out, io["output"], config["atol"])
+    assert_golden(model, [io[k] for k in config["forward_args"]], io["output"], config["atol"])
 
 
 @pytest.mark.parametrize("name", FIXTURES)
@@ -56,9 +53,7 @@ def test_detect_and_load(name):
     assert desc.size_requirements.multiple_of == 8
     assert desc.tiling == ModelTiling.DISCOURAGED  # global channel attention: tiles change the output (benchmarks/arch_tiling.py)
     assert not desc.supports_half
-    with torch.no_grad():
-        out = desc.model(*[io[k] for k in config["forward_args"]])
-    assert_close(out, io["output"], config["atol"])
+    assert_golden(desc.model, [io[k] for k in config["forward_args"]], io["output"], config["atol"])
 
 
 @pytest.mark.parametrize("name", OTHERS)

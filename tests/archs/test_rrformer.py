@@ -24,7 +24,7 @@ from restore.models.archs.rrformer import (
     infer_params,
     unwrap_checkpoint,
 )
-from tests.golden import assert_official_layout, load_golden, meta_state_dict, shared_path
+from tests.golden import assert_golden, assert_official_layout, load_golden, meta_state_dict, shared_path
 
 
 def _run(fn, *args):
@@ -45,9 +45,8 @@ def _golden_drnet():
 
 def test_golden_drnet():
     config, _, io, model = _golden_drnet()
-    out = _run(model, *[io[k] for k in config["forward_args"]])
     for key in config["output_keys"]:
-        assert _close(out, io[key], config["atol"])
+        assert_golden(model, [io[k] for k in config["forward_args"]], io[key], config["atol"])
 
 
 def test_golden_swinir():
@@ -55,9 +54,9 @@ def test_golden_swinir():
     model = SwinIR(**config["kwargs"]).eval()
     model.load_state_dict(weights, strict=True)
     x = io["input"]
-    assert _close(_run(model, x), io["output"], config["atol"])  # released forward: identity
-    assert _close(_run(model.forward_features, model.check_image_size(x)), io["features"], config["atol"])
-    assert _close(_run(model.forward_residual, x), io["res"], config["atol"])
+    assert_golden(model, [x], io["output"], config["atol"])  # released forward: identity
+    assert_golden(model, [x], io["features"], config["atol"], call=lambda m, x: m.forward_features(m.check_image_size(x)))
+    assert_golden(model, [x], io["res"], config["atol"], call=lambda m, x: m.forward_residual(x))
     # the dead branch also runs at a size that needs padding and a freshly computed shift mask
     assert _run(model.forward_residual, torch.rand(1, 16, 6, 10)).shape == (1, 16, 8, 12)
 
@@ -90,7 +89,7 @@ def test_detect_and_load():
         assert desc.input_channels == 19 and desc.output_channels == 3
         assert desc.size_requirements.check(32, 32) and not desc.size_requirements.check(33, 32)
         assert not desc.size_requirements.check(30, 30)
-        assert _close(_run(desc.model, io["input"]), io["output"], config["atol"])
+        assert_golden(desc.model, [io["input"]], io["output"], config["atol"])
 
 
 def test_not_detected_elsewhere():

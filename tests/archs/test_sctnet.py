@@ -13,7 +13,7 @@ from spandrel import ArchSupport, ModelTiling
 from restore.models.archs import _swin
 from restore.models.archs._base import info_for, registered
 from restore.models.archs.sctnet import SCTNet, SCTNetArch, filter_state_dict, infer_params
-from tests.golden import assert_close, assert_official_layout, load_golden, meta_state_dict, shared_path
+from tests.golden import assert_close, assert_golden, assert_official_layout, load_golden, meta_state_dict, shared_path
 
 NAME = "sctnet"
 
@@ -53,11 +53,9 @@ def golden_model(golden):
 def test_golden_three_frames_and_stacked(golden, golden_model):
     config, _, io = golden
     frames = _frames(io, config)
+    out = assert_golden(golden_model, frames, io["output"], config["atol"])
     with torch.no_grad():
-        out = golden_model(*frames)
         stacked = golden_model(torch.cat(frames, dim=1))
-    assert out.dtype == torch.float32
-    assert_close(out, io["output"], config["atol"])
     assert_close(stacked, out, 0.0)
 
 
@@ -71,14 +69,12 @@ def test_detect_load_and_prefix(golden):
     assert desc.purpose == "Restoration" and desc.tiling == ModelTiling.DISCOURAGED  # channel cross-attention is global
     assert desc.size_requirements.multiple_of == config["kwargs"]["window_size"]
     assert not desc.supports_half
-    with torch.no_grad():
-        assert_close(desc.model.eval()(*_frames(io, config)), io["output"], config["atol"])
+    assert_golden(desc.model.eval(), _frames(io, config), io["output"], config["atol"])
 
     ckpt = {"epoch": 1, "state_dict": {f"module.{k}": v for k, v in weights.items()}, "optimizer": {}}
     canon = spandrel.canonicalize_state_dict(ckpt)
     assert set(canon) == set(weights) and arch.detect(canon)
-    with torch.no_grad():
-        assert_close(arch.load(canon).model.eval()(*_frames(io, config)), io["output"], config["atol"])
+    assert_golden(arch.load(canon).model.eval(), _frames(io, config), io["output"], config["atol"])
 
 
 def test_other_model_not_detected():
