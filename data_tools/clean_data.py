@@ -162,10 +162,25 @@ def read_image(path: str | Path) -> np.ndarray:
     return (im[..., ::-1].astype(np.float32) / 255.0).copy()
 
 
-def load_images(split: str = "train", verify: bool = True) -> list[np.ndarray]:
-    """Clean float32 RGB [0, 1] images of ``split``, checked against the manifest's sha256."""
+#: Registries the clean images come from (the ``package`` prefix in the manifest).
+REGISTRIES = ("pypi", "debian")
+
+
+def load_images(split: str = "train", verify: bool = True, registries: tuple[str, ...] = REGISTRIES) -> list[np.ndarray]:
+    """Clean float32 RGB [0, 1] images of ``split``, checked against the manifest's sha256.
+
+    Args:
+        split: ``"train"`` or ``"heldout"``.
+        verify: Check each file's sha256 against the manifest.
+        registries: Only images from these registries.  ``("pypi",)`` needs
+            nothing beyond ``pip install -e ".[test]"`` (scikit-image's samples):
+            what the test suite trains on, so it passes on a fresh machine.
+
+    Raises:
+        SystemExit: a file is missing (names the package to install) or differs from the manifest.
+    """
     doc = yaml.safe_load(MANIFEST.read_text())
-    want = {e["name"]: e for e in doc["images"] if e["split"] == split}
+    want = {e["name"]: e for e in doc["images"] if e["split"] == split and e["package"].split(":")[0] in registries}
     found = {e["name"]: e for e in sources(set(want))}
     out = []
     for name in sorted(want):

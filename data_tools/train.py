@@ -64,7 +64,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from data_tools import synth  # noqa: E402
-from data_tools.clean_data import load_images  # noqa: E402
+from data_tools.clean_data import REGISTRIES, load_images  # noqa: E402
 
 TASKS = ("derain", "weather", "reflection")
 
@@ -215,6 +215,9 @@ def main(argv=None) -> int:
     ap.add_argument("--weights", type=Path, default=None, help="default weights/<task>-starter.safetensors")
     ap.add_argument("--init", type=Path, default=None,
                     help="fine-tune: start from these .safetensors weights (same configuration) instead of random")
+    ap.add_argument("--images", choices=("all", "pypi"), default="all",
+                    help="clean training images: all (PyPI + Debian packages, what the shipped starters used) or "
+                         "pypi (scikit-image's samples only: nothing to apt-get; for tests and quick trials)")
     ap.add_argument("--mix", default=None,
                     help="weather only: degradation probabilities, e.g. rain=0.15,haze=0.1,snow=0.15,raindrop=0.6 "
                          f"(default {','.join(f'{k}={q:g}' for k, q in zip(WEATHER_KINDS, DEFAULT_MIX))})")
@@ -243,7 +246,7 @@ def main(argv=None) -> int:
     torch.manual_seed(args.seed)
     rng = np.random.default_rng(args.seed)
 
-    images = load_images("train")
+    images = load_images("train", registries=("pypi",) if args.images == "pypi" else REGISTRIES)
     model = build_model(args.task)
     if args.init is not None and not args.resume:
         from safetensors.torch import load_file

@@ -1,10 +1,19 @@
+import atexit
 import os
+import shutil
+import tempfile
 
 import numpy as np
 import pytest
 import torch
 
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+# The suite never reads or writes the user's cache (~/.cache/restore: measured thread counts and memory
+# curves that real runs reuse, converted weights): one fresh cache per session, which subprocesses inherit.
+TEST_CACHE = tempfile.mkdtemp(prefix="restore-test-cache-")
+os.environ["XDG_CACHE_HOME"] = TEST_CACHE
+atexit.register(shutil.rmtree, TEST_CACHE, ignore_errors=True)
 
 
 @pytest.fixture

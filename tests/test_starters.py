@@ -60,7 +60,7 @@ def test_starter_loads_and_improves(name):
 def _train(tmp_path, *extra):
     cmd = [sys.executable, str(ROOT / "data_tools/train.py"), "--task", "reflection", "--out", str(tmp_path / "run"),
            "--seed", "0", "--patch", "32", "--batch", "2", "--log-every", "1", "--ckpt-minutes", "0.05",
-           "--weights", str(tmp_path / "w.safetensors"), *extra]
+           "--weights", str(tmp_path / "w.safetensors"), "--images", "pypi", *extra]
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr[-2000:]
     with (tmp_path / "run" / "loss.csv").open() as f:
@@ -127,7 +127,7 @@ def test_train_init_fine_tunes_from_weights(tmp_path):
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     # weights of another configuration: a one-line usage error, no traceback
     cmd = [sys.executable, str(ROOT / "data_tools/train.py"), "--task", "derain", "--out", str(tmp_path / "c"),
-           "--steps", "0", "--init", str(first)]
+           "--images", "pypi", "--steps", "0", "--init", str(first)]
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and "not weights of the derain configuration" in r.stderr
     assert "Traceback" not in r.stderr
@@ -150,3 +150,8 @@ def test_clean_sources_need_only_the_packages_asked_for(monkeypatch, tmp_path):
         clean_data.sources({"plasma-Path.jpg"})
     with pytest.raises(SystemExit, match="apt-get install -y opencv-doc"):
         clean_data.sources()
+    # what the training tests use: the scikit-image samples of the train split, no Debian package
+    images = clean_data.load_images("train", registries=("pypi",))
+    assert len(images) == 6 and all(i.dtype == np.float32 and i.ndim == 3 for i in images)
+    with pytest.raises(SystemExit, match="apt-get install"):
+        clean_data.load_images("train")
