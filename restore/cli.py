@@ -23,6 +23,24 @@ def _console(stderr: bool = False):
     return con
 
 
+def _nothing_found(inputs, patterns, recursive: bool, out_dir: Path) -> str:
+    """The error for a run that found no input: says when sub-folders hold images and -r would read them."""
+    from .pipeline import collect_inputs
+
+    where = ", ".join(map(str, inputs))
+    if not recursive:
+        try:
+            deeper = collect_inputs([p for p in inputs if Path(p).is_dir()], patterns, True, exclude=out_dir)
+        except RestoreError:
+            deeper = []
+        if deeper:
+            subs = sorted({f.parent for f in deeper})
+            return (f"no input images in {where} itself, but {len(deeper)} in {len(subs)} sub-folder{'s' if len(subs) > 1 else ''} "
+                    f"(e.g. {subs[0]}): add -r to read sub-folders")
+    pats = f" matching {', '.join(patterns)}" if patterns else ""
+    return f"no input images found in {where}{pats}"
+
+
 def _fail(msg: str, code: int = 2) -> None:
     _console(stderr=True).print(f"[bold red]error:[/] {msg}", markup=True, soft_wrap=True)
     sys.exit(code)
@@ -46,7 +64,10 @@ def cli(verbose: bool) -> None:
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar, summary only.")
 @click.option("--journal/--no-journal", "use_journal", default=True, show_default=True, help="Record every input in OUTPUT/.restore-journal.sqlite; a rerun resumes (done inputs skipped, interrupted ones retried).")
 @click.option("--retry-failed", is_flag=True, help="Retry inputs the journal has as failed (default: report them again without retrying).")
-@click.option("--timeout", "timeout_s", type=click.FloatRange(min=0), default=600.0, show_default=True, help="Time limit per input in seconds (run in a worker process that is killed and restarted); 0 = no limit, in this process.")
+@click.option("--timeout", "timeout_s", type=click.FloatRange(min=0), default=600.0, show_default=True,
+              help="Stall limit in seconds: an input is stopped (its worker process killed and restarted) when no tile, "
+                   "stage or file read finished for this long. A slow input that keeps making progress is never stopped. "
+                   "0 = no limit, run in this process.")
 @click.option("--exposure-times", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
               help="CSV of filename,exposure_time_s for brackets whose files carry no EXIF exposure time.")
 def run(pipeline: Path, inputs: tuple[Path, ...], out_dir: Path, overwrite: bool, recursive: bool, device: str | None, quiet: bool, use_journal: bool, retry_failed: bool, timeout_s: float, exposure_times: Path | None = None) -> None:
@@ -54,12 +75,14 @@ def run(pipeline: Path, inputs: tuple[Path, ...], out_dir: Path, overwrite: bool
 
     One bad file never stops the others; each output is written to a
     temporary file and renamed; existing outputs are skipped unless
-    --overwrite.  A journal in OUTPUT makes a rerun after a crash finish
+    --overwrite.  With -r, outputs mirror the input folders' sub-folders
+    (card/100CANON/IMG_0001.CR2 -> OUTPUT/100CANON/...); a run in which two
+    inputs would write one output is refused before anything runs.  A journal in OUTPUT makes a rerun after a crash finish
     the batch without redoing what was done; SIGINT/SIGTERM abandon the
     current input cleanly.  Exit status: 0 all good, 1 some file failed,
     2 usage error, 130 interrupted.
     """
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
     from .pipeline import collect_inputs, load_pipeline
 
@@ -71,47 +94,62 @@ def run(pipeline: Path, inputs: tuple[Path, ...], out_dir: Path, overwrite: bool
 
             spec = pipe.spec.model_copy(update={"input": pipe.spec.input.model_copy(update={"exposure_times": str(exposure_times.resolve())})})
             pipe = Pipeline(spec)
-        files = collect_inputs(inputs, pipe.spec.input.patterns, recursive or pipe.spec.input.recursive, exclude=out_dir)
+        deep = recursive or pipe.spec.input.recursive
+        files = collect_inputs(inputs, pipe.spec.input.patterns, deep, exclude=out_dir)
         if not files:
-            _fail(f"no input images found in {', '.join(map(str, inputs))}")
+            _fail(_nothing_found(inputs, pipe.spec.input.patterns, deep, out_dir))
+        roots = [p for p in inputs if p.is_dir()]
         if not timeout_s:
             pipe.prepare()  # with a time limit the worker process loads the models
     except RestoreError as e:
         _fail(str(e))
     results = []
     progress = Progress(
-        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),
         console=con, disable=quiet or not con.is_terminal, transient=True,
     )
     with progress:
         files_task = progress.add_task("files", total=len(files))
-        tiles_task = progress.add_task("tiles", total=1, visible=False)
+        tiles_task = progress.add_task("tiles", total=None, visible=False)
 
         def on_start(path, i):
             progress.update(files_task, description=f"{path.name}")
-            progress.update(tiles_task, completed=0, total=1, visible=True)
+            progress.reset(tiles_task, total=None, visible=False)  # shown once the tiler knows the tile count
 
         def on_tile(done, total):
-            progress.update(tiles_task, completed=done, total=total, description="tiles")
+            progress.update(tiles_task, completed=done, total=total, description="tiles", visible=True)
 
         def on_result(r):
             results.append(r)
             progress.advance(files_task)
-            if not quiet and not con.is_terminal:
-                con.print(f"{r.status:8s} {r.input}" + (f"  ({r.error})" if r.status == "failed" else ""), markup=False)
-            if not quiet:
-                for note in r.notes:
-                    con.print(f"         {note}", markup=False, soft_wrap=True)
+            if quiet:
+                return
+            line = f"{r.status:8s} {r.input}"
+            if r.status == "failed":
+                line += f"  ({r.error})"
+            elif r.status == "skipped":
+                line += f"  ({r.error})" if r.error else ""
+            elif r.seconds:
+                line += f"  ({r.seconds:.1f} s)"
+            con.print(line, markup=False, soft_wrap=True, highlight=False)
+            for note in r.notes:  # under the file they belong to
+                con.print(f"         {r.input.name}: {note}", markup=False, soft_wrap=True, highlight=False)
 
         try:
             report = pipe.run(
-                files, out_dir, overwrite=overwrite, device=device, on_start=on_start, on_result=on_result, tile_progress=on_tile,
+                files, out_dir, roots=roots, overwrite=overwrite, device=device, on_start=on_start, on_result=on_result, tile_progress=on_tile,
                 journal=True if use_journal else None, timeout_s=timeout_s or None, retry_failed=retry_failed, handle_signals=True,
             )
         except RestoreError as e:
             _fail(str(e))
     done, skipped, failed = report.count("done"), report.count("skipped"), report.count("failed")
-    con.print(f"{pipe.name}: {done} done, {skipped} skipped, {failed} failed -> {out_dir}", markup=False)
+    why = {}
+    for r in report.results:
+        if r.status == "skipped":
+            reason = (r.error or "skipped").split(" (")[0]
+            why[reason] = why.get(reason, 0) + 1
+    detail = f" ({', '.join(f'{n} {k}' for k, n in why.items())})" if why else ""
+    con.print(f"{pipe.name}: {done} done, {skipped} skipped{detail}, {failed} failed -> {out_dir}", markup=False)
     for r in report.failed:
         con.print(f"  failed: {r.error}", markup=False, soft_wrap=True)
     if report.interrupted:

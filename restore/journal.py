@@ -166,14 +166,15 @@ class Plan:
     Attributes:
         action: ``process`` (run it), ``skip`` (done before: outputs present,
             same content), ``failed`` (failed before and not to be retried now),
-            ``wait`` (failed; retry allowed from ``entry.next_try``).
+            ``wait`` (failed; retry allowed from ``entry.next_try``), ``refused``
+            (set by the batch: its output belongs to another input).
         reason: Why, in a few words (shown to the user).
         changed: The content differs from what the journal recorded (outputs
             must be replaced, not kept).
         entry: The journal row, if any.
     """
 
-    action: Literal["process", "skip", "failed", "wait"]
+    action: Literal["process", "skip", "failed", "wait", "refused"]
     reason: str
     changed: bool = False
     entry: Entry | None = None
@@ -391,10 +392,14 @@ class Journal:
         self._db.execute(f"UPDATE items SET {cols} WHERE path = ?", (*values.values(), key))
 
     def mark_pending(self, members: list[Path]) -> None:
-        """Record an input as queued (``pending``) unless the journal already knows this content."""
+        """Record a new input as queued (``pending``).
+
+        An input the journal already has a row for is left as recorded: if its
+        content changed, :meth:`plan` must still see the old fingerprint (and
+        the old outputs) to replace those outputs rather than skip it.
+        """
         members = [Path(m) for m in members]
-        e = self.get(members[0])
-        if e is not None and self._same_content(e.members, members):
+        if self.get(members[0]) is not None:
             return
         fps = [fingerprint(m, with_hash=False) for m in members]
         now = time.time()
@@ -433,8 +438,20 @@ class Journal:
         return self.get(key)
 
     def finish(self, path: str | Path, outputs: Iterable[Path]) -> None:
-        """Mark an item ``done`` with the outputs it wrote."""
-        self._set(_key(path), state="done", error=None, outputs=json.dumps([str(Path(o)) for o in outputs]), next_try=None)
+        """Mark an item ``done`` with the outputs it wrote (stored as absolute paths)."""
+        self._set(_key(path), state="done", error=None, outputs=json.dumps([os.path.abspath(o) for o in outputs]), next_try=None)
+
+    def output_owners(self) -> dict[str, str]:
+        """Output file (absolute path) -> the input (key) whose ``done`` row records it.
+
+        Lets a batch refuse an item that would overwrite another input's
+        output (two inputs mapped to one name across runs).
+        """
+        out: dict[str, str] = {}
+        for path, outputs in self._db.execute("SELECT path, outputs FROM items WHERE state = 'done'"):
+            for o in json.loads(outputs or "[]"):
+                out[os.path.abspath(o)] = path
+        return out
 
     def fail(self, path: str | Path, error: str, retry_in_s: float | None = None) -> None:
         """Mark an item ``failed`` with a one-line error; ``retry_in_s``: earliest retry from now (watch backoff)."""

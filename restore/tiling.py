@@ -402,6 +402,8 @@ def _run_tiled_once(forward, image, *, scale, out_channels, spec, multiple_of, m
         wx_sum[x0 * scale : x0 * scale + tw * scale] += wx[ix]
     inv_wx = (1.0 / wx_sum[:ow]).astype(np.float32)
     total = len(ys) * len(xs)
+    if progress:
+        progress(0, total)  # the tile count is known before the first tile runs: bars show it from the start
     autocast = dtype in (torch.float16, torch.bfloat16)
     batch = max(1, int(spec.batch))
     done = 0

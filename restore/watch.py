@@ -46,7 +46,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Callable
 
-from .batch import SignalGuard, planned_outputs
+from .batch import Item, SignalGuard, output_owner_conflict, relative_dir
 from .errors import InputError, RestoreError
 from .io import READ_SUFFIXES, TMP_MARK
 from .journal import Entry, Journal, JournalError, remove_temp_files
@@ -189,6 +189,8 @@ class Watcher:
         self._final: dict[str, tuple[int, int]] = {}
         self._events: queue.SimpleQueue = queue.SimpleQueue()
         self._index = 0
+        self._group_times: dict[str, float] = {}
+        self._owners: dict[str, str] = {}
         self._last_pool_add = 0.0
         self._stop = False
         self._current = ""
@@ -232,6 +234,7 @@ class Watcher:
         try:
             if not self.opts.overwrite:  # with overwrite, what earlier sessions did is redone once
                 self._members = {k: e for k, e in self.journal.member_index().items() if e.state == "done"}
+            self._owners = self.journal.output_owners()
             self._excluded = [p.resolve() for p in (self.out_dir, self.opts.move_done, self.opts.failed_dir) if p is not None]
             observer = self._start_observer()
             self._say("info", f"watching {self.in_dir} -> {self.out_dir} (pipeline {self.pipe.name}; settle {self.opts.settle_s:g} s)")
@@ -441,37 +444,54 @@ class Watcher:
             pass
         self._fail_for_good(members, tracks, f"{members[0]}: internal error: {type(e).__name__}: {first} (see {LOG_NAME})")
 
-    def _run(self, members: list[Path], *, planned: list[Path], group: bool = False, probe: bool = False, probe_only: bool = False, overwrite: bool = False, key: Path | None = None) -> FileResult:
-        self._current = members[0].name
+    def _item(self, members: list[Path], group: bool = False, times: dict | None = None) -> Item | None:
+        """The item for these files (outputs mirrored below the watched folder); None, with the file
+        failed, when its output template leaves the output folder."""
+        rel = relative_dir(members[0], [self.in_dir])
+        try:
+            outs = self.pipe.planned_outputs(members, self._index, self.out_dir, group=group, rel_dir=rel)
+        except RestoreError as e:
+            self._fail_for_good(members, [self._tracks[str(m)] for m in members if str(m) in self._tracks], f"{members[0]}: {e}")
+            return None
+        return Item(self._index, list(members), group, rel, outs, dict(times or {}) if group else {})
+
+    def _run(self, item: Item, *, probe: bool = False, probe_only: bool = False, overwrite: bool = False, key: Path | None = None) -> FileResult:
+        self._current = item.key.name
         try:
             with self.guard.interruptible():
-                times = dict(getattr(self.pipe, "_times", {}) or {}) if group else None
-                return self.runner.run(members, self._index, self.out_dir, group=group, overwrite=overwrite, probe=probe, probe_only=probe_only, times=times, planned_outputs=planned)
+                return self.runner.run(item, out_dir=self.out_dir, overwrite=overwrite, probe=probe, probe_only=probe_only)
         except KeyboardInterrupt:
-            remove_temp_files(planned)
+            remove_temp_files(item.outputs)
             if key is not None:
                 self.journal.abandon(key)
             self.report.interrupted = True
-            self._say("info", f"interrupted: abandoned {members[0].name} (it stays to do)")
+            self._say("info", f"interrupted: abandoned {item.key.name} (it stays to do)")
             raise _Stop from None
         finally:
             self._current = ""
 
     def _process_single(self, t: _Track) -> None:
         p = t.path
-        planned = planned_outputs(self.pipe, [p], self._index, self.out_dir, False)
-        plan = self._plan([p], planned)
+        item = self._item([p])
+        if item is None:
+            return
+        plan = self._plan(item)
         if plan is None:
             return
         if not self._begin([p], [t]):
             return
-        r = self._run([p], planned=planned, probe=True, overwrite=self.opts.overwrite or plan.changed, key=p)
+        r = self._run(item, probe=True, overwrite=self.opts.overwrite or plan.changed, key=p)
         self._index += 1
         self._handle(r, [p], [t])
 
-    def _plan(self, members: list[Path], planned: list[Path]):
+    def _plan(self, item: Item):
         """Journal decision; handles skip/wait/failed itself and returns None then, else the plan."""
+        members, planned = item.members, item.outputs
         tracks = [self._tracks[str(m)] for m in members if str(m) in self._tracks]
+        clash = output_owner_conflict(item, self._owners)
+        if clash is not None:
+            self._fail_for_good(members, tracks, clash)
+            return None
         if self.opts.overwrite:
             from .journal import Plan
 
@@ -510,6 +530,8 @@ class Watcher:
         now = time.monotonic()
         if r.status in ("done", "skipped"):
             self.journal.finish(key, r.outputs)
+            for o in r.outputs:
+                self._owners[os.path.abspath(o)] = str(Path(os.path.abspath(key)).resolve())
             self._remember_done(members, self.journal.get(key))
             for t in tracks:
                 self._tracks.pop(str(t.path), None)
@@ -607,7 +629,7 @@ class Watcher:
 
     # -- brackets -----------------------------------------------------------------------------------
     def _probe_for_pool(self, t: _Track) -> None:
-        r = self._run([t.path], planned=[], probe_only=True)
+        r = self._run(Item(self._index, [t.path]), probe_only=True)
         if r.status == "done":
             if self._changed(t):
                 self._update(time.monotonic())
@@ -638,10 +660,17 @@ class Watcher:
         return order
 
     def _complete_groups(self, order: list[Path], flush: bool) -> list[list[Path]]:
-        """Groups of ``order`` that are complete by the grouping rule (all of them when ``flush``)."""
+        """Groups of ``order`` that are complete by the grouping rule (all of them when ``flush``);
+        a bracket never spans folders, so each folder's files are grouped on their own."""
+        folders: dict[Path, list[Path]] = {}
+        for p in order:
+            folders.setdefault(p.parent, []).append(p)
+        return [g for files in folders.values() for g in self._complete_groups_in(files, flush)]
+
+    def _complete_groups_in(self, order: list[Path], flush: bool) -> list[list[Path]]:
         g = self.pipe.spec.input.group
         if flush:
-            groups, failures = self.pipe.group_inputs(order)
+            groups, failures, self._group_times = self.pipe.group_inputs(order)
             grouped = {p for grp in groups for p in grp}
             rest = [p for p in order if p not in grouped]
             if rest:
@@ -653,18 +682,18 @@ class Watcher:
             out = []
             for k in range(0, len(order) - len(order) % n, n):
                 chunk = order[k : k + n]
-                groups, failures = self.pipe.group_inputs(chunk)
+                groups, failures, self._group_times = self.pipe.group_inputs(chunk)
                 if failures:
                     msg = "; ".join(f.error for f in failures if f.error) or "not a valid bracket"
                     self._fail_for_good(chunk, [self._tracks[str(p)] for p in chunk if str(p) in self._tracks], msg)
                 else:
                     out += groups
             return out
-        groups, failures = self.pipe.group_inputs(order)
+        groups, failures, self._group_times = self.pipe.group_inputs(order)
         if not failures:
             return groups[:-1]  # the last group may still grow
         for k in range(1, len(order) - 1):
-            groups, failures = self.pipe.group_inputs(order[:-k])
+            groups, failures, self._group_times = self.pipe.group_inputs(order[:-k])
             if not failures:
                 return groups  # the trailing files start the next (still incomplete) group
         return []
@@ -689,13 +718,15 @@ class Watcher:
         return worked
 
     def _process_group(self, members: list[Path], tracks: list[_Track]) -> None:
-        planned = planned_outputs(self.pipe, members, self._index, self.out_dir, True)
-        plan = self._plan(members, planned)
+        item = self._item(members, group=True, times=self._group_times)
+        if item is None:
+            return
+        plan = self._plan(item)
         if plan is None:
             return
         if not self._begin(members, tracks):
             return
-        r = self._run(members, planned=planned, group=True, overwrite=self.opts.overwrite or plan.changed, key=members[0])
+        r = self._run(item, overwrite=self.opts.overwrite or plan.changed, key=members[0])
         self._index += 1
         self._handle(r, members, tracks)
 

@@ -1,13 +1,17 @@
-"""Run pipeline items in a worker subprocess with a per-item time limit.
+"""Run pipeline items in a worker subprocess with a stall limit (no progress for N seconds).
 
 A pathological input (a decoder that loops, a model that never returns, a
 segfault in a native library) must not hang or kill a batch.  The
 :class:`IsolatedWorker` keeps one child process (a fresh interpreter, so no
 inherited OpenMP or CUDA state, talking over a socket pair with the
 ``multiprocessing`` connection protocol) that loads the pipeline and its models once and then processes the
-items sent to it.  When an item exceeds its time limit the child is killed,
-the temporary files it left are removed, the item is reported as failed
-(``timed out after N s``) and a fresh child is started for the next item.
+items sent to it.  The child reports every finished tile, stage and file
+read; when it reports nothing for ``timeout_s`` seconds (a stall: a decoder
+that loops, a blocked read) the child is killed, the temporary files it left
+are removed, the item is reported as failed (``timed out: no progress for N
+s``) and a fresh child is started for the next item.  An item that is slow
+but progressing (a 24 MP photo through a transformer on a CPU) is never
+killed.
 
 The child ignores SIGINT and SIGTERM (a Ctrl-C reaches the whole process
 group; the parent decides what happens to the current item) and, on Linux,
@@ -29,7 +33,7 @@ from typing import Callable
 
 from .errors import ModelError, RestoreError
 from .journal import remove_temp_files
-from .pipeline.runner import FileResult
+from .pipeline.runner import FileResult, failure_result
 
 __all__ = ["IsolatedWorker", "InProcessRunner", "make_runner", "UNREADABLE", "TIMED_OUT"]
 
@@ -66,7 +70,6 @@ def _main() -> None:  # pragma: no cover - runs in the subprocess
 
 
 def _child(conn, spec, device) -> None:  # pragma: no cover - runs in the subprocess
-    from .io import read
     from .pipeline.runner import Pipeline
 
     try:
@@ -83,6 +86,9 @@ def _child(conn, spec, device) -> None:  # pragma: no cover - runs in the subpro
     def tiles(done, total):
         conn.send(("tile", done, total))
 
+    def stage(what):
+        conn.send(("progress", what))
+
     while True:
         try:
             msg = conn.recv()
@@ -90,33 +96,36 @@ def _child(conn, spec, device) -> None:  # pragma: no cover - runs in the subpro
             return
         if msg[0] == "stop":
             return
-        _, kind, paths, index, out_dir, overwrite, probe, times, ahead = msg
-        paths = [Path(p) for p in paths]
-        if ahead:
-            pipe.prefetch([Path(p) for p in ahead])
-        if probe:
-            bad = None
-            for p in paths:
-                try:
-                    read(p, pipe.raw_options)
-                except RestoreError as e:
-                    bad = FileResult(p, "failed", error=str(e) if str(p) in str(e) else f"{p}: {e}", notes=[UNREADABLE])
-                    break
-                except MemoryError:
-                    bad = FileResult(p, "failed", error=f"{p}: out of memory while decoding", notes=[UNREADABLE])
-                    break
-                except Exception as e:
-                    bad = FileResult(p, "failed", error=f"{p}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}", notes=[UNREADABLE])
-                    break
-            if bad is not None or kind == "probe":
-                conn.send(("result", bad or FileResult(paths[0], "done")))
+        job = msg[1]
+        item = job["item"]
+        if job["ahead"]:
+            pipe.prefetch([Path(p) for p in job["ahead"]])
+        if job["probe"]:
+            bad = probe_decode(pipe, item.members)
+            if bad is not None or job["probe_only"]:
+                conn.send(("result", bad or FileResult(item.key, "done")))
                 continue
-        if kind == "group":
-            pipe._times = dict(times or {})
-            r = pipe.run_group(paths, index, Path(out_dir), overwrite=overwrite, device=device, tile_progress=tiles)
-        else:
-            r = pipe.run_file(paths[0], index, Path(out_dir), overwrite=overwrite, device=device, tile_progress=tiles)
+        r = pipe.run_item(item.members, item.index, Path(job["out_dir"]), group=item.group, rel_dir=item.rel_dir, times=item.times,
+                          overwrite=job["overwrite"], device=device, tile_progress=tiles, stage_progress=stage)
         conn.send(("result", r))
+
+
+def probe_decode(pipe, members: list[Path]) -> FileResult | None:
+    """Decode every member; the first that does not decode comes back failed with the note :data:`UNREADABLE`."""
+    from .io import read
+
+    for p in members:
+        try:
+            read(p, pipe.raw_options)
+        except BaseException as e:  # noqa: BLE001 - interrupts propagate (failure_result gives None)
+            r = failure_result(Path(p), e)
+            if r is None:
+                raise
+            if isinstance(e, MemoryError):
+                r.error = f"{p}: out of memory while decoding"
+            r.notes.append(UNREADABLE)
+            return r
+    return None
 
 
 class IsolatedWorker:
@@ -126,8 +135,9 @@ class IsolatedWorker:
         pipeline: The :class:`~restore.pipeline.Pipeline` (its spec is sent to
             the child, which builds and prepares its own copy; the parent never
             loads the models).
-        timeout_s: Time limit per item in seconds (decoding, stages and
-            writing); None or 0 = no limit (the child still isolates crashes).
+        timeout_s: Stall limit in seconds: an item is stopped when the child
+            reports no progress (a finished tile, stage or file read) for this
+            long; None or 0 = no limit (the child still isolates crashes).
         device: ``cpu``, ``cuda``, ... (default: the pipeline's).
 
     The child starts on first use (:meth:`start`), and again after a timeout
@@ -239,32 +249,29 @@ class IsolatedWorker:
     # -- work ---------------------------------------------------------------------------
     def run(
         self,
-        paths: list[Path],
-        index: int,
-        out_dir: Path,
+        item,
         *,
-        group: bool = False,
+        out_dir: Path,
         overwrite: bool = False,
         probe: bool = False,
         probe_only: bool = False,
-        times: dict | None = None,
-        planned_outputs: list[Path] | None = None,
         tile_progress: Callable[[int, int], None] | None = None,
         prefetch: list[Path] | None = None,
     ) -> FileResult:
-        """Process one input (or one bracket with ``group=True``) in the child.
+        """Process one :class:`~restore.batch.Item` in the child.
+
+        The time limit is a *stall* limit: the child reports every finished
+        tile, stage and file read, and is killed only when it reports nothing
+        for ``timeout_s`` seconds.  A slow item that keeps making progress (a
+        24 MP photo on a CPU) is never killed.
 
         Args:
-            paths: The input (one path) or the bracket's files.
-            index: Position in the batch (``{index}`` template field).
+            item: The item (its members, index, folder, planned outputs, exposure times).
             out_dir: Output folder.
             overwrite: Redo even when the outputs exist.
-            probe: Decode every input first; a file that does not decode comes
+            probe: Decode every member first; a file that does not decode comes
                 back failed with the note :data:`UNREADABLE`.
             probe_only: Only the decode check (a ``done`` result means it decodes).
-            times: Exposure times by file name (brackets).
-            planned_outputs: Outputs whose temporary files to remove if the
-                child is killed mid-item.
             tile_progress: Called with ``(done, total)`` tiles.
             prefetch: The next item's files: the child starts decoding them
                 while this item computes (:meth:`Pipeline.prefetch`).  If the
@@ -273,7 +280,7 @@ class IsolatedWorker:
                 on the item before it.
 
         Returns:
-            The :class:`FileResult`; never raises for a bad input, a timeout
+            The :class:`FileResult`; never raises for a bad input, a stall
             or a crash of the child.
 
         Raises:
@@ -281,27 +288,32 @@ class IsolatedWorker:
                 temporary files removed (the caller abandons the item).
             RestoreError: the child cannot be (re)started.
         """
-        paths = [Path(p) for p in paths]
         self.start()
-        t0 = time.monotonic()
+        t0 = last = time.monotonic()
         ahead = [str(p) for p in prefetch] if prefetch and not probe_only else None
-        msg = ("item", "probe" if probe_only else "group" if group else "file", [str(p) for p in paths], index, str(out_dir), overwrite, probe or probe_only, times, ahead)
-        what = f"bracket {', '.join(p.name for p in paths)}" if group else str(paths[0])
+        job = {"item": item, "out_dir": str(out_dir), "overwrite": overwrite, "probe": probe or probe_only,
+               "probe_only": probe_only, "ahead": ahead}
+        planned = list(item.outputs)
         try:
-            self._conn.send(msg)
+            self._conn.send(("item", job))
             while True:
-                left = None if self.timeout_s is None else self.timeout_s - (time.monotonic() - t0)
+                now = time.monotonic()
+                left = None if self.timeout_s is None else self.timeout_s - (now - last)
                 if left is not None and left <= 0:
-                    self._abort(planned_outputs)
-                    return FileResult(paths[0], "failed", error=f"{what}: timed out after {self.timeout_s:g} s", seconds=time.monotonic() - t0, notes=[TIMED_OUT])
+                    self._abort(planned)
+                    return FileResult(item.key, "failed", error=f"{item.label}: timed out: no progress for {self.timeout_s:g} s "
+                                      f"(stopped after {now - t0:.0f} s; --timeout sets the limit)", seconds=now - t0, notes=[TIMED_OUT])
                 if not self._conn.poll(0.5 if left is None else min(left, 0.5)):
                     if self._proc.poll() is not None:
                         raise EOFError
                     continue
                 reply = self._conn.recv()
+                last = time.monotonic()  # any message is progress
                 if reply[0] == "tile":
                     if tile_progress:
                         tile_progress(reply[1], reply[2])
+                    continue
+                if reply[0] == "progress":
                     continue
                 return reply[1]
         except (EOFError, OSError, BrokenPipeError):
@@ -311,14 +323,13 @@ class IsolatedWorker:
                     code = self._proc.wait(1)
                 except subprocess.TimeoutExpired:
                     code = None
-            self._abort(planned_outputs)
+            self._abort(planned)
             if ahead:  # the read-ahead of the next file may be what crashed: retry this item alone
-                return self.run(paths, index, out_dir, group=group, overwrite=overwrite, probe=probe, times=times,
-                                planned_outputs=planned_outputs, tile_progress=tile_progress)
+                return self.run(item, out_dir=out_dir, overwrite=overwrite, probe=probe, tile_progress=tile_progress)
             why = f"signal {-code}" if code is not None and code < 0 else f"exit code {code}"
-            return FileResult(paths[0], "failed", error=f"{what}: the worker process crashed ({why})", seconds=time.monotonic() - t0)
+            return FileResult(item.key, "failed", error=f"{item.label}: the worker process crashed ({why})", seconds=time.monotonic() - t0)
         except BaseException:
-            self._abort(planned_outputs)
+            self._abort(planned)
             raise
 
     def _abort(self, planned_outputs: list[Path] | None) -> None:
@@ -357,30 +368,19 @@ class InProcessRunner:
     def __exit__(self, *exc) -> None:
         self.close()
 
-    def run(self, paths, index, out_dir, *, group=False, overwrite=False, probe=False, probe_only=False, times=None, planned_outputs=None, tile_progress=None, prefetch=None) -> FileResult:
-        """See :meth:`IsolatedWorker.run` (a KeyboardInterrupt propagates; atomic writes clean up after themselves)."""
-        from .io import read
-
-        paths = [Path(p) for p in paths]
+    def run(self, item, *, out_dir: Path, overwrite=False, probe=False, probe_only=False, tile_progress=None, prefetch=None) -> FileResult:
+        """See :meth:`IsolatedWorker.run` (no time limit; a KeyboardInterrupt propagates; atomic writes clean up after themselves)."""
         pipe = self.pipeline
         if prefetch and not probe_only:
             pipe.prefetch(prefetch)
         if probe or probe_only:
-            for p in paths:
-                try:
-                    read(p, pipe.raw_options)
-                except RestoreError as e:
-                    return FileResult(p, "failed", error=str(e) if str(p) in str(e) else f"{p}: {e}", notes=[UNREADABLE])
-                except MemoryError:
-                    return FileResult(p, "failed", error=f"{p}: out of memory while decoding", notes=[UNREADABLE])
-                except Exception as e:
-                    return FileResult(p, "failed", error=f"{p}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}", notes=[UNREADABLE])
+            bad = probe_decode(pipe, item.members)
+            if bad is not None:
+                return bad
             if probe_only:
-                return FileResult(paths[0], "done")
-        if group:
-            pipe._times = dict(times or {})
-            return pipe.run_group(paths, index, Path(out_dir), overwrite=overwrite, device=self.device, tile_progress=tile_progress)
-        return pipe.run_file(paths[0], index, Path(out_dir), overwrite=overwrite, device=self.device, tile_progress=tile_progress)
+                return FileResult(item.key, "done")
+        return pipe.run_item(item.members, item.index, Path(out_dir), group=item.group, rel_dir=item.rel_dir, times=item.times,
+                             overwrite=overwrite, device=self.device, tile_progress=tile_progress)
 
 
 def make_runner(pipeline, timeout_s: float | None = None, device: str | None = None):

@@ -66,7 +66,7 @@ def test_usage_errors_are_one_line_exit_2(tmp_path, batch):
     r = restore_cli("run", pipe, tmp_path / "missing", "-o", out)
     assert r.returncode == 2 and "no such file or folder" in r.stderr
     unknown = tmp_path / "u.yaml"
-    unknown.write_text("version: 1\nsteps:\n  - model: {name: no-such-model}\n  - write: {path: a.png}\n")
+    unknown.write_text("version: 1\nsteps:\n  - model: {name: no-such-model}\n  - write: {path: '{stem}.png'}\n")
     r = restore_cli("run", unknown, d, "-o", out)
     assert r.returncode == 2 and "unknown model 'no-such-model'" in r.stderr
 

@@ -4,7 +4,7 @@
   under a final name; a rerun completes every file and redoes none that was
   done (same inode and mtime for every output that existed at each kill).
 * A per-file time limit: an input that blocks forever (a FIFO named as an
-  input) is failed with "timed out after N s" and the batch goes on.
+  input) is failed with "timed out: no progress for N s" and the batch goes on.
 * SIGTERM / SIGINT: the current item is abandoned cleanly (no temporary file,
   journal row back to pending), exit 130 with a summary.
 """
@@ -124,7 +124,7 @@ def test_time_limit_fails_a_hanging_input_and_the_batch_goes_on(tmp_path):
     r = subprocess.run(cmd("run", tmp_path / "p.yaml", inputs[0], fifo, inputs[1], "-o", out, "--timeout", "1.5"), capture_output=True, text=True, timeout=120)
     assert r.returncode == 1, r.stdout + r.stderr
     assert "2 done, 0 skipped, 1 failed" in r.stdout
-    assert "hang.png: timed out after 1.5 s" in r.stdout
+    assert "hang.png: timed out: no progress for 1.5 s" in r.stdout
     assert "Traceback" not in r.stdout + r.stderr
     assert sorted(p.name for p in finals(out)) == ["img000.png", "img001.png"]
     assert rows(out)["hang.png"] == ("failed", 1)

@@ -88,6 +88,8 @@ def test_progress_reports_every_tile(rng):
     calls = []
     run_tiled(lambda x: x, rng.random((1, 40, 40), dtype=np.float32), scale=1, spec=TileSpec(16, 4, 2), progress=lambda d, t: calls.append((d, t)))
     assert calls[-1][0] == calls[-1][1] == 9
+    assert calls[0] == (0, 9)  # the real tile count before the first tile runs (progress bars show it from the start)
+    assert all(t == 9 for _, t in calls) and [d for d, _ in calls] == sorted(d for d, _ in calls)
 
 
 def test_precision_rules():

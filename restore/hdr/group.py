@@ -29,6 +29,8 @@ __all__ = [
     "probe",
     "load_exposure_times",
     "group_brackets",
+    "FrameLook",
+    "frame_look",
     "GROUP_MODES",
 ]
 
@@ -49,6 +51,12 @@ _SUBSEC_ORIGINAL = 0x9291
 # (EXIF rationals vs decimal tables; bracket steps are >= 1/3 EV = 26 %).
 _REL_TOL_TIME = 0.02
 _ABS_TOL_EV = 0.01
+# Frames without exposure times: a frame whose median-threshold bitmap differs from the previous frame's
+# in more than this fraction of pixels shows another scene.  Measured on ../shared/data/brackets
+# (taipei_night, memorial_debevec, 64 px thumbnails): consecutive exposures of one scene 0.00-0.17,
+# unrelated scenes ~0.5.  Measured brightness is not used to split: it saturates at the extremes
+# (memorial's five darkest frames lie within 0.32 EV of each other, film fog).
+_SCENE_MISMATCH = 0.3
 
 
 @dataclass
@@ -482,6 +490,69 @@ def load_exposure_times(source: str | Path | Mapping[str, float], base_dir: Path
     return _parse_table(path, text)
 
 
+# -- what a frame looks like (frames without exposure times) -------------------------------------------
+
+
+@dataclass
+class FrameLook:
+    """What a frame shows, measured from its pixels (for files without exposure times).
+
+    Attributes:
+        ev: Brightness, log2 of the mean linear Rec.709 luminance (EV); orders
+            one scene's frames by exposure, not comparable across scenes.
+        bitmap: Median threshold bitmap (Ward, "Fast, robust image registration
+            for compositing high dynamic range photographs", JGT 2003) of a
+            ~64 px log-luminance thumbnail, bool ``(h, w)``: nearly the same
+            for every exposure of one scene.
+        valid: Pixels far enough from the median to count, bool ``(h, w)``.
+    """
+
+    ev: float
+    bitmap: "object"
+    valid: "object"
+
+    def scene_mismatch(self, other: "FrameLook") -> float:
+        """Fraction of pixels (valid in both) whose median-threshold bit differs: ~0-0.2 for one
+        scene at different exposures, ~0.5 for unrelated scenes; 1.0 when sizes differ."""
+        import numpy as np
+
+        if self.bitmap.shape != other.bitmap.shape:
+            return 1.0
+        both = self.valid & other.valid
+        n = int(both.sum())
+        return float(np.count_nonzero((self.bitmap ^ other.bitmap) & both) / n) if n else 1.0
+
+
+def frame_look(path: str | Path, raw=None) -> FrameLook:
+    """Measure :class:`FrameLook` of an image file (decoded in full, then reduced).
+
+    Args:
+        path: The image file.
+        raw: :class:`restore.io.RawOptions` for RAW files.
+
+    Raises:
+        InputError: the file cannot be read.
+    """
+    import cv2
+    import numpy as np
+
+    from ..color import srgb_to_linear
+    from ..io import read
+
+    img = read(path, raw)
+    px = img.color
+    px = px[..., :3] if px.shape[2] >= 3 else np.repeat(px[..., :1], 3, axis=2)
+    h, w = px.shape[:2]
+    k = 64 / max(h, w)
+    small = cv2.resize(px, (max(1, round(w * k)), max(1, round(h * k))), interpolation=cv2.INTER_AREA) if k < 1 else px
+    lin = srgb_to_linear(np.clip(small, 0, 1)) if img.encoding.transfer == "srgb" else np.maximum(small, 0)
+    y = lin[..., 0] * 0.2126 + lin[..., 1] * 0.7152 + lin[..., 2] * 0.0722
+    ev = float(np.log2(float(np.mean(y)) + 1e-6))
+    g = np.log2(y + 1e-4)  # monotonic in exposure, like the 8-bit grey MTB uses
+    med = float(np.median(g))
+    return FrameLook(ev, g > med, np.abs(g - med) > 0.1)
+
+
 # -- grouping ------------------------------------------------------------------------------------------
 
 
@@ -513,7 +584,23 @@ def _split_on_repeat(infos: list[FrameInfo], value: Callable[[FrameInfo], float 
     return groups
 
 
-def _validate(group: list[FrameInfo]) -> None:
+def _split_by_look(infos: list[FrameInfo], looks: Mapping[Path, FrameLook | None]) -> list[list[FrameInfo]]:
+    """Brackets from measured looks, in file order: a new group where the scene (or the size) changes."""
+    groups: list[list[FrameInfo]] = []
+    prev: FrameLook | None = None
+    for info in infos:
+        lk = looks.get(info.path)
+        cur = groups[-1] if groups else None
+        if cur is None or (info.width, info.height) != (cur[-1].width, cur[-1].height) or (
+                lk is not None and prev is not None and lk.scene_mismatch(prev) > _SCENE_MISMATCH):
+            groups.append([info])
+        else:
+            cur.append(info)
+        prev = lk if lk is not None else prev
+    return groups
+
+
+def _validate(group: list[FrameInfo], need_times: bool = True) -> None:
     paths = [i.path for i in group]
     if len(group) < 2:
         raise BracketError("only 1 frame (a bracket needs at least 2 exposures)", paths)
@@ -521,6 +608,8 @@ def _validate(group: list[FrameInfo]) -> None:
     for i in group[1:]:
         if (i.width, i.height) != (w0, h0):
             raise BracketError(f"sizes differ ({w0}x{h0} vs {i.width}x{i.height})", paths)
+    if not need_times:  # exposure fusion weighs pixels by how well exposed they are: no times needed
+        return
     missing = [i.path for i in group if i.exposure_time_s is None]
     if len(missing) == len(group):
         raise BracketError("no exposure times in the files' metadata (give exposure_times)", paths)
@@ -539,6 +628,8 @@ def group_brackets(
     time_gap_s: float = 2.0,
     exposure_times: Mapping[str, float] | None = None,
     errors: list | None = None,
+    need_times: bool = True,
+    look: Callable[[Path], FrameLook | None] | None = None,
 ) -> list[list[FrameInfo]]:
     """Split probed files into exposure brackets and check each one can be merged.
 
@@ -558,8 +649,19 @@ def group_brackets(
       than ``time_gap_s`` seconds (every file needs a capture time).
     * ``"all"``: one group.
 
-    Every group must have at least 2 frames, all of one size, all with an
-    exposure time, not all the same exposure time.
+    Every group must have at least 2 frames, all of one size, and (with
+    ``need_times``, as radiance merges need) all with an exposure time, not all
+    the same exposure time.
+
+    Without exposure times (PNG exports, scans: no EXIF, no table) and with
+    ``need_times=False`` (exposure fusion), ``"exposure-sequence"`` splits by
+    what is known: the folder (callers group each folder on its own), the
+    file order and what each frame shows (``look(path)``, e.g.
+    :func:`frame_look`): a new group starts where the scene changes (more
+    than 30 % of the median-threshold bits differ from the previous frame's)
+    or the size changes.  Several brackets of one unchanged scene cannot be
+    told apart this way: give ``group: {by: size, size: N}`` or exposure
+    times.  Without ``look`` all such frames are one group.
 
     Args:
         infos: From :func:`probe`, in any order.
@@ -571,6 +673,11 @@ def group_brackets(
         errors: When a list is given, a group that fails the checks is
             appended to it as a :class:`BracketError` and left out of the
             result instead of raising, so the other brackets can go on.
+        need_times: Every frame needs an exposure time (radiance merges);
+            False for exposure fusion.
+        look: Measures a frame's :class:`FrameLook` (only called for
+            ``"exposure-sequence"`` when frames lack exposure times and
+            ``need_times`` is False); None for a frame that cannot be read.
 
     Returns:
         The brackets, each a list of :class:`FrameInfo` (copies carrying the
@@ -619,7 +726,10 @@ def group_brackets(
             )
         groups = [items[k : k + n] for k in range(0, len(items), n)]
     elif by == "exposure-sequence":
-        groups = _split_on_repeat(items, lambda i: i.exposure_time_s, _same_time)
+        if not need_times and look is not None and any(i.exposure_time_s is None for i in items):
+            groups = _split_by_look(items, {i.path: look(i.path) for i in items})
+        else:
+            groups = _split_on_repeat(items, lambda i: i.exposure_time_s, _same_time)
     elif by == "ev-bias":
         missing = [i.path for i in items if i.ev_bias is None]
         if missing:
@@ -644,12 +754,12 @@ def group_brackets(
 
     if errors is None:
         for g in groups:
-            _validate(g)
+            _validate(g, need_times)
         return groups
     valid = []
     for g in groups:
         try:
-            _validate(g)
+            _validate(g, need_times)
             valid.append(g)
         except BracketError as e:
             errors.append(e)

@@ -29,8 +29,20 @@ def _times(frames: list[Image]) -> list[float]:
     return [float(t) for t in times]
 
 
-def _exposures(frames: list[Image]) -> list[float]:
-    """Relative exposure per frame: time x ISO gain (when every frame has an ISO)."""
+def _exposures(frames: list[Image], measured_if_unknown: bool = False) -> list[float]:
+    """Relative exposure per frame: time x ISO gain (when every frame has an ISO).
+
+    With ``measured_if_unknown`` and no exposure time on any frame (PNG
+    exports without EXIF), each frame's mean linear luminance stands in: it
+    orders one scene's frames by exposure, which is all choosing a reference
+    frame needs.
+    """
+    if measured_if_unknown and all(f.meta.exposure_time_s is None for f in frames):
+        out = []
+        for f in frames:
+            lin = f.color if f.encoding.transfer == "linear" else color.srgb_to_linear(np.clip(f.color, 0, 1))
+            out.append(float(np.mean(lin)) + 1e-9)
+        return out
     times = _times(frames)
     isos = [f.meta.iso for f in frames]
     if all(isos):
@@ -40,8 +52,9 @@ def _exposures(frames: list[Image]) -> list[float]:
 
 
 def reference_index(frames: list[Image], ref: schema.Reference) -> int:
-    """Index of the reference frame: ``middle`` (median exposure), ``shortest``, ``longest`` or an index."""
-    order = list(np.argsort(_exposures(frames)))
+    """Index of the reference frame: ``middle`` (median exposure), ``shortest``, ``longest`` or an index
+    (frames without exposure times are ordered by their measured brightness)."""
+    order = list(np.argsort(_exposures(frames, measured_if_unknown=True)))
     if isinstance(ref, int):
         if not 0 <= ref < len(frames):
             raise RestoreError(f"reference {ref} out of range for a bracket of {len(frames)}")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import fnmatch
 import logging
+import os
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -18,7 +19,7 @@ from ..io import READ_SUFFIXES, TMP_MARK, RawOptions, read
 from .schema import PipelineSpec, parse_pipeline
 from .stages import Context, DevelopStage, Stage, WriteStage, build_stages
 
-__all__ = ["Pipeline", "FileResult", "RunReport", "collect_inputs", "load_pipeline"]
+__all__ = ["Pipeline", "FileResult", "RunReport", "collect_inputs", "load_pipeline", "failure_result"]
 
 log = logging.getLogger("restore")
 
@@ -226,6 +227,8 @@ class Pipeline:
                 raise RestoreError(f"{s.kind} needs an exposure bracket (several frames), got one image")
             else:
                 image = s(image, ctx)
+            if ctx.stage_progress:
+                ctx.stage_progress(s.kind)
         if isinstance(image, list):
             raise RestoreError("the pipeline ended with a bracket: add a merge or fuse step")
         return image
@@ -270,111 +273,164 @@ class Pipeline:
             return out.pixels.copy()
         return _to_array(out, dtype, squeeze, image.encoding)
 
-    # -- batch ---------------------------------------------------------------
-    def fields_for(self, path: Path, index: int) -> dict:
-        return {"stem": path.stem, "name": path.name, "suffix": path.suffix, "parent": path.parent.name, "index": index, "pipeline": self.name, "group": path.stem}
+    # -- per item ------------------------------------------------------------------
+    def item_fields(self, members: list[Path], index: int, *, group: bool = False, rel_dir: str = "") -> dict:
+        """Write-template fields of an item (one file, or a bracket's files in capture order).
 
-    def planned_outputs(self, path: Path, index: int, out_dir: Path) -> list[Path]:
-        ctx = Context(out_dir=out_dir, fields=self.fields_for(path, index))
+        ``stem``, ``name``, ``suffix`` (the extension without its dot), ``parent``
+        (the input's folder name), ``dir`` (its folder relative to the input
+        folder given, ``.`` at the top), ``index``, ``pipeline``, ``group``
+        (a bracket: ``<first stem>-<last stem>``; one file: its stem).
+        """
+        path = Path(members[0])
+        fields = {"stem": path.stem, "name": path.name, "suffix": path.suffix.lstrip("."), "parent": path.parent.name,
+                  "dir": rel_dir or ".", "index": index, "pipeline": self.name, "group": path.stem}
+        if group and len(members) > 1:
+            fields["group"] = f"{path.stem}-{Path(members[-1]).stem}"
+        return fields
+
+    def planned_outputs(self, members: list[Path], index: int, out_dir: Path, *, group: bool = False, rel_dir: str = "") -> list[Path]:
+        """The files the write steps will produce for an item (the one place outputs are planned).
+
+        Raises:
+            OutputError: a template that leaves the output folder.
+        """
+        ctx = Context(out_dir=Path(out_dir), fields=self.item_fields(members, index, group=group, rel_dir=rel_dir))
         return [w.path_for(ctx) for w in self.writes]
 
-    def run_file(self, path: Path, index: int, out_dir: Path, *, overwrite: bool = False, device: str | None = None, tile_progress=None) -> FileResult:
-        """Process one input file; never raises for a bad file (the result says why)."""
-        t0 = time.perf_counter()
-        try:
-            planned = self.planned_outputs(path, index, out_dir)
-            if planned and not overwrite and all(p.exists() for p in planned):
-                self._prefetched.pop(Path(path), None)
-                return FileResult(path, "skipped", planned, "outputs exist (use --overwrite)")
-            image = self._read(path)
-            ctx = Context(out_dir=out_dir, fields=self.fields_for(path, index), overwrite=overwrite, tile_progress=tile_progress, device=device)
-            self.process(image, ctx)
-            return FileResult(path, "done", ctx.outputs, seconds=time.perf_counter() - t0, notes=list(ctx.notes))
-        except RestoreError as e:
-            msg = str(e)
-            return FileResult(path, "failed", error=msg if str(path) in msg else f"{path}: {msg}", seconds=time.perf_counter() - t0)
-        except MemoryError:
-            return FileResult(path, "failed", error=f"{path}: out of memory", seconds=time.perf_counter() - t0)
-        except Exception as e:  # a bug or an unexpected library error: report, keep going
-            log.debug("%s", traceback.format_exc())
-            first = str(e).splitlines()[0] if str(e) else ""
-            return FileResult(path, "failed", error=f"{path}: {type(e).__name__}: {first}", seconds=time.perf_counter() - t0)
+    def run_item(
+        self,
+        members: list[Path],
+        index: int,
+        out_dir: Path,
+        *,
+        group: bool = False,
+        rel_dir: str = "",
+        times: dict[str, float] | None = None,
+        overwrite: bool = False,
+        device: str | None = None,
+        tile_progress=None,
+        stage_progress=None,
+    ) -> FileResult:
+        """Read an item (one file, or a bracket with ``group``), run the stages, write; never raises for bad input.
 
-    # -- brackets ----------------------------------------------------------------
-    def group_inputs(self, files: list[Path]) -> tuple[list[list[Path]], list[FileResult]]:
-        """Split input files into bracket groups (``input.group``); invalid groups come back as failures.
+        Args:
+            members: The file, or the bracket's files in capture order.
+            index: Position in the batch (``{index}``).
+            out_dir: Output folder.
+            group: ``members`` is a bracket.
+            rel_dir: The item's folder relative to the input folder (``{dir}``; outputs mirror it).
+            times: Exposure times in seconds by file name, overriding the files' metadata (brackets).
+            overwrite: Replace existing outputs (else an item whose outputs all exist is skipped).
+            device: Torch device for model steps.
+            tile_progress: Called with ``(done, total)`` tiles.
+            stage_progress: Called with a short label after each file read and
+                each stage (the worker's stall detector counts these as progress).
 
         Returns:
-            ``(groups, failures)``: each group a list of paths in capture order;
-            each failure names the group's files and the problem.
+            The :class:`FileResult` (``failed`` with a one-line error naming the file for bad input).
+        """
+        members = [Path(m) for m in members]
+        t0 = time.perf_counter()
+        what = f"bracket {', '.join(p.name for p in members)}" if group else str(members[0])
+        try:
+            fields = self.item_fields(members, index, group=group, rel_dir=rel_dir)
+            planned = self.planned_outputs(members, index, out_dir, group=group, rel_dir=rel_dir)
+            if planned and not overwrite and all(p.exists() for p in planned):
+                for m in members:
+                    self._prefetched.pop(m, None)
+                return FileResult(members[0], "skipped", planned, "outputs exist (use --overwrite)")
+            frames = []
+            for p in members:
+                img = self._read(p)
+                t = (times or {}).get(p.name)
+                if t is not None:
+                    img.meta.exposure_time_s = float(t)
+                frames.append(img)
+                if stage_progress:
+                    stage_progress(f"read {p.name}")
+            ctx = Context(out_dir=out_dir, fields=fields, overwrite=overwrite, tile_progress=tile_progress, device=device,
+                          stage_progress=stage_progress)
+            self.process(frames if group else frames[0], ctx)
+            return FileResult(members[0], "done", ctx.outputs, seconds=time.perf_counter() - t0, notes=list(ctx.notes))
+        except BaseException as e:  # noqa: BLE001 - every failure becomes a result; interrupts propagate
+            r = failure_result(members[0], e, what=what, seconds=time.perf_counter() - t0)
+            if r is None:
+                raise
+            return r
+
+    # -- brackets ----------------------------------------------------------------
+    def group_inputs(self, files: list[Path]) -> tuple[list[list[Path]], list[FileResult], dict[str, float]]:
+        """Split input files into bracket groups (``input.group``); invalid groups come back as failures.
+
+        A bracket never spans folders: each folder's files are grouped on their own.
+
+        Returns:
+            ``(groups, failures, times)``: each group a list of paths in capture
+            order; each failure names the group's files and the problem;
+            ``times`` the exposure-time table (by file name) that overrides the
+            files' metadata (empty when the pipeline gives none).
         """
         from ..hdr.group import BracketError, group_brackets, load_exposure_times, probe
 
         g = self.spec.input.group
-        times = None
+        times: dict[str, float] = {}
         if self.spec.input.exposure_times is not None:
             base = files[0].parent if files else Path(".")
             try:
                 times = load_exposure_times(self.spec.input.exposure_times, base_dir=base)
             except RestoreError as e:  # a bad table fails the whole batch, reported like a bad file
-                return [], [FileResult(base / str(self.spec.input.exposure_times), "failed", error=str(e))]
-        infos, failures = [], []
+                return [], [FileResult(base / str(self.spec.input.exposure_times), "failed", error=str(e))], {}
+        folders: dict[Path, list] = {}
+        failures: list[FileResult] = []
         for f in files:
             try:
-                infos.append(probe(f))
-            except RestoreError as e:
-                failures.append(FileResult(f, "failed", error=str(e) if str(f) in str(e) else f"{f}: {e}"))
-            except Exception as e:  # a decoder library's own error on a corrupt header
-                failures.append(FileResult(f, "failed", error=f"{f}: unreadable ({type(e).__name__})"))
-        bad: list[BracketError] = []
-        try:
-            groups = group_brackets(infos, by=g.by, size=g.size, time_gap_s=g.time_gap_s, exposure_times=times, errors=bad)
-        except BracketError as e:  # the whole set cannot be split (e.g. a size remainder)
-            return [], failures + [FileResult(infos[0].path if infos else Path("."), "failed", error=str(e))]
-        failures += [FileResult(e.files[0] if e.files else Path("."), "failed", error=str(e)) for e in bad]
-        self._times = times or {}
-        return [[i.path for i in grp] for grp in groups], failures
+                folders.setdefault(Path(os.path.abspath(f)).parent, []).append(probe(f))
+            except Exception as e:  # RestoreError, or a decoder library's own error on a corrupt header
+                r = failure_result(Path(f), e)
+                if r is None:
+                    raise
+                failures.append(r)
+        need_times = self.needs_exposure_times
+        groups: list[list[Path]] = []
+        for infos in folders.values():
+            bad: list[BracketError] = []
+            try:
+                found = group_brackets(infos, by=g.by, size=g.size, time_gap_s=g.time_gap_s, exposure_times=times,
+                                       errors=bad, need_times=need_times,
+                                       look=self._look)
+            except BracketError as e:  # the folder cannot be split (e.g. a size remainder)
+                failures.append(FileResult(e.files[0] if e.files else infos[0].path, "failed", error=str(e)))
+                continue
+            failures += [FileResult(e.files[0] if e.files else Path("."), "failed", error=str(e)) for e in bad]
+            groups += [[i.path for i in grp] for grp in found]
+        return groups, failures, times
 
-    def group_fields(self, group: list[Path], index: int) -> dict:
-        f = self.fields_for(group[0], index)
-        f["group"] = f"{group[0].stem}-{group[-1].stem}" if len(group) > 1 else group[0].stem
-        return f
+    def _look(self, path: Path):
+        """What a frame without exposure time looks like (:func:`restore.hdr.group.frame_look`); None
+        when it cannot be read (it then stays in the current bracket; its read fails it later, by name)."""
+        from ..hdr.group import frame_look
 
-    def run_group(self, group: list[Path], index: int, out_dir: Path, *, overwrite: bool = False, device: str | None = None, tile_progress=None) -> FileResult:
-        """Read a bracket, run the stages, write; never raises for bad input (the result says why)."""
-        t0 = time.perf_counter()
-        names = ", ".join(p.name for p in group)
         try:
-            fields = self.group_fields(group, index)
-            planned = [w.path_for(Context(out_dir=out_dir, fields=fields)) for w in self.writes]
-            if planned and not overwrite and all(p.exists() for p in planned):
-                return FileResult(group[0], "skipped", planned, "outputs exist (use --overwrite)")
-            frames = []
-            for p in group:
-                img = self._read(p)
-                t = getattr(self, "_times", {}).get(p.name)
-                if t is not None:
-                    img.meta.exposure_time_s = float(t)
-                frames.append(img)
-            ctx = Context(out_dir=out_dir, fields=fields, overwrite=overwrite, tile_progress=tile_progress, device=device)
-            self.process(frames, ctx)
-            r = FileResult(group[0], "done", ctx.outputs, seconds=time.perf_counter() - t0)
-            r.notes = ctx.notes
-            return r
-        except RestoreError as e:
-            return FileResult(group[0], "failed", error=f"bracket {names}: {e}", seconds=time.perf_counter() - t0)
-        except MemoryError:
-            return FileResult(group[0], "failed", error=f"bracket {names}: out of memory", seconds=time.perf_counter() - t0)
-        except Exception as e:
-            log.debug("%s", traceback.format_exc())
-            first = str(e).splitlines()[0] if str(e) else ""
-            return FileResult(group[0], "failed", error=f"bracket {names}: {type(e).__name__}: {first}", seconds=time.perf_counter() - t0)
+            return frame_look(path, self.raw_options)
+        except RestoreError:
+            return None
+
+    @property
+    def needs_exposure_times(self) -> bool:
+        """The pipeline merges radiance: every merge method (Debevec, Robertson, raw-linear, and the
+        networks, which take exposure-normalised frames) needs each frame's exposure time; exposure
+        fusion does not."""
+        from .hdr_stages import MergeStage
+
+        return any(isinstance(s, MergeStage) for s in self.stages)
 
     def run(
         self,
         inputs: list[Path],
         out_dir: Path,
         *,
+        roots: list[Path] | None = None,
         overwrite: bool = False,
         device: str | None = None,
         on_start: Callable[[Path, int], None] | None = None,
@@ -385,58 +441,62 @@ class Pipeline:
         retry_failed: bool = False,
         handle_signals: bool = False,
     ) -> RunReport:
-        """Process ``inputs`` into ``out_dir``; see :meth:`run_file`.
+        """Process ``inputs`` into ``out_dir`` (see :func:`restore.batch.run_batch`).
 
         Args:
+            inputs: Input files (e.g. from :func:`collect_inputs`).
+            out_dir: Output folder.
+            roots: The folders the inputs were collected from: outputs mirror
+                each input's folder below its root (``card/101CANON/IMG_1.CR2``
+                -> ``out/101CANON/...``).  None: every output goes to ``out_dir``
+                itself.  Either way, two inputs planned onto one output are
+                refused before anything runs.
             journal: A :class:`restore.journal.Journal`, ``True`` (the output
                 folder's ``.restore-journal.sqlite``) or a journal path: skip
                 what is done, retry what a crash interrupted, record every
-                item (see :mod:`restore.batch`).  None: no journal.
-            timeout_s: Per-item time limit in seconds; the items then run in a
-                worker subprocess that is killed and restarted when one
-                exceeds it (the item fails with ``timed out after N s``).
-                None: in this process, no limit.
+                item.  None: no journal.
+            timeout_s: Stall limit in seconds: the items run in a worker
+                subprocess that is killed when it reports no progress (a
+                finished tile, stage or file) for this long.  None: in this
+                process, no limit.
             retry_failed: With a journal, retry items that failed before.
             handle_signals: Abandon the current item cleanly on SIGINT/SIGTERM
                 (main thread only); the report then has ``interrupted`` set.
-        """
-        if journal is not None or timeout_s or handle_signals:
-            from ..batch import run_batch
 
-            return run_batch(
-                self, list(inputs), out_dir, journal=journal, timeout_s=timeout_s, overwrite=overwrite, retry_failed=retry_failed,
-                device=device, on_start=on_start, on_result=on_result, tile_progress=tile_progress, handle_signals=handle_signals,
-            )
-        out_dir = Path(out_dir)
-        out_dir.mkdir(parents=True, exist_ok=True)
-        self.prepare()
-        report = RunReport()
-        if self.spec.input.group is not None:
-            groups, failures = self.group_inputs(list(inputs))
-            for r in failures:
-                report.results.append(r)
-                if on_result:
-                    on_result(r)
-            for i, grp in enumerate(groups):
-                if on_start:
-                    on_start(grp[0], i)
-                if i + 1 < len(groups):
-                    self.prefetch(groups[i + 1])
-                r = self.run_group(grp, i, out_dir, overwrite=overwrite, device=device, tile_progress=tile_progress)
-                report.results.append(r)
-                if on_result:
-                    on_result(r)
-            return report
-        for i, path in enumerate(inputs):
-            if on_start:
-                on_start(path, i)
-            if i + 1 < len(inputs):
-                self.prefetch([inputs[i + 1]])
-            r = self.run_file(path, i, out_dir, overwrite=overwrite, device=device, tile_progress=tile_progress)
-            report.results.append(r)
-            if on_result:
-                on_result(r)
-        return report
+        Raises:
+            RestoreError: the pipeline cannot be loaded, or two inputs would
+                write the same output (before any item runs).
+        """
+        from ..batch import run_batch
+
+        return run_batch(
+            self, list(inputs), out_dir, roots=roots, journal=journal, timeout_s=timeout_s, overwrite=overwrite,
+            retry_failed=retry_failed, device=device, on_start=on_start, on_result=on_result, tile_progress=tile_progress,
+            handle_signals=handle_signals,
+        )
+
+
+def failure_result(path: Path, e: BaseException, *, what: str | None = None, seconds: float = 0.0) -> FileResult | None:
+    """The one mapping of an exception to a failed :class:`FileResult` (None: not ours to catch).
+
+    A :class:`RestoreError` keeps its message (prefixed with ``what``, the
+    file or bracket, unless it names it already); MemoryError becomes "out of
+    memory"; any other Exception (a library's error, a bug) its type and first
+    line, with the traceback in the debug log.  KeyboardInterrupt and
+    SystemExit are not caught (None).
+    """
+    what = what or str(path)
+    if isinstance(e, RestoreError):
+        msg = str(e)
+        named = msg.startswith("bracket ") if what.startswith("bracket ") else str(path) in msg
+        return FileResult(path, "failed", error=msg if named else f"{what}: {msg}", seconds=seconds)
+    if isinstance(e, MemoryError):
+        return FileResult(path, "failed", error=f"{what}: out of memory", seconds=seconds)
+    if isinstance(e, Exception):
+        log.debug("%s", "".join(traceback.format_exception(e)))
+        first = str(e).splitlines()[0] if str(e) else ""
+        return FileResult(path, "failed", error=f"{what}: {type(e).__name__}: {first}", seconds=seconds)
+    return None
 
 
 def load_pipeline(source: str | Path | dict) -> Pipeline:

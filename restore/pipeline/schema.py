@@ -153,12 +153,19 @@ class ExposureOptions(_Strict):
     ev: float = Field(..., ge=-20, le=20)
 
 
+#: The fields a write template may use (see :class:`WriteOptions`).
+TEMPLATE_FIELDS = ("stem", "name", "suffix", "parent", "dir", "index", "pipeline", "group")
+
+
 class WriteOptions(_Strict):
     """Write the current image.
 
     ``path``: template relative to the output folder; fields ``{stem}``
-    (input name without suffix), ``{name}``, ``{suffix}``, ``{parent}`` (input
-    folder name), ``{index}`` (position in the batch), ``{pipeline}``.  The
+    (input name without suffix), ``{name}``, ``{suffix}`` (the input's
+    extension without the dot), ``{parent}`` (input folder name), ``{dir}``
+    (the input's folder relative to the input folder; outputs mirror it
+    unless the template places it), ``{index}`` (position in the batch),
+    ``{pipeline}``, ``{group}`` (brackets).  Fields take no format specs.  The
     format comes from the extension.  Templates may not be absolute or leave
     the output folder.
     """
@@ -183,10 +190,19 @@ class WriteOptions(_Strict):
             raise ValueError("path template may not contain '..'")
         if p.suffix.lower() not in WRITE_SUFFIXES:
             raise ValueError(f"unsupported output extension {p.suffix!r}; use one of {sorted(WRITE_SUFFIXES)}")
+        import string
+
         try:
-            v.format(stem="s", name="n", suffix=".x", parent="p", index=0, pipeline="p", group="g")
-        except (KeyError, IndexError, ValueError) as e:
-            raise ValueError(f"bad template field {e}; known: stem, name, suffix, parent, index, pipeline, group") from None
+            parts = list(string.Formatter().parse(v))
+        except ValueError as e:
+            raise ValueError(f"bad template: {e} (write a literal brace as {{{{ or }}}})") from None
+        for _, fname, spec, conv in parts:
+            if fname is None:
+                continue
+            if fname not in TEMPLATE_FIELDS:
+                raise ValueError(f"unknown template field {{{fname}}}; known: {', '.join(TEMPLATE_FIELDS)}")
+            if spec or conv:
+                raise ValueError(f"template field {{{fname}}} takes no format spec or conversion")
         return v
 
 

@@ -34,6 +34,7 @@ class Context:
     outputs: list[Path] = field(default_factory=list)
     device: str | None = None
     notes: list[str] = field(default_factory=list)
+    stage_progress: Callable[[str], None] | None = None
 
 
 class Stage:
@@ -382,8 +383,23 @@ class ExposureStage(Stage):
         return color.convert(out, e) if e.transfer != "linear" else out
 
 
+def template_fields(template: str) -> set[str]:
+    """The field names a write template uses (``"{dir}/{stem}.png"`` -> ``{"dir", "stem"}``)."""
+    import string
+
+    try:
+        return {f for _, f, _, _ in string.Formatter().parse(template) if f is not None}
+    except ValueError:
+        return set()
+
+
 def output_path(template: str, out_dir: Path, fields: dict) -> Path:
     """Expand a write template and make sure the result stays inside ``out_dir``.
+
+    The input's folder relative to the input folder (``fields["dir"]``) is
+    mirrored below ``out_dir`` unless the template places it itself with
+    ``{dir}``: a card's ``100CANON/IMG_0001.CR2`` and ``101CANON/IMG_0001.CR2``
+    get outputs in ``out/100CANON/`` and ``out/101CANON/``.
 
     Raises:
         OutputError: unknown field, or a path that leaves the output folder.
@@ -392,6 +408,9 @@ def output_path(template: str, out_dir: Path, fields: dict) -> Path:
         rel = template.format(**fields)
     except (KeyError, IndexError, ValueError) as e:
         raise OutputError(template, f"bad path template field {e}") from None
+    sub_dir = fields.get("dir") or "."
+    if sub_dir != "." and "dir" not in template_fields(template):
+        rel = f"{sub_dir}/{rel}"
     out_dir = Path(out_dir)
     p = (out_dir / rel).resolve()
     root = out_dir.resolve()

@@ -1,0 +1,284 @@
+"""Real workloads (issue 15): camera-card trees, repeated names, changed files, slow but progressing items,
+brackets without EXIF, folders of bracket folders."""
+
+from __future__ import annotations
+
+import shutil
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+import restore
+from restore.batch import OutputCollisionError
+from restore.journal import JOURNAL_NAME
+from restore.pipeline import collect_inputs, load_pipeline
+from restore.watch import Watcher, WatchOptions
+
+HALF = "version: 1\nname: half\nsteps:\n  - resize: {scale: 0.5}\n  - write: {path: '{stem}_x.png'}\n"
+
+
+def cli(*args, timeout=300):
+    return subprocess.run([sys.executable, "-m", "restore.cli", *map(str, args)], capture_output=True, text=True, timeout=timeout)
+
+
+def png(path: Path, seed: int, size=(16, 16)) -> np.ndarray:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    img = (np.random.default_rng(seed).random((*size, 3)) * 255).astype(np.uint8)
+    assert cv2.imwrite(str(path), img)
+    return img
+
+
+def journal_rows(out: Path) -> dict[str, str]:
+    db = sqlite3.connect(out / JOURNAL_NAME)
+    try:
+        return {Path(p).relative_to(Path(p).parents[1]).as_posix(): o for p, o in db.execute("SELECT path, outputs FROM items")}
+    finally:
+        db.close()
+
+
+# -- item 5: repeated names ------------------------------------------------------------------------
+
+
+def test_a_camera_card_tree_is_mirrored_under_the_output_folder(tmp_path):
+    card = tmp_path / "DCIM"
+    a = png(card / "100CANON" / "IMG_0001.png", 1)
+    b = png(card / "101CANON" / "IMG_0001.png", 2)
+    (tmp_path / "p.yaml").write_text(HALF)
+    out = tmp_path / "out"
+    r = cli("run", tmp_path / "p.yaml", card, "-r", "-o", out)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "2 done" in r.stdout
+    oa, ob = cv2.imread(str(out / "100CANON" / "IMG_0001_x.png")), cv2.imread(str(out / "101CANON" / "IMG_0001_x.png"))
+    assert oa is not None and ob is not None and oa.shape == ob.shape == (8, 8, 3)
+    assert np.abs(oa.astype(int) - cv2.resize(a, (8, 8), interpolation=cv2.INTER_LANCZOS4)).mean() < 40
+    assert not np.array_equal(oa, ob)  # each input its own output
+    rows = journal_rows(out)
+    assert sorted(rows) == ["100CANON/IMG_0001.png", "101CANON/IMG_0001.png"]
+    assert "100CANON/IMG_0001_x.png" in rows["100CANON/IMG_0001.png"] and "101CANON/IMG_0001_x.png" in rows["101CANON/IMG_0001.png"]
+    r = cli("run", tmp_path / "p.yaml", card, "-r", "-o", out)  # a rerun skips both, saying why
+    assert r.returncode == 0 and "0 done, 2 skipped (2 done before)" in r.stdout
+    del b
+
+
+def test_two_inputs_onto_one_output_are_refused_before_anything_runs(tmp_path):
+    d = tmp_path / "flat"
+    img = png(d / "photo.png", 1)
+    cv2.imwrite(str(d / "photo.jpg"), img)
+    cv2.imwrite(str(d / "photo.tif"), img)
+    (tmp_path / "p.yaml").write_text(HALF)
+    out = tmp_path / "out"
+    r = cli("run", tmp_path / "p.yaml", d, "-o", out)
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert "nothing was run" in r.stderr and "photo_x.png <- " in r.stderr
+    assert all(f"{d / n}" in r.stderr for n in ("photo.jpg", "photo.png", "photo.tif"))
+    assert not out.exists()
+    # {suffix} (without its dot) tells them apart
+    (tmp_path / "q.yaml").write_text(HALF.replace("{stem}_x.png", "{stem}_{suffix}.png"))
+    r = cli("run", tmp_path / "q.yaml", d, "-o", out)
+    assert r.returncode == 0 and sorted(p.name for p in out.glob("*.png")) == ["photo_jpg.png", "photo_png.png", "photo_tif.png"]
+
+
+def test_api_refuses_collisions_and_mirrors_with_roots(tmp_path):
+    png(tmp_path / "a" / "x.png", 1)
+    png(tmp_path / "b" / "x.png", 2)
+    pipe = load_pipeline(HALF)
+    files = collect_inputs([tmp_path], recursive=True)
+    with pytest.raises(OutputCollisionError, match=r"x_x\.png <- .*a/x\.png, .*b/x\.png"):
+        pipe.run(files, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+    report = pipe.run(files, tmp_path / "out", roots=[tmp_path])
+    assert report.count("done") == 2
+    assert (tmp_path / "out" / "a" / "x_x.png").is_file() and (tmp_path / "out" / "b" / "x_x.png").is_file()
+
+
+def test_an_output_recorded_for_another_input_is_not_taken_over(tmp_path):
+    d = tmp_path / "in"
+    png(d / "photo.jpg", 1)
+    (tmp_path / "p.yaml").write_text(HALF)
+    out = tmp_path / "out"
+    assert cli("run", tmp_path / "p.yaml", d, "-o", out).returncode == 0
+    before = (out / "photo_x.png").read_bytes()
+    png(d / "photo.png", 2)  # a later file with the same stem, run on its own
+    r = cli("run", tmp_path / "p.yaml", d / "photo.png", "-o", out)
+    assert r.returncode == 1
+    assert f"{d / 'photo.png'}: its output {out / 'photo_x.png'} is already the output of {(d / 'photo.jpg').resolve()}" in r.stdout
+    assert (out / "photo_x.png").read_bytes() == before
+
+
+def test_watch_mirrors_sub_folders_and_fails_a_second_writer_of_one_output(tmp_path):
+    d = tmp_path / "in"
+    png(d / "a" / "x.png", 1)
+    png(d / "b" / "x.png", 2)
+    png(d / "c.jpg", 3)
+    png(d / "c.png", 4)
+    w = Watcher(load_pipeline(HALF), d, tmp_path / "out", WatchOptions(once=True, recursive=True, settle_s=0.1, timeout_s=None, poll_s=0.02))
+    report = w.run()
+    assert (tmp_path / "out" / "a" / "x_x.png").is_file() and (tmp_path / "out" / "b" / "x_x.png").is_file()
+    assert sorted(r.input.name for r in report.done) == ["c.jpg", "x.png", "x.png"]
+    assert [r.input.name for r in report.failed] == ["c.png"] and "already the output of" in report.failed[0].error
+
+
+# -- item 6: a changed input replaces its stale output in watch -----------------------------------------------
+
+
+def test_watch_reprocesses_a_changed_input_and_replaces_its_output(tmp_path):
+    d = tmp_path / "in"
+    png(d / "a.png", 1, (32, 32))
+    opts = dict(once=True, settle_s=0.1, timeout_s=None, poll_s=0.02)
+    assert len(Watcher(load_pipeline(HALF), d, tmp_path / "out", WatchOptions(**opts)).run().done) == 1
+    first = cv2.imread(str(tmp_path / "out" / "a_x.png"))
+    time.sleep(0.05)
+    new = png(tmp_path / "other.png", 9, (32, 32))
+    shutil.copy(tmp_path / "other.png", d / "a.png")  # a different image copied over a processed one
+    report = Watcher(load_pipeline(HALF), d, tmp_path / "out", WatchOptions(**opts)).run()
+    assert [r.input.name for r in report.done] == ["a.png"] and report.skipped == 0
+    second = cv2.imread(str(tmp_path / "out" / "a_x.png"))
+    assert not np.array_equal(first, second)
+    assert np.abs(second.astype(int) - cv2.resize(new, (16, 16), interpolation=cv2.INTER_LANCZOS4)).mean() < 40
+    # and through the daemon's own event path: the journal row was marked pending by the scan first
+    time.sleep(0.05)
+    shutil.copy(tmp_path / "out" / "a_x.png", tmp_path / "keep.png")
+    png(d / "a.png", 11, (32, 32))
+    w = Watcher(load_pipeline(HALF), d, tmp_path / "out", WatchOptions(settle_s=0.1, timeout_s=None, poll_s=0.02, rescan_s=0.2))
+    import threading
+
+    th = threading.Thread(target=w.run)
+    th.start()
+    try:
+        deadline = time.monotonic() + 20
+        while not w.report.done and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        w.stop()
+        th.join(30)
+    assert [r.input.name for r in w.report.done] == ["a.png"]
+    assert (tmp_path / "out" / "a_x.png").read_bytes() != (tmp_path / "keep.png").read_bytes()
+
+
+# -- item 7: the time limit is a stall limit ----------------------------------------------------------------
+
+
+def test_a_slow_item_that_makes_progress_is_not_killed_a_stalled_one_is(tmp_path):
+    from tests.test_compile import tiny_compact
+
+    w = tiny_compact(tmp_path / "slow.safetensors", feat=32, convs=8, scale=1)
+    (tmp_path / "p.yaml").write_text(
+        f"version: 1\nname: slow\nsteps:\n  - model: {{name: {w}, tile: 64, overlap: 8, precision: fp32, threads: 1}}\n"
+        "  - write: {path: '{stem}_s.png'}\n")
+    d = tmp_path / "in"
+    png(d / "big.png", 1, (448, 448))  # ~80 tiles of ~0.05-0.1 s each: several times the limit in total
+    r = cli("run", tmp_path / "p.yaml", d, "-o", tmp_path / "out", "--timeout", "1.5")
+    assert r.returncode == 0, r.stdout + r.stderr
+    took = float(r.stdout.split("done     ")[1].split("(")[1].split(" s)")[0])
+    assert took > 1.5, f"the item took {took} s: too fast to show that progress keeps it alive"
+    assert (tmp_path / "out" / "big_s.png").is_file()
+    # a stalled read (a FIFO nobody writes) is stopped after the limit, named
+    import os
+
+    os.mkfifo(d / "stuck.png")
+    t0 = time.monotonic()
+    r = cli("run", tmp_path / "p.yaml", d / "stuck.png", "-o", tmp_path / "out2", "--timeout", "1.5")
+    assert r.returncode == 1 and "stuck.png: timed out: no progress for 1.5 s" in r.stdout
+    assert time.monotonic() - t0 < 60
+
+
+# -- item 9: progress ---------------------------------------------------------------------------------------
+
+
+def test_notes_print_under_their_own_file(tmp_path):
+    from tests.test_compile import tiny_compact
+
+    w = tiny_compact(tmp_path / "t.safetensors")
+    (tmp_path / "p.yaml").write_text(f"version: 1\nname: t\nsteps:\n  - model: {{name: {w}, tile: 0}}\n  - write: {{path: '{{stem}}_x2.png'}}\n")
+    d = tmp_path / "in"
+    png(d / "one.png", 1)
+    png(d / "two.png", 2)
+    r = cli("run", tmp_path / "p.yaml", d, "-o", tmp_path / "out", "--timeout", "0")
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    first = next(i for i, x in enumerate(lines) if x.startswith("done") and "one.png" in x)
+    second = next(i for i, x in enumerate(lines) if x.startswith("done") and "two.png" in x)
+    notes = [x for x in lines[first + 1 : second]]
+    assert notes and all(x.strip().startswith("one.png: ") for x in notes)  # the thread-count note, named
+    assert any("threads" in x for x in notes)
+
+
+# -- items 10 and 12: brackets without EXIF, one bracket per folder -----------------------------------------
+
+
+def bracket(folder: Path, seed: int, size=(48, 64), evs=(-1.0, 0.0, 1.0), names=None):
+    """A synthetic scene photographed at ``evs``: 8-bit sRGB PNGs without EXIF."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    radiance = np.exp(rng.normal(-2.0, 1.2, (*size, 3))).astype(np.float32)
+    radiance = cv2.GaussianBlur(radiance, (0, 0), 2)
+    names = names or [f"f{k}.png" for k in range(len(evs))]
+    for n, ev in zip(names, evs):
+        lin = np.clip(radiance * 2.0**ev, 0, 1)
+        srgb = np.where(lin <= 0.0031308, 12.92 * lin, 1.055 * lin ** (1 / 2.4) - 0.055)
+        cv2.imwrite(str(folder / n), (srgb * 255 + 0.5).astype(np.uint8))
+
+
+def test_exposure_fusion_without_exif_fuses_each_folder(tmp_path):
+    root = tmp_path / "shoot"
+    bracket(root / "scene1", 1, (48, 64))
+    bracket(root / "scene2", 2, (64, 48))  # another size: it must never join scene1's bracket
+    out = tmp_path / "out"
+    r = cli("run", Path("pipelines/exposure-fusion.yaml").resolve(), root, "-o", out)
+    assert r.returncode == 2 and "add -r to read sub-folders" in r.stderr and "2 sub-folders" in r.stderr
+    r = cli("run", Path("pipelines/exposure-fusion.yaml").resolve(), root, "-r", "-o", out)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "2 done, 0 skipped, 0 failed" in r.stdout
+    a, b = read_png(out / "scene1" / "f0-f2_fused.png"), read_png(out / "scene2" / "f0-f2_fused.png")
+    assert a.shape == (48, 64, 3) and b.shape == (64, 48, 3)
+
+
+def read_png(p: Path) -> np.ndarray:
+    img = cv2.imread(str(p), cv2.IMREAD_UNCHANGED)
+    assert img is not None, p
+    return img
+
+
+def test_brackets_without_exif_split_where_the_scene_changes(tmp_path):
+    from restore.hdr.group import FrameInfo, frame_look, group_brackets, probe
+
+    d = tmp_path / "mixed"  # two scenes in one folder, three exposures each, no EXIF
+    bracket(d, 1, names=["a1.png", "a2.png", "a3.png"], evs=(0.0, -2.0, 2.0))
+    bracket(d, 2, names=["b1.png", "b2.png", "b3.png"], evs=(-0.5, -2.5, 1.5))
+    infos = [probe(p) for p in sorted(d.glob("*.png"))]
+    groups = group_brackets(infos, need_times=False, look=frame_look)
+    assert [[i.path.stem for i in g] for g in groups] == [["a1", "a2", "a3"], ["b1", "b2", "b3"]]
+    with pytest.raises(restore.errors.InputError, match="no exposure times"):
+        group_brackets(infos, need_times=True, look=frame_look)
+    del FrameInfo
+
+
+@pytest.mark.parametrize("stack", ["taipei_night", "memorial_debevec"])
+def test_a_real_bracket_without_exposure_times_stays_one_group(stack):
+    from restore.hdr.group import frame_look, group_brackets, probe
+    from tests.golden import shared_path
+
+    files = sorted(shared_path("data", "brackets", stack).glob("*.png"))  # 10 and 16 frames, 1 EV apart
+    (g,) = group_brackets([probe(p) for p in files], need_times=False, look=frame_look)
+    assert [i.path for i in g] == files
+
+
+def test_fusion_of_a_real_bracket_without_exposure_times(tmp_path):
+    from tests.golden import shared_path
+
+    src = shared_path("data", "brackets", "taipei_night")
+    d = tmp_path / "taipei"
+    d.mkdir()
+    for n in ("DSC_0060.png", "DSC_0062.png", "DSC_0064.png"):  # no exposures.csv: nothing but the pixels
+        small = cv2.resize(cv2.imread(str(src / n)), (192, 128), interpolation=cv2.INTER_AREA)
+        cv2.imwrite(str(d / n), small)
+    r = cli("run", Path("pipelines/exposure-fusion.yaml").resolve(), d, "-o", tmp_path / "out")
+    assert r.returncode == 0, r.stdout + r.stderr
+    fused = read_png(tmp_path / "out" / "DSC_0060-DSC_0064_fused.png")
+    assert fused.shape == (128, 192, 3) and fused.dtype == np.uint16
