@@ -37,15 +37,15 @@ frames) the reference frame's own linear value: ``response[code]`` for LDR,
 ``x_ref`` for linear frames.  The reference defaults to the middle exposure:
 index ``n // 2`` of the frames sorted by exposure (ascending).
 
-**Deghosting** (``deghost=True``).  For every frame other than the reference,
-a pixel is dropped from the merge where its exposure-normalised value
-disagrees with the reference's beyond what noise explains (see
-``deghost_threshold`` of each merge) at pixels where the reference is well
-exposed.  Where the reference itself is clipped or black, the frames are
-visited in order of exposure distance from the reference (nearest first; on a
-tie the shorter first) and the first well-exposed one becomes the local
-reference there: frames further away that disagree with it are dropped, so
-nearer frames take precedence.  Each frame's ghost mask is cleaned with a 3x3
+**Deghosting** (``deghost=True``).  For every frame, a pixel is dropped from
+the merge where its exposure-normalised value disagrees with the local
+reference's beyond what noise explains (see ``deghost_threshold`` of each
+merge).  The local reference is the reference frame where that is well
+exposed; where the reference itself is clipped or black it is the
+best-exposed frame there (exposure quality averaged over ~8 px, so a region
+takes one frame): a moving object in a dark region comes from a well-exposed
+frame, not from a barely exposed one mixed with darker, noisier frames.  Each
+frame's ghost mask is cleaned with a 3x3
 morphological opening (isolated noise detections go), a 5x5 closing (holes
 inside a detected object, where its texture happens to match the background,
 are filled) and a dilation by ``GHOST_DILATE`` pixels (edges of moving
@@ -77,6 +77,9 @@ __all__ = [
 MID_CODE = 128
 MID_VALUE = float(srgb_to_linear(np.float32(MID_CODE / 255.0)))  # 0.21586
 GHOST_DILATE = 2  # pixels; radius of the dilation applied to cleaned ghost masks
+# Deghosting: where the reference frame is clipped or black, the local reference is chosen by exposure
+# quality averaged with a Gaussian of this sigma (pixels), so a region takes one frame, not a patchwork.
+_LOCAL_REF_SIGMA = 8.0
 
 # LDR deghosting: a pixel is "well exposed" (may serve as reference) where all
 # three channels are at least 3 % of (Zmax - Zmin) away from both ends; the
@@ -84,6 +87,13 @@ GHOST_DILATE = 2  # pixels; radius of the dilation applied to cleaned ghost mask
 # plus sensor / compression noise).
 _LDR_WELL = 0.03
 _LDR_CODE_SIGMA = 1.0
+# The reference frame serves as local reference only where its brightest channel is at least this fraction
+# of the code range above black (~26 of 0-255); a darker reference pixel is noise, and the best-exposed
+# frame is the local reference there (a dark, moving foreground in a night bracket: taipei_night).
+_LDR_REF_DARK = 0.1
+# After dropping ghosts, a channel that kept less than this fraction of its merge weight is taken from the
+# local reference frame alone.
+_LDR_THIN_EVIDENCE = 0.1
 # Channels within 10 % of the hat's half-width of black or white (hat weight
 # < 0.1) are censored observations (film fog, near-clipping): they are not
 # compared for deghosting (their weight in the merge is small anyway).
@@ -353,46 +363,74 @@ def _clean_mask(m: np.ndarray, keep: np.ndarray | None = None) -> np.ndarray:
     return out
 
 
-def _visit_order(t: np.ndarray, ref: int) -> list[int]:
-    d = np.abs(np.log(t / t[ref]))
-    return [int(i) for i in np.lexsort((t, d)) if i != ref]
+def _cascade_masks(est, aux, t, ref, tol_fn, ref_ok: np.ndarray | None = None):
+    """Ghost masks: every frame against a local reference, which is the best-exposed frame where the
+    reference frame itself is clipped or black.
 
-
-def _cascade_masks(est, aux, t, ref, tol_fn):
-    """Ghost masks by comparison with the reference, nearest frames first where the reference is unusable.
+    Where the reference frame is well exposed it is the local reference.
+    Elsewhere the local reference is, among the frames well exposed at the
+    pixel, the one with the highest exposure quality averaged over a
+    neighbourhood (``_LOCAL_REF_SIGMA`` pixels), so whole regions take one
+    frame.  A frame whose value disagrees with the local reference beyond the
+    tolerance is dropped there (its mask is cleaned, see :func:`_clean_mask`);
+    the local reference itself never is.  Picking the *nearest* exposure
+    instead (the previous rule) made a dark moving region take a barely
+    exposed frame plus the darker, noisier ones: the magenta blotches of the
+    taipei_night foreground trees.
 
     Args:
         est: per frame (H, W, 3) exposure-normalised estimates (any domain in
             which ``sig`` is the noise scale).
-        aux: ``aux(i) -> (sig, good, usable)`` for frame i: (H, W, 3) noise
-            scale, (H, W) bool well exposed (may act as local reference),
-            (H, W, 3) bool channel carries information.  A pixel is a ghost
-            where any channel usable in both has ``|est_i - est_L| >
-            tol_fn(sig_i, sig_L, est_L)``.
+        aux: ``aux(i) -> (sig, good, usable, quality)`` for frame i: (H, W, 3)
+            noise scale, (H, W) bool well exposed (may act as local reference),
+            (H, W, 3) bool channel carries information, (H, W) float exposure
+            quality (higher = better exposed).  A pixel is a ghost where any
+            channel usable in both has ``|est_i - est_L| > tol_fn(sig_i,
+            sig_L, est_L)``.
         t: exposures; ref: reference index; tol_fn: tolerance.
+        ref_ok: (H, W) bool: the reference frame is the local reference only
+            where it is good *and* this holds (a reference pixel whose
+            brightest channel is barely above black is noise, not a reference).
 
     Returns:
-        list of (H, W) bool masks (reference all False).
+        ``(masks, local)``: list of (H, W) bool masks (True = dropped), and the
+        (H, W) int16 index of each pixel's local reference (-1: none).
     """
-    sig_r, good_r, use_r = aux(ref)
-    loc_est = est[ref].copy()
-    loc_sig = sig_r.copy()
-    loc_use = use_r & good_r[..., None]
-    have = good_r.copy()
-    masks = [np.zeros(good_r.shape, bool) for _ in est]
-    for i in _visit_order(t, ref):
-        sig_i, good_i, use_i = aux(i)
+    n = len(est)
+    _, good_r, _, _ = aux(ref)
+    if ref_ok is not None:
+        good_r = good_r & ref_ok
+    h, w = good_r.shape
+    best = np.full((h, w), -np.inf, np.float32)
+    local = np.full((h, w), -1, np.int16)
+    for i in range(n):  # the local reference: the reference where it is good, else the best-exposed good frame
+        _, good_i, _, q = aux(i)
+        qs = cv2.GaussianBlur(q.astype(np.float32), (0, 0), _LOCAL_REF_SIGMA)
+        qs = np.where(good_i & ~good_r, qs, -np.inf)
+        better = qs > best
+        best[better] = qs[better]
+        local[better] = i
+    local[good_r] = ref
+    del best
+    loc_est = np.zeros((h, w, 3), np.float32)
+    loc_sig = np.zeros((h, w, 3), np.float32)
+    loc_use = np.zeros((h, w, 3), bool)
+    for i in range(n):
+        sel = local == i
+        if sel.any():
+            sig_i, good_i, use_i, _ = aux(i)
+            loc_est[sel] = est[i][sel]
+            loc_sig[sel] = sig_i[sel]
+            loc_use[sel] = use_i[sel] & good_i[sel][..., None]
+    have = local >= 0
+    masks = []
+    for i in range(n):
+        sig_i, _, use_i, _ = aux(i)
         diff = np.abs(est[i] - loc_est)
         raw = np.any(use_i & loc_use & (diff > tol_fn(sig_i, loc_sig, loc_est)), axis=-1) & have
         del diff
-        take = good_i & ~have  # frame i becomes the local reference here
-        masks[i] = _clean_mask(raw, keep=take)
-        if take.any():
-            loc_est[take] = est[i][take]
-            loc_sig[take] = sig_i[take]
-            loc_use[take] = use_i[take]
-            have |= take
-    return masks
+        masks.append(_clean_mask(raw, keep=local == i))
+    return masks, local
 
 
 # --------------------------------------------------------------------------- LDR merge
@@ -510,22 +548,36 @@ def merge_ldr(
             zi = z[i]
             sig = np.float32(3 * _LDR_CODE_SIGMA) * _interp_codes(zi, slope)
             good = np.all((zi >= zmin + margin) & (zi <= zmax - margin), axis=-1)
-            return sig, good, _hat(zi, zmin, zmax) >= _LDR_COMPARE_WEIGHT
+            hat = _hat(zi, zmin, zmax)
+            return sig, good, hat >= _LDR_COMPARE_WEIGHT, hat.min(axis=-1)  # quality: the worst channel's hat
 
-        masks = _cascade_masks(est, aux, t, ref, lambda si, sl, el: thr + np.hypot(si, sl))
+        ref_ok = np.any(z[ref] >= zmin + np.float32(_LDR_REF_DARK) * (zmax - zmin), axis=-1)
+        masks, local = _cascade_masks(est, aux, t, ref, lambda si, sl, el: thr + np.hypot(si, sl), ref_ok=ref_ok)
 
     num = np.zeros((h, w, 3), np.float32)
     den = np.zeros((h, w, 3), np.float32)
+    den_all = np.zeros((h, w, 3), np.float32) if deghost else den
     for i in range(n):
         zi = z[i] if deghost else codes(i)
         wi = weight(zi)
         if deghost:
+            den_all += wi
             wi *= ~masks[i][..., None]
         num += wi * (est[i] if deghost else estimate(i, zi))
         den += wi
         del wi
     out = num / np.maximum(den, np.float32(1e-30))
     del num
+    if deghost:
+        # Where dropping ghosts left a channel with little of its evidence (only near-black or near-white
+        # codes of the remaining frames), a weighted mean of those is noise with a colour cast: take the
+        # local reference frame alone there (one consistent, best-exposed snapshot).
+        thin = np.any(den < np.float32(_LDR_THIN_EVIDENCE) * den_all, axis=-1) & (local >= 0)
+        for i in np.unique(local[thin]):
+            sel = thin & (local == i)
+            out[sel] = est[i][sel]
+        den = np.where(thin[..., None], np.float32(1.0), den)
+        del den_all
 
     empty = den <= 0
     if np.any(empty):
@@ -665,9 +717,10 @@ def merge_linear(
         def aux(i):
             sig = np.sqrt((g * np.maximum(xs[i], 0) + rn2) / np.float32(e[i] ** 2))
             good = ok[i] & (xs[i].max(axis=-1) >= _LIN_BLACK_SIGMAS * read_noise)
-            return sig, good, ok[i][..., None]
+            # quality: signal relative to the clip level where unclipped (the longest unclipped exposure has the best SNR)
+            return sig, good, ok[i][..., None], np.where(ok[i], xs[i].max(axis=-1) / np.float32(clip), 0.0)
 
-        masks = _cascade_masks(est, aux, e, ref, lambda si, sl, el: thr * np.sqrt(si * si + sl * sl + me2 * el * el))
+        masks, _ = _cascade_masks(est, aux, e, ref, lambda si, sl, el: thr * np.sqrt(si * si + sl * sl + me2 * el * el))
         del est
     use = [ok[i] & ~masks[i] for i in range(n)]
 
