@@ -282,3 +282,44 @@ def test_fusion_of_a_real_bracket_without_exposure_times(tmp_path):
     assert r.returncode == 0, r.stdout + r.stderr
     fused = read_png(tmp_path / "out" / "DSC_0060-DSC_0064_fused.png")
     assert fused.shape == (128, 192, 3) and fused.dtype == np.uint16
+
+
+# -- item 8: whole-image models stay within a memory budget ---------------------------------------------------
+
+
+def test_a_global_attention_model_tiles_when_the_whole_image_does_not_fit(tmp_path):
+    """weather-starter (Histoformer: global attention, 'whole image' by default) gets large tiles with a wide
+    overlap once its measured memory curve predicts more than the budget for the whole image."""
+    import torch
+
+    from restore.memory import curve_for
+    from restore.models import load_model
+
+    torch.set_num_threads(2)
+    m = load_model("weather-starter")
+    curve = curve_for(m, torch.device("cpu"), torch.float32)  # measured once, cached (the suite's own cache)
+    assert curve is not None and curve.c >= 0
+    img = cv2.imread(str(Path(__file__).resolve().parents[1] / "examples" / "chelsea.png"))[:192, :240, ::-1].copy()
+    need = curve.predict(192 * 240)
+    budget = int(curve.predict(128 * 128))  # fits a 128 px tile, not the whole 192x240 image
+    assert need > budget
+    spec = {"version": 1, "steps": [{"model": {"name": "weather-starter", "memory": str(budget), "threads": 2}}]}
+    pipe = load_pipeline(spec)
+    from restore.image import SRGB, Image, Metadata
+    from restore.pipeline.stages import Context
+
+    ctx = Context()
+    out = pipe.process(Image(img.astype(np.float32) / 255, SRGB, Metadata(bit_depth=8)), ctx)
+    assert out.pixels.shape == (192, 240, 3)
+    (note,) = [n for n in ctx.notes if n.startswith("whole image")]
+    tile = int(note.split("tiles of ")[1].split(" px")[0])
+    overlap = int(note.split("overlap ")[1])
+    assert 64 <= tile <= 128 and overlap >= tile // 8 and overlap % 8 == 0  # measured: tile 112, overlap 32
+    # the whole image, when it fits the budget, runs whole (no note), and tiles stay close to it
+    ctx2 = Context()
+    big = load_pipeline({**spec, "steps": [{"model": {**spec["steps"][0]["model"], "memory": "8GB"}}]})
+    whole = big.process(Image(img.astype(np.float32) / 255, SRGB, Metadata(bit_depth=8)), ctx2)
+    assert not [n for n in ctx2.notes if n.startswith("whole image")]
+    from restore.metrics import psnr
+
+    assert psnr(out.pixels, whole.pixels, y_channel=False) > 35  # measured 42.5 dB on this 192x240 crop (tiles of 112 px, overlap 32)

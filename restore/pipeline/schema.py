@@ -70,7 +70,9 @@ class ModelOptions(_Strict):
     by the model's memory curve (measured on first use, :mod:`restore.memory`),
     fits ``memory`` (default: 80 % of free GPU memory, or 25 % of available RAM
     up to 8 GiB); default 256.  Architectures whose descriptor
-    discourages tiling - global attention - run whole unless ``tile`` is set
+    discourages tiling - global attention - run on the whole image when its
+    predicted peak memory fits that budget, else in the largest tiles that
+    fit, with an overlap of at least 1/8 tile (unless ``tile`` is set
     explicitly); ``overlap`` in input pixels (default: the architecture's own); ``alpha``: how an alpha channel is upscaled
     (``resize`` = Lanczos, ``model`` = through the model as grey);
     ``hdr``: how linear values above 1 are encoded around a model trained on

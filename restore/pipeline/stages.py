@@ -74,6 +74,42 @@ class DevelopStage(Stage):
         return color.convert(image, Encoding("linear", "rec709", image.encoding.referred))
 
 
+def whole_or_large_tiles(model, shape, device, dtype, overlap: int, memory: str | None, notes: list[str]) -> tuple[int, int]:
+    """Whole image for an architecture that discourages tiling (global attention), unless it does not fit.
+
+    The model's memory curve (:func:`restore.memory.curve_for`, measured once per machine and cached)
+    predicts the whole image's peak; above the budget (``memory``, default
+    :func:`restore.memory.default_budget`) the largest tile that fits is used, with an overlap of at
+    least 1/8 of the tile so neighbouring tiles' global statistics blend (what that costs:
+    ``benchmarks/whole_vs_tiled.py``).
+
+    Args:
+        model: The :class:`~restore.models.RestorationModel`.
+        shape: The input's ``(H, W, ...)``.
+        device, dtype: Where and how it runs.
+        overlap: The overlap otherwise used (input pixels).
+        memory: The step's ``memory`` option (e.g. ``"4GB"``) or None.
+        notes: Gets a line when tiles are used.
+
+    Returns:
+        ``(tile, overlap)``; tile 0 = whole image.
+    """
+    from ..memory import curve_for, default_budget, parse_bytes, tile_for_budget
+
+    mult = max(1, model.multiple_of)
+    h, w = shape[0], shape[1]
+    pixels = (-(-h // mult) * mult) * (-(-w // mult) * mult)
+    budget = parse_bytes(memory) if memory else default_budget(device)
+    curve = curve_for(model, device, dtype)
+    if curve is None or curve.predict(pixels) <= budget:
+        return 0, overlap
+    tile = tile_for_budget(curve, budget, multiple_of=mult, hi=8192)
+    wide = max(overlap, -(-(tile // 8) // mult) * mult)
+    notes.append(f"whole image ({w}x{h}) would need {curve.predict(pixels) / 2**30:.1f} GiB, over the "
+                 f"{budget / 2**30:.1f} GiB budget: tiles of {tile} px with overlap {wide}")
+    return tile, wide
+
+
 class ModelStage(Stage):
     """Run a restoration model over the image, tiled (see :mod:`restore.tiling`)."""
 
@@ -153,8 +189,8 @@ class ModelStage(Stage):
         tile = self.opts.tile
         context = self.opts.context if self.opts.context is not None else m.info.context
         if self.opts.tile and "tile" not in self.opts.model_fields_set and m.tiling_discouraged:
-            # global attention / pooling: tiles change the result; whole image unless the pipeline asks
-            tile = 0
+            # global attention / pooling: tiles change the result; whole image unless it does not fit in memory
+            tile, overlap = whole_or_large_tiles(m, hwc.shape, device, dtype, overlap, self.opts.memory, ctx.notes)
         if tile == "auto" and not m.fixed_size:
             tile = self._auto_tile(device, dtype, context, ctx)
         if m.fixed_size:  # the network runs only at its native size: tiles of exactly that size
