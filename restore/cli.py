@@ -15,12 +15,20 @@ __all__ = ["main", "cli"]
 
 
 def _console(stderr: bool = False):
+    """A rich console at the terminal's width; in pipes and logs lines are never wrapped (``soft_wrap``)."""
     from rich.console import Console
 
     con = Console(stderr=stderr, highlight=False)
-    if not con.is_terminal:  # pipes and logs: don't squeeze tables into 80 columns
-        con = Console(stderr=stderr, highlight=False, width=200)
+    if not con.is_terminal:
+        con = Console(stderr=stderr, highlight=False, soft_wrap=True, width=10_000)
     return con
+
+
+def _plain_table(con, header: list[str], rows: list[list[str]]) -> None:
+    """A table for pipes and files: aligned columns separated by two spaces, one line per row, no box drawing."""
+    widths = [max(len(str(x)) for x in col) for col in zip(header, *rows)]
+    for r in [header, *rows]:
+        con.print("  ".join(str(x).ljust(w) for x, w in zip(r, widths)).rstrip(), markup=False)
 
 
 def _nothing_found(inputs, patterns, recursive: bool, out_dir: Path) -> str:
@@ -125,8 +133,9 @@ def run(pipeline: Path, inputs: tuple[Path, ...], out_dir: Path, overwrite: bool
             if quiet:
                 return
             line = f"{r.status:8s} {r.input}"
-            if r.status == "failed":
-                line += f"  ({r.error})"
+            if r.status == "failed":  # the path once: the error usually starts with it
+                err = r.error or "failed"
+                line += f"  ({err.removeprefix(f'{r.input}: ')})"
             elif r.status == "skipped":
                 line += f"  ({r.error})" if r.error else ""
             elif r.seconds:
@@ -246,22 +255,35 @@ def models(as_json: bool) -> None:
             "architectures": [{**a, "frames": infos[a["arch"]].frames if a["arch"] in infos else 1} for a in official],
         }, indent=2))
         return
-    t = Table(expand=False)
-    for col in ("name", "task", "scale", "arch", "licence", "available"):
-        t.add_column(col, no_wrap=True)
-    t.add_column("when to use", overflow="fold")
-    for e in entries:
-        t.add_row(e.name, e.task, f"x{e.scale}", e.arch, e.licence, "yes" if e.available else f"no ({e.recipe})" if e.recipe else "no", e.when)
     con = _console()
-    con.print(t)
-    a = Table(title="Architectures: official checkpoints load by path (bring the file; nothing is downloaded)", expand=False)
-    for col in ("architecture", "task", "frames", "tiles"):
-        a.add_column(col, no_wrap=True)
-    a.add_column("official checkpoints accepted", overflow="fold")
+    head = ["name", "task", "scale", "arch", "licence", "available", "when to use"]
+    rows = [[e.name, e.task, f"x{e.scale}", e.arch, e.licence, "yes" if e.available else f"no ({e.recipe})" if e.recipe else "no", e.when]
+            for e in entries]
+    arch_head = ["architecture", "task", "frames", "tiles", "official checkpoints accepted"]
+    arch_rows = []
     for o in official:
         info = infos.get(o["arch"])
-        tiles = "-" if info is None else ("fixed size" if info.fixed_size else "whole image (global attention)" if info.whole_image else f"overlap {info.overlap}")
-        a.add_row(o["arch"], o["task"], str(info.frames if info else 1), tiles, ", ".join(map(str, o["checkpoints"])))
+        tiles = "-" if info is None else ("fixed size" if info.fixed_size else "whole image when it fits (global attention)" if info.whole_image else f"overlap {info.overlap}")
+        arch_rows.append([o["arch"], o["task"], str(info.frames if info else 1), tiles, ", ".join(map(str, o["checkpoints"]))])
+    title = "Architectures: official checkpoints load by path (bring the file; nothing is downloaded)"
+    if not con.is_terminal:
+        _plain_table(con, head, rows)
+        con.print(f"\n{title}", markup=False)
+        _plain_table(con, arch_head, arch_rows)
+        return
+    t = Table(expand=False)
+    for col in head[:-1]:
+        t.add_column(col, no_wrap=True)
+    t.add_column(head[-1], overflow="fold")
+    for r in rows:
+        t.add_row(*r)
+    con.print(t)
+    a = Table(title=title, expand=False)
+    for col in arch_head[:-1]:
+        a.add_column(col, no_wrap=True)
+    a.add_column(arch_head[-1], overflow="fold")
+    for r in arch_rows:
+        a.add_row(*r)
     con.print(a)
 
 
@@ -289,7 +311,7 @@ def info(files: tuple[Path, ...], as_json: bool) -> None:
             "size": f"{im.width}x{im.height}",
             "channels": im.channels,
             "encoding": str(im.encoding),
-            "range": [float(np.min(c)), float(np.max(c))],
+            "range": [float(f"{float(np.min(c)):.6g}"), float(f"{float(np.max(c)):.6g}")],
             **{k: v for k, v in im.meta.summary().items() if k not in ("source",)},
         }
         out.append(d)
@@ -309,7 +331,7 @@ def info(files: tuple[Path, ...], as_json: bool) -> None:
 @click.argument("truth", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--crop-border", "--scale", "crop", type=int, default=0, show_default=True, help="Pixels shaved on each side (BasicSR: the SR scale).")
 @click.option("--rgb", is_flag=True, help="Compare RGB instead of BT.601 Y.")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output: mean_psnr, mean_ssim and one entry per image.")
 def eval_cmd(outputs: Path, truth: Path, crop: int, rgb: bool, as_json: bool) -> None:
     """PSNR-Y and SSIM of OUTPUTS against ground truth TRUTH (BasicSR conventions)."""
     from .eval import evaluate, mean
@@ -337,7 +359,7 @@ def eval_cmd(outputs: Path, truth: Path, crop: int, rgb: bool, as_json: bool) ->
 @click.option("--precision", type=click.Choice(["auto", "fp32", "fp16", "bf16"]), default="fp32", show_default=True)
 @click.option("--device", default="cpu", show_default=True)
 @click.option("--methods", default="whole,tiled,esrgan-loop", show_default=True)
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output: one entry per method.")
 def bench(model: str, size: str, tile: int, overlap: int, repeat: int, precision: str, device: str, methods: str, as_json: bool) -> None:
     """Time MODEL whole-image, tiled, and with a Real-ESRGAN-style tile loop (each in a fresh process)."""
     from .bench import run_bench

@@ -88,20 +88,46 @@ class Metadata:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def summary(self) -> dict[str, Any]:
-        """Printable fields (bytes replaced by their length)."""
+        """Printable fields as plain Python values (numbers, strings, lists, dicts; bytes as their length),
+        ready for ``json.dumps`` or a terminal: no numpy scalars or arrays."""
         out: dict[str, Any] = {}
         for k, v in self.__dict__.items():
             if v is None or v == {}:
                 continue
-            if isinstance(v, bytes):
-                v = f"<{len(v)} bytes>"
-            elif isinstance(v, Path):
-                v = str(v)
-            out[k] = v
+            out[k] = _plain(v)
         return out
 
+    def __repr__(self) -> str:
+        s = self.summary()
+        s.pop("exif", None)
+        s.pop("icc_profile", None)
+        extra = s.pop("extra", None)
+        body = ", ".join(f"{k}={v!r}" for k, v in s.items())
+        return f"Metadata({body}{', extra=<' + str(len(extra)) + ' keys>' if extra else ''})"
 
-@dataclass
+
+def _plain(v: Any) -> Any:
+    """numpy scalars/arrays, paths and bytes -> plain Python values; floats to 6 significant digits."""
+    if isinstance(v, bytes):
+        return f"<{len(v)} bytes>"
+    if isinstance(v, Path):
+        return str(v)
+    if isinstance(v, np.ndarray):
+        return _plain(v.tolist())
+    if isinstance(v, np.generic):
+        return _plain(v.item())
+    if isinstance(v, float):
+        return float(f"{v:.6g}")
+    if isinstance(v, (list, tuple)):
+        return [_plain(x) for x in v]
+    if isinstance(v, dict):
+        return {str(k): _plain(x) for k, x in v.items()}
+    if isinstance(v, (str, int, bool)) or v is None:
+        return v
+    return str(v)
+
+
+@dataclass(repr=False)
 class Image:
     """Pixels plus their colour encoding and metadata.
 
@@ -156,6 +182,14 @@ class Image:
     def alpha(self) -> np.ndarray | None:
         """Alpha ``(H, W, 1)`` in [0, 1], or None."""
         return self.pixels[..., 3:4] if self.channels == 4 else None
+
+    def __repr__(self) -> str:
+        """A one-line summary (size, encoding, value range, source), not the pixel array."""
+        c = self.color
+        lo, hi = (float(np.nanmin(c)), float(np.nanmax(c))) if c.size else (0.0, 0.0)
+        src = f", source={self.meta.source.name!r}" if self.meta.source else ""
+        return (f"Image({self.width}x{self.height}x{self.channels} {self.pixels.dtype}, {self.encoding}, "
+                f"range [{lo:.4g}, {hi:.4g}]{src})")
 
     def with_pixels(self, pixels: np.ndarray, encoding: Encoding | None = None) -> Image:
         """A new Image with other pixels (and optionally encoding), same metadata."""

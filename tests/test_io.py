@@ -97,8 +97,11 @@ def test_truncated_png_is_a_clear_error(tmp_path, rng):
 
 def test_garbage_raw_is_a_clear_error(tmp_path):
     (tmp_path / "x.dng").write_bytes(b"this is not a raw file" * 100)
-    with pytest.raises(InputError, match="x.dng: not a RAW file"):
+    with pytest.raises(InputError, match=r"x.dng: not an image \(text\)"):
         read(tmp_path / "x.dng")
+    (tmp_path / "y.dng").write_bytes(bytes(range(7, 250)) * 10)  # binary, no signature: LibRaw's verdict
+    with pytest.raises(InputError, match="y.dng: not a RAW file"):
+        read(tmp_path / "y.dng")
 
 
 def test_decompression_bomb_refused_from_header(tmp_path):

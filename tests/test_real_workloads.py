@@ -323,3 +323,115 @@ def test_a_global_attention_model_tiles_when_the_whole_image_does_not_fit(tmp_pa
     from restore.metrics import psnr
 
     assert psnr(out.pixels, whole.pixels, y_channel=False) > 35  # measured 42.5 dB on this 192x240 crop (tiles of 112 px, overlap 32)
+
+
+# -- item 13: mislabelled files get the right reason, the path once ---------------------------------------
+
+
+def test_mislabelled_files_are_named_by_what_they_hold(tmp_path):
+    from restore.errors import InputError
+    from restore.io import read
+
+    d = tmp_path / "in"
+    img = png(d / "ok.png", 1)
+    ok, jpg = cv2.imencode(".jpg", img)
+    (d / "png_named.jpg").write_bytes((d / "ok.png").read_bytes())
+    (d / "jpeg_named.png").write_bytes(jpg.tobytes())
+    dng = Path(__file__).resolve().parents[1] / "examples" / "coffee_raw.dng"
+    (d / "dng_named.tif").write_bytes(dng.read_bytes())
+    (d / "notes.png").write_text("shopping list: film, batteries\n")
+    (d / "blank.jpg").write_bytes(b"")
+    expected = {
+        "png_named.jpg": "PNG data in a .jpg file (rename it .png)",
+        "jpeg_named.png": "JPEG data in a .png file (rename it .jpg)",
+        "dng_named.tif": "DNG (camera RAW) data in a .tif file",
+        "notes.png": "not an image (text)",
+        "blank.jpg": "empty file",
+    }
+    for name, reason in expected.items():
+        with pytest.raises(InputError) as e:
+            read(d / name)
+        assert str(e.value).startswith(f"{d / name}: {reason}"), str(e.value)
+    (tmp_path / "p.yaml").write_text(HALF.replace("{stem}_x.png", "{name}.png"))
+    r = cli("run", tmp_path / "p.yaml", d, "-o", tmp_path / "out")
+    assert r.returncode == 1 and "1 done, 0 skipped, 5 failed" in r.stdout
+    for line in r.stdout.splitlines():
+        for name in expected:
+            if name in line:
+                assert line.count(name) == 1, line  # each failure line names the path once
+
+
+# -- items 14 and 15: validate finds every problem, with its line -----------------------------------------
+
+
+def test_validate_checks_model_names_and_suggests_the_nearest(tmp_path):
+    p = tmp_path / "p.yaml"
+    p.write_text("version: 1\nsteps:\n  - model: {name: dat-light-x5}\n  - write: {path: '{stem}.png'}\n")
+    r = cli("validate", p)
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    line = r.stderr.strip()
+    assert line.startswith(f"error: {p}:3: steps[0].model.name: unknown model 'dat-light-x5' (did you mean dat-light-x")
+    assert "dat-light-x2" in line and len(line) < 300  # not the whole catalogue
+    p.write_text("version: 1\nsteps:\n  - model: {name: weights/missing.safetensors}\n  - write: {path: '{stem}.png'}\n")
+    r = cli("validate", p)
+    assert r.returncode == 2 and ":3: steps[0].model.name: no such checkpoint file 'weights/missing.safetensors'" in r.stderr
+
+
+def test_options_that_do_not_apply_are_refused_and_every_error_is_reported(tmp_path):
+    p = tmp_path / "p.yaml"
+    p.write_text("version: 1\nsteps:\n  - resize: {scale: -1}\n"
+                 "  - write: {path: '{stem}.png', dtype: half, compression: zip, quality: 80}\n"
+                 "  - write: {path: '{stem}.jpg', bit_depth: 16}\n  - write: {path: '{stem}.exr', compression: none}\n")
+    r = cli("validate", p)
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    err = r.stderr
+    assert "(3 problems)" in err
+    assert f"{p}:3: steps[0].resize.scale" in err
+    assert f"{p}:4: steps[1].write: " in err and "dtype does not apply to .png output" in err
+    assert "quality does not apply to .png output" in err and "compression 'zip' is not one .png takes" in err
+    assert f"{p}:5: steps[2].write: bit_depth 16 is not one .jpg takes (8)" in err
+    assert "steps[3]" not in err  # EXR compression none is valid ...
+    from restore.image import LINEAR_REC709, Image, Metadata
+    from restore.io import read, write
+
+    img = Image(np.full((4, 4, 3), 0.5, np.float32), LINEAR_REC709, Metadata())
+    write(img, tmp_path / "none.exr", compression="none")  # ... and works
+    assert np.allclose(read(tmp_path / "none.exr").pixels, 0.5, atol=1e-3)
+
+
+# -- items 16 and 17: the Python API and the small things -------------------------------------------------
+
+
+def test_float_input_above_one_is_refused_without_an_encoding_never_clipped():
+    p = load_pipeline({"version": 1, "steps": [{"resize": {"scale": 0.5}}]})
+    hdr = np.full((8, 8, 3), 3.0, np.float32)
+    with pytest.raises(ValueError, match=r"encoding=restore\.LINEAR_REC709"):
+        p(hdr)
+    out = p(hdr, encoding=restore.LINEAR_REC709)
+    assert out.dtype == np.float32 and np.allclose(out, 3.0, rtol=1e-5)  # kept, not clipped
+    assert p(np.full((8, 8, 3), 0.5, np.float32)).max() <= 1.0  # sRGB [0, 1] float input as before
+
+
+def test_an_image_prints_as_a_summary_and_info_prints_plain_values():
+    img = restore.read(Path(__file__).resolve().parents[1] / "examples" / "coffee_raw.dng")
+    text = repr(img)
+    assert text.startswith("Image(192x128x3 float32, linear/rec709/scene-referred, range [") and "coffee_raw.dng" in text
+    assert len(text) < 200 and "array(" not in text and "array(" not in repr(img.meta) and len(repr(img.meta)) < 600
+    r = cli("info", Path(__file__).resolve().parents[1] / "examples" / "coffee_raw.dng")
+    assert r.returncode == 0 and "np.float" not in r.stdout and "array(" not in r.stdout and "dtype=" not in r.stdout
+    assert "white_balance: [2.0, 1.0, 1.42857, 0.0]" in r.stdout
+
+
+def test_help_tables_and_readme_cover_what_ships():
+    r = cli("eval", "--help")
+    assert "--json" in r.stdout and "mean_psnr" in r.stdout
+    r = cli("models")  # piped: a plain table, one line per entry, nothing wrapped
+    from restore.models import catalog
+
+    lines = r.stdout.splitlines()
+    for e in catalog():
+        (line,) = [x for x in lines if x.startswith(e.name + " ")]
+        assert e.when.split()[-1] in line  # the whole row on one line
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    for p in sorted((Path(__file__).resolve().parents[1] / "pipelines").glob("*.yaml")):
+        assert f"pipelines/{p.name}" in readme or f"`{p.name}`" in readme, f"README does not list {p.name}"

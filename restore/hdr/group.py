@@ -306,6 +306,11 @@ def probe(path: str | Path) -> FrameInfo:
         raise InputError(path, f"unsupported file type {suffix or '(no suffix)'}")
     if suffix == ".exr":
         return _probe_exr(path)
+    if suffix == ".hdr":
+        from ..io.radiance import radiance_size
+
+        w, h, _ = radiance_size(path)
+        return FrameInfo(path, w, h, None, None, None, None, None)
     if suffix in RAW_SUFFIXES:
         return _probe_raw(path)
     return _probe_pillow(path)

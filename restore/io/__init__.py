@@ -1,9 +1,13 @@
-"""Reading and writing images: RAW (rawpy), PNG/TIFF/JPEG (OpenCV, Pillow, tifffile), EXR (OpenEXR).
+"""Reading and writing images: RAW (rawpy), PNG/TIFF/JPEG (OpenCV, Pillow, tifffile), EXR (OpenEXR),
+Radiance HDR (OpenCV).
 
-``read`` picks the reader from the file suffix; ``write`` picks the format
-from the output suffix, converts the colour encoding the format needs
-(EXR: linear; PNG/JPEG/8-16-bit TIFF: sRGB-encoded, display-referred) and
-writes atomically (temporary file in the output folder, fsync, rename).
+``read`` takes files whose suffix a reader knows and picks the reader from
+the content (:mod:`restore.io.sniff`): a PNG named ``.jpg`` is read as the
+PNG it is; text, unknown bytes or camera RAW under a display suffix get a
+one-line reason.  ``write`` picks the format from the output suffix,
+converts the colour encoding the format needs (EXR, HDR: linear;
+PNG/JPEG/8-16-bit TIFF: sRGB-encoded, display-referred) and writes
+atomically (temporary file in the output folder, fsync, rename).
 """
 
 from __future__ import annotations
@@ -14,9 +18,11 @@ from ..color import convert
 from ..errors import InputError, OutputError
 from ..image import SRGB, Encoding, Image
 from .atomic import TMP_MARK, atomic_path
-from .exr import read_exr, write_exr
-from .ldr import LDR_READ_SUFFIXES, read_ldr, write_jpeg, write_png, write_tiff
+from .exr import EXR_COMPRESSIONS, read_exr, write_exr
+from .ldr import LDR_READ_SUFFIXES, TIFF_COMPRESSIONS, read_ldr, write_jpeg, write_png, write_tiff
 from .raw import RAW_SUFFIXES, RawOptions, read_raw
+from .radiance import read_radiance, write_radiance
+from .sniff import mismatch, sniff
 
 __all__ = [
     "read",
@@ -24,13 +30,54 @@ __all__ = [
     "RawOptions",
     "READ_SUFFIXES",
     "WRITE_SUFFIXES",
+    "FORMAT_OPTIONS",
+    "write_option_problems",
     "atomic_path",
     "TMP_MARK",
     "is_raw",
 ]
 
-READ_SUFFIXES = LDR_READ_SUFFIXES | RAW_SUFFIXES | {".exr"}
-WRITE_SUFFIXES = {".png", ".tif", ".tiff", ".jpg", ".jpeg", ".exr"}
+READ_SUFFIXES = LDR_READ_SUFFIXES | RAW_SUFFIXES | {".exr", ".hdr"}
+
+#: What each output format takes: option -> allowed values.  The one table behind ``write`` and the
+#: pipeline schema (``restore validate`` refuses an option the format does not take).
+FORMAT_OPTIONS: dict[str, dict[str, tuple]] = {
+    ".png": {"bit_depth": (8, 16), "compression": tuple(str(i) for i in range(10))},
+    ".jpg": {"bit_depth": (8,), "quality": tuple(range(1, 101))},
+    ".tif": {"bit_depth": (8, 16, 32), "compression": TIFF_COMPRESSIONS},
+    ".exr": {"dtype": ("half", "float"), "compression": EXR_COMPRESSIONS},
+    ".hdr": {},
+}
+FORMAT_OPTIONS[".jpeg"], FORMAT_OPTIONS[".tiff"] = FORMAT_OPTIONS[".jpg"], FORMAT_OPTIONS[".tif"]
+WRITE_SUFFIXES = set(FORMAT_OPTIONS)
+
+
+def write_option_problems(suffix: str, options: dict) -> list[str]:
+    """Problems with write options for an output format: options it does not take, values it does not allow.
+
+    Args:
+        suffix: The output suffix (``.png`` ...).
+        options: The options given (``bit_depth``, ``dtype``, ``compression``, ``quality``); None values
+            count as not given.
+
+    Returns:
+        One line per problem (empty when all apply).
+    """
+    table = FORMAT_OPTIONS.get(suffix.lower())
+    if table is None:
+        return [f"unsupported output extension {suffix!r}; use one of {sorted(WRITE_SUFFIXES)}"]
+    out = []
+    for k, v in options.items():
+        if v is None:
+            continue
+        if k not in table:
+            takes = ", ".join(table) or "no options"
+            out.append(f"{k} does not apply to {suffix} output ({suffix} takes {takes})")
+        elif v not in table[k] and str(v) not in map(str, table[k]):
+            allowed = table[k]
+            shown = f"{allowed[0]}-{allowed[-1]}" if len(allowed) > 12 else ", ".join(map(str, allowed))
+            out.append(f"{k} {v!r} is not one {suffix} takes ({shown})")
+    return out
 
 
 def is_raw(path: str | Path) -> bool:
@@ -60,13 +107,22 @@ def read(path: str | Path, raw: RawOptions | None = None) -> Image:
         raise InputError(path, "file not found")
     if path.is_dir():
         raise InputError(path, "is a folder, not an image")
-    if suffix == ".exr":
+    if suffix not in READ_SUFFIXES:
+        raise InputError(path, f"unsupported file type {suffix or '(no suffix)'}")
+    try:
+        content = sniff(path)
+        problem = mismatch(path, content)
+    except OSError as e:
+        raise InputError(path, f"cannot read file ({e.strerror or e})") from None
+    if problem:
+        raise InputError(path, problem)
+    if content == "exr" or (content is None and suffix == ".exr"):
         return read_exr(path)
-    if suffix in RAW_SUFFIXES:
+    if content == "hdr":
+        return read_radiance(path)
+    if suffix in RAW_SUFFIXES or content in ("dng", "raw"):
         return read_raw(path, raw or RawOptions())
-    if suffix in LDR_READ_SUFFIXES:
-        return read_ldr(path)
-    raise InputError(path, f"unsupported file type {suffix or '(no suffix)'}")
+    return read_ldr(path, content)
 
 
 def write(
@@ -103,14 +159,22 @@ def write(
     suffix = path.suffix.lower()
     if suffix not in WRITE_SUFFIXES:
         raise OutputError(path, f"unsupported output type {suffix or '(no suffix)'}; use one of {sorted(WRITE_SUFFIXES)}")
+    given = {"bit_depth": bit_depth, "compression": compression,
+             "dtype": dtype if dtype != "half" else None, "quality": quality if quality != 95 else None}
+    problems = write_option_problems(suffix, given)
+    if problems:
+        raise OutputError(path, "; ".join(problems))
     src_depth = image.meta.bit_depth if image.meta.bit_depth in (8, 16) else None
-    if suffix == ".exr":
-        target = Encoding("linear", image.encoding.primaries if image.encoding.primaries != "camera" else "rec709", image.encoding.referred)
+    if suffix in (".exr", ".hdr"):
         if image.encoding.primaries == "camera":
-            raise OutputError(path, "camera-native RGB cannot be tagged in EXR; develop to linear-rec709 first")
-        img = convert(image, target)
+            raise OutputError(path, f"camera-native RGB cannot be tagged in {suffix}; develop to linear-rec709 first")
+        primaries = image.encoding.primaries if suffix == ".exr" else "rec709"  # RGBE carries no primaries: Rec.709
+        img = convert(image, Encoding("linear", primaries, image.encoding.referred))
         with atomic_path(path) as tmp:
-            write_exr(img, tmp, dtype=dtype, compression=compression or "zip")
+            if suffix == ".exr":
+                write_exr(img, tmp, dtype=dtype, compression=compression or "zip")
+            else:
+                write_radiance(img, tmp)
         return path
     if suffix in (".tif", ".tiff") and bit_depth == 32:
         with atomic_path(path) as tmp:

@@ -123,7 +123,7 @@ def write_exr(image: Image, path: Path, dtype: str = "half", compression: str = 
     name = {1: "Y", 3: "RGB", 4: "RGBA"}[px.shape[2]]
     channels = {name: px[:, :, 0] if name == "Y" else np.ascontiguousarray(px)}
     header = {
-        "compression": getattr(OpenEXR, f"{compression.upper()}_COMPRESSION"),
+        "compression": getattr(OpenEXR, "NO_COMPRESSION" if compression == "none" else f"{compression.upper()}_COMPRESSION"),
         "type": OpenEXR.scanlineimage,
     }
     if image.encoding.primaries in PRIMARIES:

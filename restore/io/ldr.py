@@ -22,7 +22,10 @@ from ..errors import InputError, OutputError
 from ..image import SRGB, Image, Metadata
 from .limits import check_size
 
-__all__ = ["read_ldr", "write_png", "write_jpeg", "write_tiff", "LDR_READ_SUFFIXES"]
+__all__ = ["read_ldr", "write_png", "write_jpeg", "write_tiff", "LDR_READ_SUFFIXES", "TIFF_COMPRESSIONS"]
+
+#: TIFF compressions tifffile writes without optional codecs (``deflate`` = ``zlib``).
+TIFF_COMPRESSIONS = ("none", "zlib", "deflate", "lzma")
 
 LDR_READ_SUFFIXES = {".png", ".tif", ".tiff", ".jpg", ".jpeg", ".bmp", ".webp", ".ppm", ".pgm", ".pnm"}
 _FORMAT = {".png": "png", ".tif": "tiff", ".tiff": "tiff", ".jpg": "jpeg", ".jpeg": "jpeg"}
@@ -104,11 +107,14 @@ def _apply_orientation(a: np.ndarray, orientation: int) -> np.ndarray:
     return np.ascontiguousarray(ops[orientation](a)) if orientation in ops else a
 
 
-def read_ldr(path: str | Path) -> Image:
+def read_ldr(path: str | Path, fmt: str | None = None) -> Image:
     """Read a PNG / TIFF / JPEG / BMP / WebP file.
 
     Args:
         path: The file.
+        fmt: Its content's format (:func:`restore.io.sniff.sniff`: ``png``,
+            ``jpeg``, ``tiff`` ...); default: what the suffix says.  Integrity
+            checks (PNG chunks and CRCs, the JPEG end marker) follow the content.
 
     Returns:
         :class:`Image` with float32 pixels ``(H, W, C)`` in [0, 1] (C = 1, 3 or
@@ -129,7 +135,8 @@ def read_ldr(path: str | Path) -> Image:
     if not data:
         raise InputError(path, "empty file")
     suffix = path.suffix.lower()
-    meta = Metadata(source=path, source_format=_FORMAT.get(suffix, suffix.lstrip(".")))
+    fmt = fmt or _FORMAT.get(suffix, suffix.lstrip("."))
+    meta = Metadata(source=path, source_format=fmt)
     orientation = 1
     try:
         with PILImage.open(io.BytesIO(data)) as pil:
@@ -140,11 +147,11 @@ def read_ldr(path: str | Path) -> Image:
         raise
     except Exception as e:  # Pillow cannot parse the header: the file is not an image we know
         raise InputError(path, f"not a readable image ({type(e).__name__}: {e})") from None
-    if suffix == ".png":
+    if fmt == "png":
         problem = _png_complete(data)
         if problem:
             raise InputError(path, problem)
-    elif suffix in (".jpg", ".jpeg") and b"\xff\xd9" not in data[-4096:]:
+    elif fmt == "jpeg" and b"\xff\xd9" not in data[-4096:]:
         raise InputError(path, "truncated JPEG (no end-of-image marker)")
     arr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
     if arr is None:
@@ -260,7 +267,7 @@ def write_tiff(image: Image, path: Path, bit_depth: int = 16, compression: str =
         data[:, :, 0] if px.shape[2] == 1 else data,
         photometric=photometric,
         extrasamples=["unassalpha"] if px.shape[2] == 4 else None,
-        compression=compression,
+        compression=None if compression in (None, "none") else compression,
         extratags=extratags,
         metadata=None,
     )

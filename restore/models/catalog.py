@@ -23,7 +23,7 @@ from ..cache import cache_dir
 from ..errors import ModelError
 from .loader import sha256_file
 
-__all__ = ["CatalogEntry", "catalog", "find", "weight_dirs", "resolve", "refresh"]
+__all__ = ["CatalogEntry", "catalog", "find", "weight_dirs", "resolve", "refresh", "unknown_model"]
 
 _REPO_WEIGHTS = Path(__file__).resolve().parents[2] / "weights"
 
@@ -122,6 +122,28 @@ def find(name: str) -> CatalogEntry | None:
 _VERIFIED: dict[tuple[str, int, int], str] = {}
 
 
+def unknown_model(name: str) -> str | None:
+    """The one-line problem with a model name, or None if it names a catalogue entry or an existing file.
+
+    ``dat-light-x5`` -> ``unknown model 'dat-light-x5' (did you mean dat-light-x2?; `restore models` lists
+    the catalogue, or give a .safetensors/.pth path)``.
+    """
+    import difflib
+
+    from . import _CHECKPOINT_SUFFIXES
+
+    if find(name) is not None:
+        return None
+    p = Path(name).expanduser()
+    if p.exists():
+        return None if p.is_file() else f"model {name!r} is a folder, not a checkpoint file"
+    if p.suffix.lower() in _CHECKPOINT_SUFFIXES or "/" in name or "\\" in name:
+        return f"no such checkpoint file {name!r}"
+    close = difflib.get_close_matches(name, [e.name for e in catalog()], n=3, cutoff=0.6)
+    hint = f"did you mean {' or '.join(close)}?; " if close else ""
+    return f"unknown model {name!r} ({hint}`restore models` lists the catalogue, or give a .safetensors/.pth path)"
+
+
 def resolve(name: str) -> tuple[CatalogEntry, Path]:
     """Resolve a catalogue name to a file whose sha256 matches the manifest.
 
@@ -131,8 +153,7 @@ def resolve(name: str) -> tuple[CatalogEntry, Path]:
     """
     entry = find(name)
     if entry is None:
-        names = ", ".join(e.name for e in catalog()) or "(none)"
-        raise ModelError(f"unknown model {name!r}; catalogue: {names}; or give a .safetensors/.pth path")
+        raise ModelError(unknown_model(name) or f"unknown model {name!r}")
     if entry.extra.get("ncnn"):  # converted from its installed wheel into the user cache on first use, sha256-checked
         from .ncnn_catalog import ensure_converted
 

@@ -109,6 +109,11 @@ def _from_array(array: np.ndarray, encoding: Encoding | None) -> tuple[Image, np
         px, depth = a.astype(np.float32) / 65535.0, 16
     elif a.dtype in (np.float32, np.float64, np.float16):
         px, depth = a.astype(np.float32), 32
+        if encoding is None and a.size and (float(np.nanmax(a)) > 1.001 or float(np.nanmin(a)) < -0.001):
+            raise ValueError(
+                f"float input with values outside [0, 1] (range {float(np.nanmin(a)):.4g} to {float(np.nanmax(a)):.4g}) and no "
+                "encoding: float arrays are taken as sRGB in [0, 1]; pass encoding=restore.LINEAR_REC709 for linear "
+                "scene-referred data (HDR), or scale the array to [0, 1]")
     else:
         raise ValueError(f"unsupported dtype {a.dtype}; use uint8, uint16 or float32")
     enc = encoding or SRGB
@@ -239,11 +244,14 @@ class Pipeline:
         Args:
             array: ``(H, W)`` or ``(H, W, C)`` with C in 1, 3, 4; uint8, uint16
                 or float32.  Integers are sRGB-encoded display values; float
-                arrays are taken to be in ``encoding`` (default sRGB, [0, 1]).
+                arrays are taken to be in ``encoding`` (default sRGB, [0, 1]:
+                a float array with values outside [0, 1] and no ``encoding`` is
+                refused, never clipped).
                 For a grouped (HDR) pipeline: a list of such arrays, one per
                 exposure, with ``exposure_times`` (seconds).
-            encoding: Colour encoding of a float input (e.g.
-                ``restore.image.LINEAR_REC709`` for linear data).
+            encoding: Colour encoding of a float input: ``restore.LINEAR_REC709``
+                for linear, scene-referred data (values may exceed 1; the
+                result comes back linear too), ``restore.SRGB`` (the default).
             device: ``"cpu"``, ``"cuda"``, ... (default: the pipeline's).
 
         Returns:
@@ -251,7 +259,8 @@ class Pipeline:
             a pipeline of total scale s.
 
         Raises:
-            ValueError: unsupported shape or dtype.
+            ValueError: unsupported shape or dtype, or float values outside
+                [0, 1] without an ``encoding``.
             RestoreError: a stage failed (e.g. a model cannot be loaded).
         """
         if isinstance(array, (list, tuple)):

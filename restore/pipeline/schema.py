@@ -207,6 +207,16 @@ class WriteOptions(_Strict):
                 raise ValueError(f"template field {{{fname}}} takes no format spec or conversion")
         return v
 
+    @model_validator(mode="after")
+    def _options_fit_the_format(self):
+        from ..io import write_option_problems
+
+        given = {k: getattr(self, k) for k in sorted(self.model_fields_set - {"path"})}
+        problems = write_option_problems(Path(self.path).suffix, given)
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
 
 Reference = Union[Literal["middle", "shortest", "longest"], int]
 
@@ -502,19 +512,23 @@ def parse_pipeline(source: str | Path | dict, *, origin: str | None = None) -> P
         line = _node_at(node, ("version",))
         where = f":{line.start_mark.line + 1}" if line is not None else ""
         raise PipelineError(f"{name}{where}: version: unsupported pipeline version {data['version']!r} (this restore reads version {SCHEMA_VERSION})")
-    def fail(e: ValidationError, prefix: tuple = ()) -> PipelineError:
-        err = e.errors()[0]
-        loc = prefix + tuple(p for p in err["loc"] if not (isinstance(p, str) and p.endswith("Step")))
-        if err["msg"].endswith("develop must be the first step"):
-            loc = ("steps",)
-        # pydantic's union/function locations may include class names; keep data keys
+    def where(loc: tuple) -> str:
         n = _node_at(node, loc)
-        where = f":{n.start_mark.line + 1}" if n is not None else ""
-        msg = err["msg"].removeprefix("Value error, ")
-        more = f" (and {len(e.errors()) - 1} more)" if len(e.errors()) > 1 else ""
-        return PipelineError(f"{name}{where}: {_fmt_loc(loc)}: {msg}{more}")
+        return f":{n.start_mark.line + 1}" if n is not None else ""
 
+    def lines_of(e: ValidationError, prefix: tuple = ()) -> list[str]:
+        out = []
+        for err in e.errors():
+            loc = prefix + tuple(p for p in err["loc"] if not (isinstance(p, str) and p.endswith("Step")))
+            if err["msg"].endswith("develop must be the first step"):
+                loc = ("steps",)
+            msg = err["msg"].removeprefix("Value error, ")
+            out.append(f"{name}{where(loc)}: {_fmt_loc(loc)}: {msg}")
+        return out
+
+    problems: list[str] = []
     steps = data.get("steps")
+    bad_steps: set[int] = set()
     if isinstance(steps, list):  # validate step by step so errors carry steps[i] and its line
         for i, s in enumerate(steps):
             if isinstance(s, dict) and len(s) == 1 and next(iter(s)) in STEP_TYPES:
@@ -522,8 +536,41 @@ def parse_pipeline(source: str | Path | dict, *, origin: str | None = None) -> P
                 try:
                     STEP_TYPES[kind].model_validate({kind: s[kind] if s[kind] is not None else {}})
                 except ValidationError as e:
-                    raise fail(e, ("steps", i)) from None
+                    problems += lines_of(e, ("steps", i))
+                    bad_steps.add(i)
+    spec = None
     try:
-        return PipelineSpec.model_validate(data)
+        spec = PipelineSpec.model_validate(data)
     except ValidationError as e:
-        raise fail(e) from None
+        # the steps already reported are validated again inside the spec: report the rest
+        for line, err in zip(lines_of(e), e.errors()):
+            loc = err["loc"]
+            if bad_steps and (not loc or loc[0] == "steps" or loc[0] in STEP_TYPES or str(loc[0]).endswith("Step")):
+                continue
+            problems.append(line)
+    if isinstance(steps, list):
+        problems += _model_name_problems(steps, name, where)
+    if problems:
+        more = f" ({len(problems)} problems)" if len(problems) > 1 else ""
+        raise PipelineError(("\n" + " " * 2).join([problems[0] + more] + problems[1:]) if len(problems) > 1 else problems[0])
+    return spec
+
+
+def _model_name_problems(steps: list, name: str, where) -> list[str]:
+    """Every model a step names must be in the catalogue or an existing checkpoint file."""
+    from ..models.catalog import unknown_model
+
+    out = []
+    for i, step in enumerate(steps):
+        if not isinstance(step, dict) or len(step) != 1:
+            continue
+        kind, opts = next(iter(step.items()))
+        field = {"model": "name", "merge": "model"}.get(kind)
+        model = opts.get(field) if isinstance(opts, dict) and field else None
+        if not isinstance(model, str):
+            continue
+        key = ("steps", i, kind, field)
+        problem = unknown_model(model)
+        if problem:
+            out.append(f"{name}{where(key)}: {_fmt_loc(key)}: {problem}")
+    return out
