@@ -74,6 +74,13 @@ class DevelopStage(Stage):
         return color.convert(image, Encoding("linear", "rec709", image.encoding.referred))
 
 
+def wide_overlap(model, tile: int, overlap: int) -> int:
+    """The overlap for tiles of a global-attention model: at least 1/8 of the tile (rounded up to the size
+    multiple), so neighbouring tiles' global statistics blend over a wide band."""
+    mult = max(1, model.multiple_of)
+    return max(overlap, -(-(tile // 8) // mult) * mult)
+
+
 def whole_or_large_tiles(model, shape, device, dtype, overlap: int, memory: str | None, notes: list[str]) -> tuple[int, int]:
     """Whole image for an architecture that discourages tiling (global attention), unless it does not fit.
 
@@ -104,7 +111,7 @@ def whole_or_large_tiles(model, shape, device, dtype, overlap: int, memory: str 
     if curve is None or curve.predict(pixels) <= budget:
         return 0, overlap
     tile = tile_for_budget(curve, budget, multiple_of=mult, hi=8192)
-    wide = max(overlap, -(-(tile // 8) // mult) * mult)
+    wide = wide_overlap(model, tile, overlap)
     notes.append(f"whole image ({w}x{h}) would need {curve.predict(pixels) / 2**30:.1f} GiB, over the "
                  f"{budget / 2**30:.1f} GiB budget: tiles of {tile} px with overlap {wide}")
     return tile, wide

@@ -11,7 +11,6 @@ import json
 
 import pytest
 import spandrel
-import torch
 from safetensors.torch import load_file
 
 import restore

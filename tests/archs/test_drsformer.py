@@ -17,7 +17,7 @@ from restore.models.archs.drsformer import (
     infer_params,
     topk_sizes,
 )
-from tests.golden import assert_close, assert_golden, assert_official_layout, load_golden, meta_state_dict, official_configs
+from tests.golden import assert_golden, assert_official_layout, load_golden, meta_state_dict, official_configs
 
 # fixture -> (mefc flag, architecture that must claim it)
 FIXTURES = {"drsformer": True, "drsformer_nomefc": False}

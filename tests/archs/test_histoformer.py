@@ -17,7 +17,7 @@ from restore.models.archs.histoformer import (
     infer_params,
     softmax_1,
 )
-from tests.golden import assert_close, assert_golden, assert_official_layout, load_golden, meta_state_dict, official_configs
+from tests.golden import assert_golden, assert_official_layout, load_golden, meta_state_dict, official_configs
 
 NAME = "histoformer"
 OTHERS = ["restormer", "restormer_dualpixel", "drsformer", "drsformer_nomefc"]

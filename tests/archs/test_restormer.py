@@ -16,7 +16,7 @@ from restore.models.archs.restormer_base import (
     infer_ffn_expansion_factor,
     infer_params,
 )
-from tests.golden import assert_close, assert_golden, assert_official_layout, load_golden, meta_state_dict, official_configs
+from tests.golden import assert_golden, assert_official_layout, load_golden, meta_state_dict, official_configs
 
 FIXTURES = ["restormer", "restormer_dualpixel"]
 OTHERS = ["drsformer", "drsformer_nomefc", "histoformer"]
