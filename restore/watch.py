@@ -33,7 +33,6 @@ safety net for missed events, and runs the pipeline on each new file:
 
 from __future__ import annotations
 
-import fnmatch
 import logging
 import os
 import queue
@@ -46,12 +45,11 @@ from datetime import datetime
 from pathlib import Path
 from typing import Callable
 
-from .batch import Item, SignalGuard, output_owner_conflict, relative_dir
+from .engine import FileResult, Item, SignalGuard, is_input_file, make_executor, output_owner_conflict, relative_dir
+from .engine.executors import UNREADABLE
 from .errors import InputError, RestoreError
-from .io import READ_SUFFIXES, TMP_MARK
 from .journal import Entry, Journal, JournalError, remove_temp_files
-from .pipeline.runner import FileResult, Pipeline
-from .worker import UNREADABLE, make_runner
+from .pipeline.runner import Pipeline
 
 __all__ = ["Watcher", "WatchOptions", "WatchReport", "LOG_NAME"]
 
@@ -220,7 +218,7 @@ class Watcher:
         self.log.setLevel(logging.INFO)
         propagate = self.log.propagate
         self.log.propagate = False  # the console gets its own lines; the file gets everything
-        self.runner = make_runner(self.pipe, self.opts.timeout_s, self.opts.device)
+        self.runner = make_executor(self.pipe, self.opts.timeout_s, self.opts.device)
         try:
             self.runner.start()
         except BaseException:
@@ -337,22 +335,11 @@ class Watcher:
             self._see(Path(p))
 
     def _eligible(self, p: Path) -> bool:
-        name = p.name
-        if name.startswith(".") or TMP_MARK in name or p.suffix.lower() not in READ_SUFFIXES:
-            return False
-        pats = self.pipe.spec.input.patterns
-        if pats and not any(fnmatch.fnmatch(name.lower(), x.lower()) for x in pats):
-            return False
-        try:
-            rp = p.resolve()
-        except OSError:
-            return False
-        for ex in self._excluded:
-            if ex == rp.parent or ex in rp.parents:
-                return False
+        """The discovery filter of ``restore run`` (:func:`restore.engine.is_input_file`), plus: without
+        recursion only the watched folder itself (a symlink in it counts as in it, wherever it points)."""
         if not self.recursive and Path(os.path.abspath(p)).parent != Path(os.path.abspath(self.in_dir)):
-            return False  # (a symlink in the folder counts as being in it, wherever it points)
-        return p.is_file()  # regular files only (not FIFOs, sockets, folders)
+            return False
+        return is_input_file(p, self.pipe.spec.input.patterns, self._excluded)
 
     def _see(self, p: Path) -> None:
         """Start tracking a path unless it is tracked already, not ours, or done with the same content."""

@@ -2,98 +2,26 @@
 
 from __future__ import annotations
 
-import fnmatch
 import logging
 import os
 import time
-import traceback
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable
 
 import numpy as np
 
-from ..errors import InputError, RestoreError
+from ..engine.loop import run_batch
+from ..engine.plan import collect_inputs
+from ..engine.results import FileResult, RunReport, failure_result
+from ..errors import RestoreError
 from ..image import SRGB, Encoding, Image, Metadata
-from ..io import READ_SUFFIXES, TMP_MARK, RawOptions, read
+from ..io import RawOptions, read
 from .schema import PipelineSpec, parse_pipeline
 from .stages import Context, DevelopStage, Stage, WriteStage, build_stages
 
 __all__ = ["Pipeline", "FileResult", "RunReport", "collect_inputs", "load_pipeline", "failure_result"]
 
 log = logging.getLogger("restore")
-
-
-@dataclass
-class FileResult:
-    """Outcome for one input: ``status`` is ``done``, ``skipped`` or ``failed``."""
-
-    input: Path
-    status: str
-    outputs: list[Path] = field(default_factory=list)
-    error: str | None = None
-    seconds: float = 0.0
-    notes: list[str] = field(default_factory=list)
-
-
-@dataclass
-class RunReport:
-    """Results of a batch; ``interrupted``: a signal stopped it before every item was reached."""
-
-    results: list[FileResult] = field(default_factory=list)
-    interrupted: bool = False
-
-    def count(self, status: str) -> int:
-        return sum(r.status == status for r in self.results)
-
-    @property
-    def failed(self) -> list[FileResult]:
-        return [r for r in self.results if r.status == "failed"]
-
-    @property
-    def ok(self) -> bool:
-        return not self.failed
-
-
-def collect_inputs(paths: Iterable[str | Path], patterns: list[str] | None = None, recursive: bool = False, exclude: Path | None = None) -> list[Path]:
-    """Expand files and folders into a sorted list of input files.
-
-    Folders contribute files whose suffix a reader knows (and that match
-    ``patterns`` when given, case-insensitively); hidden files and our
-    temporary files are ignored, as is the ``exclude`` folder (the output
-    folder when it lies inside an input folder).  Files named explicitly are
-    kept as given, so a wrong one is reported rather than silently dropped.
-
-    Raises:
-        InputError: a path that does not exist.
-    """
-    out: list[Path] = []
-    ex = exclude.resolve() if exclude else None
-    for p in paths:
-        p = Path(p)
-        if p.is_dir():
-            it = p.rglob("*") if recursive else p.iterdir()
-            for f in sorted(it):
-                if not f.is_file() or f.name.startswith(".") or TMP_MARK in f.name:
-                    continue
-                if ex and (ex == f.resolve().parent or ex in f.resolve().parents):
-                    continue
-                if f.suffix.lower() not in READ_SUFFIXES:
-                    continue
-                if patterns and not any(fnmatch.fnmatch(f.name.lower(), pat.lower()) for pat in patterns):
-                    continue
-                out.append(f)
-        elif p.exists():
-            out.append(p)
-        else:
-            raise InputError(p, "no such file or folder")
-    seen, uniq = set(), []
-    for f in out:
-        k = f.resolve()
-        if k not in seen:
-            seen.add(k)
-            uniq.append(f)
-    return uniq
 
 
 def _from_array(array: np.ndarray, encoding: Encoding | None) -> tuple[Image, np.dtype, bool]:
@@ -449,8 +377,10 @@ class Pipeline:
         timeout_s: float | None = None,
         retry_failed: bool = False,
         handle_signals: bool = False,
+        executor="local",
+        executor_options: dict | None = None,
     ) -> RunReport:
-        """Process ``inputs`` into ``out_dir`` (see :func:`restore.batch.run_batch`).
+        """Process ``inputs`` into ``out_dir`` (see :func:`restore.engine.run_batch`).
 
         Args:
             inputs: Input files (e.g. from :func:`collect_inputs`).
@@ -471,41 +401,24 @@ class Pipeline:
             retry_failed: With a journal, retry items that failed before.
             handle_signals: Abandon the current item cleanly on SIGINT/SIGTERM
                 (main thread only); the report then has ``interrupted`` set.
+            executor: ``"local"`` (this machine) or ``"ray"`` (a Ray cluster;
+                ``executor_options``: ``address``, ``workers``, ``gpus_per_worker``).
 
         Raises:
             RestoreError: the pipeline cannot be loaded, or two inputs would
                 write the same output (before any item runs).
         """
-        from ..batch import run_batch
-
         return run_batch(
             self, list(inputs), out_dir, roots=roots, journal=journal, timeout_s=timeout_s, overwrite=overwrite,
             retry_failed=retry_failed, device=device, on_start=on_start, on_result=on_result, tile_progress=tile_progress,
-            handle_signals=handle_signals,
+            handle_signals=handle_signals, executor=executor, executor_options=executor_options,
         )
 
+    def factory(self):
+        """A picklable callable that builds this pipeline again (in a worker process or on a Ray node)."""
+        import functools
 
-def failure_result(path: Path, e: BaseException, *, what: str | None = None, seconds: float = 0.0) -> FileResult | None:
-    """The one mapping of an exception to a failed :class:`FileResult` (None: not ours to catch).
-
-    A :class:`RestoreError` keeps its message (prefixed with ``what``, the
-    file or bracket, unless it names it already); MemoryError becomes "out of
-    memory"; any other Exception (a library's error, a bug) its type and first
-    line, with the traceback in the debug log.  KeyboardInterrupt and
-    SystemExit are not caught (None).
-    """
-    what = what or str(path)
-    if isinstance(e, RestoreError):
-        msg = str(e)
-        named = msg.startswith("bracket ") if what.startswith("bracket ") else str(path) in msg
-        return FileResult(path, "failed", error=msg if named else f"{what}: {msg}", seconds=seconds)
-    if isinstance(e, MemoryError):
-        return FileResult(path, "failed", error=f"{what}: out of memory", seconds=seconds)
-    if isinstance(e, Exception):
-        log.debug("%s", "".join(traceback.format_exception(e)))
-        first = str(e).splitlines()[0] if str(e) else ""
-        return FileResult(path, "failed", error=f"{what}: {type(e).__name__}: {first}", seconds=seconds)
-    return None
+        return functools.partial(Pipeline, self.spec)
 
 
 def load_pipeline(source: str | Path | dict) -> Pipeline:

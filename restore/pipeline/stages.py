@@ -74,6 +74,13 @@ class DevelopStage(Stage):
         return color.convert(image, Encoding("linear", "rec709", image.encoding.referred))
 
 
+#: Smallest tile a global-attention model gets, even when the memory budget asks for less: smaller tiles see
+#: too little of the image for its global statistics (benchmarks/whole_vs_tiled.py, weather-starter on the
+#: real RainDrop pairs: tiles of 128/192 px lose 0.8/1.1 dB against the whole image and fall below the input
+#: on the worst image; 256 px is within 0.01 dB).  A 256 px tile of the starters needs well under 1 GiB.
+MIN_GLOBAL_TILE = 256
+
+
 def wide_overlap(model, tile: int, overlap: int) -> int:
     """The overlap for tiles of a global-attention model: at least 1/8 of the tile (rounded up to the size
     multiple), so neighbouring tiles' global statistics blend over a wide band."""
@@ -86,9 +93,9 @@ def whole_or_large_tiles(model, shape, device, dtype, overlap: int, memory: str 
 
     The model's memory curve (:func:`restore.memory.curve_for`, measured once per machine and cached)
     predicts the whole image's peak; above the budget (``memory``, default
-    :func:`restore.memory.default_budget`) the largest tile that fits is used, with an overlap of at
-    least 1/8 of the tile so neighbouring tiles' global statistics blend (what that costs:
-    ``benchmarks/whole_vs_tiled.py``).
+    :func:`restore.memory.default_budget`) the largest tile that fits is used (never below
+    :data:`MIN_GLOBAL_TILE`), with an overlap of at least 1/8 of the tile so neighbouring tiles' global
+    statistics blend (what that costs: ``benchmarks/whole_vs_tiled.py``).
 
     Args:
         model: The :class:`~restore.models.RestorationModel`.
@@ -110,7 +117,7 @@ def whole_or_large_tiles(model, shape, device, dtype, overlap: int, memory: str 
     curve = curve_for(model, device, dtype)
     if curve is None or curve.predict(pixels) <= budget:
         return 0, overlap
-    tile = tile_for_budget(curve, budget, multiple_of=mult, hi=8192)
+    tile = max(tile_for_budget(curve, budget, multiple_of=mult, hi=8192), -(-MIN_GLOBAL_TILE // mult) * mult)
     wide = wide_overlap(model, tile, overlap)
     notes.append(f"whole image ({w}x{h}) would need {curve.predict(pixels) / 2**30:.1f} GiB, over the "
                  f"{budget / 2**30:.1f} GiB budget: tiles of {tile} px with overlap {wide}")
