@@ -31,6 +31,21 @@ def _plain_table(con, header: list[str], rows: list[list[str]]) -> None:
         con.print("  ".join(str(x).ljust(w) for x, w in zip(r, widths)).rstrip(), markup=False)
 
 
+def _executor_options(f):
+    """``--executor``, ``--address``, ``--workers``, ``--gpus-per-worker`` (shared by run and watch)."""
+    f = click.option("--gpus-per-worker", type=click.FloatRange(min=0), default=0.0, show_default=True,
+                     help="Ray: GPUs per worker (fractions allowed).")(f)
+    f = click.option("--workers", type=click.IntRange(min=1), default=None,
+                     help="Ray: worker actors (default: one per CPU of the cluster).")(f)
+    f = click.option("--address", default=None,
+                     help="Ray: 'auto' (the cluster `ray start` made this machine part of) or HOST:PORT of its head; "
+                          "default: a Ray instance on this machine for this run.")(f)
+    f = click.option("--executor", type=click.Choice(["local", "ray"]), default="local", show_default=True,
+                     help="Where items run: this machine, or a Ray cluster (pip install -e \".[ray]\"; the input and output "
+                          "folders must be shared at the same path on every node).")(f)
+    return f
+
+
 def _nothing_found(inputs, patterns, recursive: bool, out_dir: Path) -> str:
     """The error for a run that found no input: says when sub-folders hold images and -r would read them."""
     from .pipeline import collect_inputs
@@ -78,7 +93,10 @@ def cli(verbose: bool) -> None:
                    "0 = no limit, run in this process.")
 @click.option("--exposure-times", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
               help="CSV of filename,exposure_time_s for brackets whose files carry no EXIF exposure time.")
-def run(pipeline: Path, inputs: tuple[Path, ...], out_dir: Path, overwrite: bool, recursive: bool, device: str | None, quiet: bool, use_journal: bool, retry_failed: bool, timeout_s: float, exposure_times: Path | None = None) -> None:
+@_executor_options
+def run(pipeline: Path, inputs: tuple[Path, ...], out_dir: Path, overwrite: bool, recursive: bool, device: str | None, quiet: bool, use_journal: bool,
+        retry_failed: bool, timeout_s: float, exposure_times: Path | None = None, executor: str = "local", address: str | None = None,
+        workers: int | None = None, gpus_per_worker: float = 0.0) -> None:
     """Run PIPELINE over INPUT files and folders, writing into OUTPUT.
 
     One bad file never stops the others; each output is written to a
@@ -107,8 +125,8 @@ def run(pipeline: Path, inputs: tuple[Path, ...], out_dir: Path, overwrite: bool
         if not files:
             _fail(_nothing_found(inputs, pipe.spec.input.patterns, deep, out_dir))
         roots = [p for p in inputs if p.is_dir()]
-        if not timeout_s:
-            pipe.prepare()  # with a time limit the worker process loads the models
+        if not timeout_s and executor == "local":
+            pipe.prepare()  # with a stall limit (or on Ray) the worker processes load the models
     except RestoreError as e:
         _fail(str(e))
     results = []
@@ -148,6 +166,7 @@ def run(pipeline: Path, inputs: tuple[Path, ...], out_dir: Path, overwrite: bool
             report = pipe.run(
                 files, out_dir, roots=roots, overwrite=overwrite, device=device, on_start=on_start, on_result=on_result, tile_progress=on_tile,
                 journal=True if use_journal else None, timeout_s=timeout_s or None, retry_failed=retry_failed, handle_signals=True,
+                executor=executor, executor_options={"address": address, "workers": workers, "gpus_per_worker": gpus_per_worker},
             )
         except RestoreError as e:
             _fail(str(e))
@@ -158,7 +177,8 @@ def run(pipeline: Path, inputs: tuple[Path, ...], out_dir: Path, overwrite: bool
             reason = (r.error or "skipped").split(" (")[0]
             why[reason] = why.get(reason, 0) + 1
     detail = f" ({', '.join(f'{n} {k}' for k, n in why.items())})" if why else ""
-    con.print(f"{pipe.name}: {done} done, {skipped} skipped{detail}, {failed} failed -> {out_dir}", markup=False)
+    restarts = f" ({report.worker_restarts} worker restart{'s' if report.worker_restarts != 1 else ''})" if report.worker_restarts else ""
+    con.print(f"{pipe.name}: {done} done, {skipped} skipped{detail}, {failed} failed -> {out_dir}{restarts}", markup=False)
     for r in report.failed:
         con.print(f"  failed: {r.error}", markup=False, soft_wrap=True)
     if report.interrupted:
@@ -184,8 +204,10 @@ def run(pipeline: Path, inputs: tuple[Path, ...], out_dir: Path, overwrite: bool
 @click.option("--overwrite", is_flag=True, help="Redo inputs whose outputs already exist.")
 @click.option("--device", default=None, help="cpu, cuda, cuda:1 ... (default: the pipeline's, auto).")
 @click.option("--quiet", "-q", is_flag=True, help="No status line or per-file messages (the log file still gets them).")
+@_executor_options
 def watch(pipeline: Path, in_dir: Path, out_dir: Path, once: bool, settle_s: float, rescan_s: float, move_done: Path | None, failed_dir: Path | None,
-          retries: int, backoff_s: float, timeout_s: float, group_timeout_s: float, recursive: bool | None, overwrite: bool, device: str | None, quiet: bool) -> None:
+          retries: int, backoff_s: float, timeout_s: float, group_timeout_s: float, recursive: bool | None, overwrite: bool, device: str | None, quiet: bool,
+          executor: str = "local", address: str | None = None, workers: int | None = None, gpus_per_worker: float = 0.0) -> None:
     """Watch IN_DIR and run PIPELINE on every new file, exactly once, into OUTPUT.
 
     A file is taken when its size and mtime have been stable for --settle
@@ -205,6 +227,7 @@ def watch(pipeline: Path, in_dir: Path, out_dir: Path, once: bool, settle_s: flo
         opts = WatchOptions(
             settle_s=settle_s, rescan_s=rescan_s, move_done=move_done, failed_dir=failed_dir, retries=retries, timeout_s=timeout_s or None,
             backoff_s=backoff_s, group_timeout_s=group_timeout_s, once=once, recursive=recursive, device=device, overwrite=overwrite,
+            executor=executor, executor_options={"address": address, "workers": workers, "gpus_per_worker": gpus_per_worker},
         )
         w = Watcher(pipe, in_dir, out_dir, opts, console=None if quiet else con, handle_signals=True)
         report = w.run()

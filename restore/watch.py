@@ -81,6 +81,8 @@ class WatchOptions:
         device: Torch device for model steps.
         overwrite: Redo inputs whose outputs exist.
         poll_s: Main loop tick.
+        executor: ``local`` or ``ray`` (see :func:`restore.engine.make_executor`).
+        executor_options: Ray: ``address``, ``workers``, ``gpus_per_worker``.
     """
 
     settle_s: float = 2.0
@@ -97,6 +99,8 @@ class WatchOptions:
     device: str | None = None
     overwrite: bool = False
     poll_s: float = 0.2
+    executor: str = "local"
+    executor_options: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -218,7 +222,8 @@ class Watcher:
         self.log.setLevel(logging.INFO)
         propagate = self.log.propagate
         self.log.propagate = False  # the console gets its own lines; the file gets everything
-        self.runner = make_executor(self.pipe, self.opts.timeout_s, self.opts.device)
+        self.runner = make_executor(self.pipe, self.opts.timeout_s, self.opts.device, kind=self.opts.executor,
+                                    out_dir=self.out_dir, **self.opts.executor_options)
         try:
             self.runner.start()
         except BaseException:

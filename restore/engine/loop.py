@@ -271,8 +271,10 @@ def run_batch(
     except sqlite3.Error as e:  # disk full, file removed under us ...
         raise JournalError(f"{jr.path if jr is not None else out_dir}: journal error ({e}); the batch stopped (run again to continue)") from None
     finally:
-        if ex is not None and owns_executor:
-            ex.close()
+        if ex is not None:
+            report.worker_restarts = ex.restarts
+            if owns_executor:
+                ex.close()
         if owned and jr is not None:
             jr.close()
     return report

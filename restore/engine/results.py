@@ -38,10 +38,12 @@ class FileResult:
 
 @dataclass
 class RunReport:
-    """Results of a batch; ``interrupted``: a signal stopped it before every item was reached."""
+    """Results of a batch; ``interrupted``: a signal stopped it before every item was reached;
+    ``worker_restarts``: workers replaced on the way (stalls, crashes, lost Ray nodes)."""
 
     results: list[FileResult] = field(default_factory=list)
     interrupted: bool = False
+    worker_restarts: int = 0
 
     def count(self, status: str) -> int:
         """Number of results with this status."""
