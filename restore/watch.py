@@ -122,6 +122,8 @@ class _Track:
     strikes: int = 0
     not_before: float = 0.0
     pooled: bool = False  # brackets: decoded, waiting for its group
+    running: bool = False  # submitted to the executor, result not handled yet
+    info: "object" = None  # brackets: the header (FrameInfo), read once when pooled
 
 
 def _natural_key(name: str):
@@ -140,6 +142,74 @@ def _unique(dest_dir: Path, name: str) -> Path:
 
 class _Stop(Exception):
     pass
+
+
+# -- the daemon's decisions, as pure functions (unit-tested without files, clocks or processes) ---------------
+
+
+def settled(since: float, not_before: float, now: float, settle_s: float) -> bool:
+    """A file whose size and mtime last changed at ``since`` is taken at ``now`` once they held for
+    ``settle_s`` seconds and no retry backoff (``not_before``) is pending (monotonic seconds)."""
+    return now - since >= settle_s and now >= not_before
+
+
+def capture_order(infos: list) -> list:
+    """Frames in capture order: by capture time when every frame has one (ties by name), else by file name
+    in natural order (``IMG_9`` before ``IMG_10``)."""
+    if infos and all(i.capture_time is not None for i in infos):
+        return sorted(infos, key=lambda i: (i.capture_time, _natural_key(i.path.name), str(i.path)))
+    return sorted(infos, key=lambda i: (_natural_key(i.path.name), str(i.path)))
+
+
+def complete_brackets(order: list, group_fn, by: str, size: int | None, flush: bool) -> tuple[list[list], list[tuple[list, str]]]:
+    """The brackets among pooled frames that are complete by the grouping rule, per folder.
+
+    Args:
+        order: Pooled frames (:class:`~restore.hdr.group.FrameInfo`) in capture order.
+        group_fn: ``infos -> (groups, failures)`` (:meth:`restore.pipeline.Pipeline.group_infos`).
+        by, size: The pipeline's grouping rule.
+        flush: No more frames are coming (the group timeout passed, or ``--once`` ran out of files): every
+            frame must go now, into a bracket or failed.
+
+    Returns:
+        ``(groups, failed)``: complete brackets; and ``(frames, reason)`` for frames that can never form a
+        valid bracket (a ``size`` chunk that does not validate; left over at a flush).  Frames in neither
+        wait for more to arrive (the last, still growing bracket of an exposure sequence).
+    """
+    folders: dict[Path, list] = {}
+    for i in order:
+        folders.setdefault(i.path.parent, []).append(i)
+    groups: list[list] = []
+    failed: list[tuple[list, str]] = []
+    for frames in folders.values():
+        if flush:
+            found, failures = group_fn(frames)
+            grouped = {i.path for grp in found for i in grp}  # (groups hold copies carrying table exposure times)
+            rest = [i for i in frames if i.path not in grouped]
+            groups += found
+            if rest:
+                failed.append((rest, "; ".join(f.error for f in failures if f.error) or "not part of a valid bracket"))
+            continue
+        if by == "size":
+            n = int(size)
+            for k in range(0, len(frames) - len(frames) % n, n):
+                chunk = frames[k : k + n]
+                found, failures = group_fn(chunk)
+                if failures:
+                    failed.append((chunk, "; ".join(f.error for f in failures if f.error) or "not a valid bracket"))
+                else:
+                    groups += found
+            continue
+        found, failures = group_fn(frames)
+        if not failures:
+            groups += found[:-1]  # the last group may still grow
+            continue
+        for k in range(1, len(frames) - 1):
+            found, failures = group_fn(frames[:-k])
+            if not failures:
+                groups += found  # the trailing frames start the next (still incomplete) group
+                break
+    return groups, failed
 
 
 class Watcher:
@@ -193,6 +263,7 @@ class Watcher:
         self._index = 0
         self._group_times: dict[str, float] = {}
         self._owners: dict[str, str] = {}
+        self._in_flight: dict[int, tuple[Item, list[_Track]]] = {}
         self._last_pool_add = 0.0
         self._stop = False
         self._current = ""
@@ -270,6 +341,11 @@ class Watcher:
                         except queue.Empty:
                             pass
                 self.report.interrupted = self.report.interrupted or guard.stop
+                if self._in_flight:  # stopped with items running: they stay to do (rows back to pending)
+                    for item in self.runner.cancel():
+                        remove_temp_files(item.outputs)
+                        self.journal.abandon(item.key)
+                    self._in_flight.clear()
         except sqlite3.Error as e:
             raise JournalError(f"{self.journal.path}: journal error ({e}); the daemon stopped (start it again to continue)") from None
         finally:
@@ -383,10 +459,10 @@ class Watcher:
                 del self._tracks[key]  # moved or deleted before we took it
                 continue
             if (st.st_size, st.st_mtime_ns) != (t.size, t.mtime_ns):
-                t.size, t.mtime_ns, t.since, t.strikes, t.pooled = st.st_size, st.st_mtime_ns, now, 0, False
+                t.size, t.mtime_ns, t.since, t.strikes, t.pooled, t.info = st.st_size, st.st_mtime_ns, now, 0, False, None
 
     def _stable(self, t: _Track, now: float) -> bool:
-        return now - t.since >= self.opts.settle_s and now >= t.not_before
+        return settled(t.since, t.not_before, now, self.opts.settle_s)
 
     def _changed(self, t: _Track) -> bool:
         try:
@@ -397,9 +473,10 @@ class Watcher:
 
     # -- work --------------------------------------------------------------------------------------
     def _step(self, now: float) -> bool:
-        """Do at most one unit of work; True if something was done."""
-        ready = sorted((t for t in self._tracks.values() if not t.pooled and self._stable(t, now)), key=lambda t: _natural_key(str(t.path)))
-        if ready:
+        """Do at most one unit of work (submit an item, or handle finished ones); True if something was done."""
+        ready = sorted((t for t in self._tracks.values() if not t.pooled and not t.running and self._stable(t, now)),
+                       key=lambda t: _natural_key(str(t.path)))
+        if ready and (self.grouped or self.runner.in_flight < self.runner.capacity):
             t = ready[0]
             try:
                 if self.grouped:
@@ -412,6 +489,8 @@ class Watcher:
                 self.log.exception("internal error on %s", t.path)
                 self._internal_error([t], e)
             return True
+        if self._in_flight:
+            return self._collect()
         if self.grouped and any(t.pooled for t in self._tracks.values()):
             try:
                 return self._groups(now)
@@ -463,6 +542,7 @@ class Watcher:
             self._current = ""
 
     def _process_single(self, t: _Track) -> None:
+        """Plan and submit one file; its result is handled by :meth:`_collect` (several may run at once on Ray)."""
         p = t.path
         item = self._item([p])
         if item is None:
@@ -472,9 +552,37 @@ class Watcher:
             return
         if not self._begin([p], [t]):
             return
-        r = self._run(item, probe=True, overwrite=self.opts.overwrite or plan.changed, key=p)
+        self.runner.submit(item, out_dir=self.out_dir, probe=True, overwrite=self.opts.overwrite or plan.changed)
+        t.running = True
+        self._in_flight[id(item)] = (item, [t])
+        self._current = p.name
         self._index += 1
-        self._handle(r, [p], [t])
+
+    def _collect(self) -> bool:
+        """Handle finished items (waiting up to one poll tick); a signal abandons everything in flight."""
+        try:
+            with self.guard.interruptible():
+                done = self.runner.wait(self.opts.poll_s)
+        except KeyboardInterrupt:
+            for item in self.runner.cancel():
+                remove_temp_files(item.outputs)
+                self.journal.abandon(item.key)
+                self._say("info", f"interrupted: abandoned {item.key.name} (it stays to do)")
+            self._in_flight.clear()
+            self.report.interrupted = True
+            raise _Stop from None
+        for item, r in done:
+            _, tracks = self._in_flight.pop(id(item), (item, []))
+            for t in tracks:
+                t.running = False
+            try:
+                self._handle(r, list(item.members), tracks)
+            except Exception as e:  # a bug must not kill the daemon nor loop on the same file
+                self.log.exception("internal error on %s", item.key)
+                self._internal_error(tracks, e)
+        if not self._in_flight:
+            self._current = ""
+        return bool(done)
 
     def _plan(self, item: Item):
         """Journal decision; handles skip/wait/failed itself and returns None then, else the plan."""
@@ -621,10 +729,19 @@ class Watcher:
 
     # -- brackets -----------------------------------------------------------------------------------
     def _probe_for_pool(self, t: _Track) -> None:
+        """Decode a settled bracket file; if it decodes, read its header once and pool it."""
+        from .hdr.group import probe
+
         r = self._run(Item(self._index, [t.path]), probe_only=True)
         if r.status == "done":
             if self._changed(t):
                 self._update(time.monotonic())
+                return
+            try:
+                t.info = probe(t.path)
+            except Exception as e:  # RestoreError, or a library's own error on a hostile header
+                msg = str(e) if isinstance(e, RestoreError) else f"{t.path}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+                self._fail_for_good([t.path], [t], msg)
                 return
             t.pooled = True
             self._last_pool_add = time.monotonic()
@@ -632,80 +749,33 @@ class Watcher:
         if self._not_decodable(t, r):
             self._fail_for_good([t.path], [t], r.error or "does not decode")
 
-    def _capture_order(self, paths: list[Path]) -> list[Path]:
-        from .hdr.group import probe
-
-        infos, order = {}, []
-        for p in paths:
-            try:
-                infos[p] = probe(p)
-            except Exception as e:  # RestoreError, or a library error on a hostile header
-                t = self._tracks.get(str(p))
-                msg = str(e) if isinstance(e, RestoreError) else f"{p}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
-                self._fail_for_good([p], [t] if t else [], msg)
-                continue
-            order.append(p)
-        if order and all(infos[p].capture_time is not None for p in order):
-            order.sort(key=lambda p: (infos[p].capture_time, _natural_key(p.name), str(p)))
-        else:
-            order.sort(key=lambda p: (_natural_key(p.name), str(p)))
-        return order
-
-    def _complete_groups(self, order: list[Path], flush: bool) -> list[list[Path]]:
-        """Groups of ``order`` that are complete by the grouping rule (all of them when ``flush``);
-        a bracket never spans folders, so each folder's files are grouped on their own."""
-        folders: dict[Path, list[Path]] = {}
-        for p in order:
-            folders.setdefault(p.parent, []).append(p)
-        return [g for files in folders.values() for g in self._complete_groups_in(files, flush)]
-
-    def _complete_groups_in(self, order: list[Path], flush: bool) -> list[list[Path]]:
-        g = self.pipe.spec.input.group
-        if flush:
-            groups, failures, self._group_times = self.pipe.group_inputs(order)
-            grouped = {p for grp in groups for p in grp}
-            rest = [p for p in order if p not in grouped]
-            if rest:
-                msg = "; ".join(f.error for f in failures if f.error) or "not part of a valid bracket"
-                self._fail_for_good(rest, [self._tracks[str(p)] for p in rest if str(p) in self._tracks], msg)
-            return groups
-        if g.by == "size":
-            n = int(g.size)
-            out = []
-            for k in range(0, len(order) - len(order) % n, n):
-                chunk = order[k : k + n]
-                groups, failures, self._group_times = self.pipe.group_inputs(chunk)
-                if failures:
-                    msg = "; ".join(f.error for f in failures if f.error) or "not a valid bracket"
-                    self._fail_for_good(chunk, [self._tracks[str(p)] for p in chunk if str(p) in self._tracks], msg)
-                else:
-                    out += groups
-            return out
-        groups, failures, self._group_times = self.pipe.group_inputs(order)
-        if not failures:
-            return groups[:-1]  # the last group may still grow
-        for k in range(1, len(order) - 1):
-            groups, failures, self._group_times = self.pipe.group_inputs(order[:-k])
-            if not failures:
-                return groups  # the trailing files start the next (still incomplete) group
-        return []
-
     def _groups(self, now: float) -> bool:
-        pooled = [t.path for t in self._tracks.values() if t.pooled]
+        pooled = {str(t.path): t for t in self._tracks.values() if t.pooled and t.info is not None}
         settling = any(not t.pooled for t in self._tracks.values())
         flush = now - self._last_pool_add >= self.opts.group_timeout_s or (self.opts.once and not settling)
-        order = self._capture_order(pooled)
+        order = capture_order([t.info for t in pooled.values()])
         if not order:
-            return True
-        groups = self._complete_groups(order, False)  # complete by the rule first; a flush takes only what is left
-        if not groups and flush:
-            groups = self._complete_groups(order, True)
-        worked = False
+            return False
+        g = self.pipe.spec.input.group
+
+        def group_fn(infos):
+            groups, failures, self._group_times = self.pipe.group_infos(infos)
+            return groups, failures
+
+        # complete by the rule first; a flush takes only what is left
+        groups, failed = complete_brackets(order, group_fn, g.by, g.size, flush=False)
+        if not groups and not failed and flush:
+            groups, failed = complete_brackets(order, group_fn, g.by, g.size, flush=True)
+        for frames, why in failed:
+            paths = [i.path for i in frames]
+            self._fail_for_good(paths, [pooled[str(p)] for p in paths if str(p) in pooled], why)
+        worked = bool(failed)
         for grp in groups:
-            tracks = [self._tracks[str(p)] for p in grp if str(p) in self._tracks]
-            if len(tracks) != len(grp) or any(now < t.not_before for t in tracks):
+            members = [i.path for i in grp]
+            tracks = [self._tracks[str(p)] for p in members if str(p) in self._tracks]
+            if len(tracks) != len(members) or any(now < t.not_before for t in tracks):
                 continue
-            self._process_group(grp, tracks)
+            self._process_group(members, tracks)
             worked = True
         return worked
 

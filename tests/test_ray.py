@@ -52,3 +52,44 @@ def test_a_two_node_cluster_loses_a_node_mid_run_and_every_output_lands_once(tmp
     assert sorted(p.name for p in f["outputs"]) == [f"img{i:03d}_r.png" for i in range(40)]
     assert f["journal"] == ["done"] * 40 and not f["temp_files"]
     assert f["rerun"].returncode == 0 and "0 done, 40 skipped" in f["rerun"].stdout
+
+
+def test_watch_on_ray_takes_a_burst_of_100_files_exactly_once(tmp_path):
+    pytest.importorskip("ray", reason='Ray is not installed (pip install -e ".[ray]")')
+    import os
+    import signal
+    import subprocess
+    import time
+
+    from benchmarks.ray_cluster import Cluster
+    from tests.test_watch import PIPE, done_lines, encode, rows
+
+    (tmp_path / "p.yaml").write_text(PIPE)
+    d, out = tmp_path / "in", tmp_path / "out"
+    d.mkdir()
+    with Cluster(tmp_path / "cluster", nodes=2) as c:
+        env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
+        proc = subprocess.Popen([sys.executable, "-m", "restore.cli", "watch", str(tmp_path / "p.yaml"), str(d), "-o", str(out),
+                                 "--settle", "0.3", "--rescan", "2", "--executor", "ray", "--address", c.address],
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+        try:
+            deadline = time.monotonic() + 120
+            while not ((out / "restore-watch.log").exists() and "watching" in (out / "restore-watch.log").read_text()):
+                assert proc.poll() is None and time.monotonic() < deadline, proc.stdout.read() if proc.poll() is not None else "no start"
+                time.sleep(0.2)
+            names = [f"b{i:03d}.png" for i in range(100)]
+            for i, n in enumerate(names):  # the burst: written in place, as a card reader would
+                (d / n).write_bytes(encode(i))
+            deadline = time.monotonic() + 240
+            while len([p for p in out.glob("*.png") if not p.name.startswith(".")]) < 100 and time.monotonic() < deadline:
+                assert proc.poll() is None, proc.stdout.read()
+                time.sleep(0.3)
+            time.sleep(2.5)  # a rescan and more events: nothing may run twice
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            text, _ = proc.communicate(timeout=120)
+    assert sorted(p.name for p in out.glob("*.png") if not p.name.startswith(".")) == names, text[-2000:]
+    j = rows(out)
+    assert sorted(j) == names and all(v == ("done", 1) for v in j.values())
+    counts = done_lines(out)
+    assert all(counts.get(n) == 1 for n in names)

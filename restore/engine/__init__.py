@@ -35,17 +35,18 @@ a processor - a :class:`~restore.pipeline.Pipeline` - and, for other processes, 
 Modules: :mod:`~restore.engine.plan` (Item, discovery filter, planning, collisions),
 :mod:`~restore.engine.results` (FileResult, RunReport, the exception -> result mapping),
 :mod:`~restore.engine.executors` (in-process, isolated child process), :mod:`~restore.engine.ray_executor`
-(Ray actors), :mod:`~restore.engine.loop` (the one loop, signals).
+(Ray actors), :mod:`~restore.engine.select` (``--executor``), :mod:`~restore.engine.loop` (the one loop, signals).
 """
 
-from .executors import EXECUTORS, Executor, InProcessExecutor, IsolatedExecutor, make_executor
+from .executors import Executor, InProcessExecutor, IsolatedExecutor, local_executor
 from .loop import SignalGuard, open_journal, run_batch
 from .plan import Item, OutputCollisionError, collect_inputs, is_input_file, output_owner_conflict, plan_items, relative_dir
 from .results import FileResult, RunReport, failure_result
+from .select import EXECUTORS, make_executor
 
 __all__ = [
     "run_batch", "open_journal", "SignalGuard",
     "Item", "OutputCollisionError", "collect_inputs", "is_input_file", "output_owner_conflict", "plan_items", "relative_dir",
     "FileResult", "RunReport", "failure_result",
-    "Executor", "InProcessExecutor", "IsolatedExecutor", "make_executor", "EXECUTORS",
+    "Executor", "InProcessExecutor", "IsolatedExecutor", "local_executor", "make_executor", "EXECUTORS",
 ]

@@ -38,15 +38,12 @@ from ..journal import remove_temp_files
 from .plan import Item
 from .results import FileResult, failure_result
 
-__all__ = ["Executor", "InProcessExecutor", "IsolatedExecutor", "make_executor", "probe_decode", "UNREADABLE", "TIMED_OUT", "EXECUTORS"]
+__all__ = ["Executor", "InProcessExecutor", "IsolatedExecutor", "local_executor", "probe_decode", "UNREADABLE", "TIMED_OUT"]
 
 #: Note on a result whose input did not decode (``probe=True``): the watch daemon tells "still being written" from "bad file" with it.
 UNREADABLE = "unreadable"
 #: Note on a result that hit the stall limit.
 TIMED_OUT = "timed out"
-#: ``--executor`` choices.
-EXECUTORS = ("local", "ray")
-
 _READY_LIMIT_S = 900.0  # loading models may take long (first use of a big checkpoint on a slow disk)
 
 
@@ -405,27 +402,8 @@ class IsolatedExecutor(Executor):
         remove_temp_files(item.outputs)
 
 
-def make_executor(pipeline, timeout_s: float | None = None, device: str | None = None, *, kind: str = "local",
-                  address: str | None = None, workers: int | None = None, gpus_per_worker: float = 0.0, out_dir: Path | None = None) -> Executor:
-    """The executor for a run.
-
-    Args:
-        pipeline: The processor.
-        timeout_s: Stall limit (> 0: :class:`IsolatedExecutor`; None/0 locally: :class:`InProcessExecutor`).
-        device: Torch device for model steps.
-        kind: ``local`` or ``ray``.
-        address, workers, gpus_per_worker, out_dir: Ray only (see :class:`restore.engine.ray_executor.RayExecutor`).
-
-    Raises:
-        RestoreError: ``ray`` without Ray installed (one line: how to install it), or an unknown kind.
-    """
-    if kind == "ray":
-        from .ray_executor import RayExecutor
-
-        return RayExecutor(pipeline, timeout_s=timeout_s, device=device, address=address, workers=workers,
-                           gpus_per_worker=gpus_per_worker, out_dir=out_dir)
-    if kind != "local":
-        raise RestoreError(f"unknown executor {kind!r}; use one of {', '.join(EXECUTORS)}")
+def local_executor(pipeline, timeout_s: float | None = None, device: str | None = None) -> Executor:
+    """An :class:`IsolatedExecutor` with a stall limit (``timeout_s`` > 0), else an :class:`InProcessExecutor`."""
     if timeout_s:
         return IsolatedExecutor(pipeline, timeout_s=timeout_s, device=device)
     return InProcessExecutor(pipeline, device=device)

@@ -30,9 +30,10 @@ from typing import Callable, Iterator
 
 from ..errors import OutputError, RestoreError
 from ..journal import Journal, JournalError, Plan, remove_temp_files
-from .executors import Executor, make_executor
+from .executors import Executor
 from .plan import output_owner_conflict, plan_items
 from .results import FileResult, RunReport
+from .select import make_executor
 
 __all__ = ["run_batch", "open_journal", "SignalGuard", "decide"]
 

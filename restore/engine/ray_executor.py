@@ -32,7 +32,7 @@ from pathlib import Path
 
 from ..errors import RestoreError
 from ..journal import remove_temp_files
-from .executors import Executor, make_executor
+from .executors import Executor, local_executor
 from .plan import Item
 from .results import FileResult
 
@@ -48,7 +48,7 @@ class _Worker:
 
     def __init__(self, factory, timeout_s, device):
         self.pipe = factory()
-        self.ex = make_executor(self.pipe, timeout_s, device)
+        self.ex = local_executor(self.pipe, timeout_s, device)
         self.ex.start()
 
     def node(self) -> str:

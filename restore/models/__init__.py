@@ -6,13 +6,13 @@ from pathlib import Path
 
 from ..errors import ModelError
 from .catalog import CatalogEntry, catalog, find, resolve
+from .entry import CHECKPOINT_SUFFIXES
 from .loader import detect, load_state_dict, read_hparams
 from .model import RestorationModel
 from .ncnn_catalog import apply_post_resize
 
 __all__ = ["load_model", "RestorationModel", "catalog", "find", "CatalogEntry", "ModelError"]
 
-_CHECKPOINT_SUFFIXES = {".safetensors", ".pth", ".pt", ".ckpt", ".bin"}
 
 
 def load_model(name_or_path: str | Path) -> RestorationModel:
@@ -36,7 +36,7 @@ def load_model(name_or_path: str | Path) -> RestorationModel:
     """
     s = str(name_or_path)
     p = Path(s).expanduser()
-    if p.suffix.lower() in _CHECKPOINT_SUFFIXES or p.exists():
+    if p.suffix.lower() in CHECKPOINT_SUFFIXES or p.exists():
         sd, meta = load_state_dict(p)
         desc = apply_post_resize(detect(sd, p, read_hparams(p, meta)), meta)
         return RestorationModel.from_descriptor(desc, name=str(p), source=p)

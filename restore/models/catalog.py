@@ -12,73 +12,16 @@ installed, converted into the user cache on first :func:`resolve`.
 
 from __future__ import annotations
 
-import os
-from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
 import yaml
 
-from ..cache import cache_dir
 from ..errors import ModelError
+from .entry import CHECKPOINT_SUFFIXES, CatalogEntry, weight_dirs
 from .loader import sha256_file
 
 __all__ = ["CatalogEntry", "catalog", "find", "weight_dirs", "resolve", "refresh", "unknown_model"]
-
-_REPO_WEIGHTS = Path(__file__).resolve().parents[2] / "weights"
-
-
-@dataclass(frozen=True)
-class CatalogEntry:
-    """One named model.
-
-    Attributes:
-        name: Catalogue name (``dat-light-x2``).
-        file: File name looked up in :func:`weight_dirs`.
-        sha256: Expected hex digest; a mismatch refuses the file.
-        arch: Architecture id (``DAT``...).
-        task: ``super-resolution``, ``derain``, ...
-        scale: Output/input size ratio.
-        licence: SPDX-style licence of the weights.
-        source: Where the weights come from.
-        recipe: Command that (re)creates the file.
-        when: One line: when to use it.
-        quality: Measured quality with the command that measured it.
-    """
-
-    name: str
-    file: str
-    sha256: str
-    arch: str
-    task: str
-    scale: int = 1
-    licence: str = "unknown"
-    source: str = ""
-    recipe: str = ""
-    when: str = ""
-    quality: str = ""
-    extra: dict = field(default_factory=dict, hash=False, compare=False)
-
-    @property
-    def path(self) -> Path | None:
-        """First existing file among :func:`weight_dirs`, or None."""
-        for d in weight_dirs():
-            p = d / self.file
-            if p.is_file():
-                return p
-        return None
-
-    @property
-    def available(self) -> bool:
-        return self.path is not None
-
-
-def weight_dirs() -> list[Path]:
-    """Folders searched for weight files, in priority order."""
-    dirs = [Path(p) for p in os.environ.get("RESTORE_WEIGHTS", "").split(os.pathsep) if p]
-    dirs += [cache_dir("weights"), _REPO_WEIGHTS]
-    return dirs
-
 
 @lru_cache(maxsize=1)
 def _load_manifests() -> dict[str, CatalogEntry]:
@@ -130,14 +73,12 @@ def unknown_model(name: str) -> str | None:
     """
     import difflib
 
-    from . import _CHECKPOINT_SUFFIXES
-
     if find(name) is not None:
         return None
     p = Path(name).expanduser()
     if p.exists():
         return None if p.is_file() else f"model {name!r} is a folder, not a checkpoint file"
-    if p.suffix.lower() in _CHECKPOINT_SUFFIXES or "/" in name or "\\" in name:
+    if p.suffix.lower() in CHECKPOINT_SUFFIXES or "/" in name or "\\" in name:
         return f"no such checkpoint file {name!r}"
     close = difflib.get_close_matches(name, [e.name for e in catalog()], n=3, cutoff=0.6)
     hint = f"did you mean {' or '.join(close)}?; " if close else ""

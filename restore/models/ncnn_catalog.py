@@ -32,7 +32,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from ..errors import ModelError
-from .catalog import CatalogEntry
+from .entry import CatalogEntry
 from .loader import sha256_file
 
 __all__ = [

@@ -17,7 +17,8 @@ from ..errors import RestoreError
 from ..image import SRGB, Encoding, Image, Metadata
 from ..io import RawOptions, read
 from .schema import PipelineSpec, parse_pipeline
-from .stages import Context, DevelopStage, Stage, WriteStage, build_stages
+from .build import build_stages
+from .stages import Context, DevelopStage, Stage, WriteStage
 
 __all__ = ["Pipeline", "FileResult", "RunReport", "collect_inputs", "load_pipeline", "failure_result"]
 
@@ -298,49 +299,86 @@ class Pipeline:
 
     # -- brackets ----------------------------------------------------------------
     def group_inputs(self, files: list[Path]) -> tuple[list[list[Path]], list[FileResult], dict[str, float]]:
-        """Split input files into bracket groups (``input.group``); invalid groups come back as failures.
-
-        A bracket never spans folders: each folder's files are grouped on their own.
+        """Split input files into bracket groups (``input.group``): :meth:`probe_files` then :meth:`group_infos`.
 
         Returns:
             ``(groups, failures, times)``: each group a list of paths in capture
-            order; each failure names the group's files and the problem;
-            ``times`` the exposure-time table (by file name) that overrides the
-            files' metadata (empty when the pipeline gives none).
+            order; each failure names the files and the problem; ``times`` the
+            exposure-time table (by file name) that overrides the files'
+            metadata (empty when the pipeline gives none).
         """
-        from ..hdr.group import BracketError, group_brackets, load_exposure_times, probe
+        infos, failures = self.probe_files(files)
+        groups, more, times = self.group_infos(infos)
+        return [[i.path for i in g] for g in groups], failures + more, times
 
-        g = self.spec.input.group
-        times: dict[str, float] = {}
-        if self.spec.input.exposure_times is not None:
-            base = files[0].parent if files else Path(".")
-            try:
-                times = load_exposure_times(self.spec.input.exposure_times, base_dir=base)
-            except RestoreError as e:  # a bad table fails the whole batch, reported like a bad file
-                return [], [FileResult(base / str(self.spec.input.exposure_times), "failed", error=str(e))], {}
-        folders: dict[Path, list] = {}
-        failures: list[FileResult] = []
+    def probe_files(self, files: list[Path]) -> tuple[list, list[FileResult]]:
+        """Headers of ``files`` (:func:`restore.hdr.group.probe`, pixels not decoded), read once.
+
+        Returns:
+            ``(infos, failures)``: a :class:`~restore.hdr.group.FrameInfo` per readable file, a failed
+            result naming each unreadable one.
+        """
+        from ..hdr.group import probe
+
+        infos, failures = [], []
         for f in files:
             try:
-                folders.setdefault(Path(os.path.abspath(f)).parent, []).append(probe(f))
+                infos.append(probe(f))
             except Exception as e:  # RestoreError, or a decoder library's own error on a corrupt header
                 r = failure_result(Path(f), e)
                 if r is None:
                     raise
                 failures.append(r)
-        need_times = self.needs_exposure_times
-        groups: list[list[Path]] = []
-        for infos in folders.values():
+        return infos, failures
+
+    def exposure_table(self, base_dir: Path | None = None) -> dict[str, float]:
+        """The pipeline's ``input.exposure_times`` as ``{file name: seconds}`` (empty when none; read once).
+
+        Raises:
+            RestoreError: an unreadable or malformed table.
+        """
+        from ..hdr.group import load_exposure_times
+
+        src = self.spec.input.exposure_times
+        if src is None:
+            return {}
+        key = (str(src), str(base_dir))
+        if getattr(self, "_table_key", None) != key:
+            self._table = load_exposure_times(src, base_dir=base_dir)
+            self._table_key = key
+        return self._table
+
+    def group_infos(self, infos: list) -> tuple[list[list], list[FileResult], dict[str, float]]:
+        """Brackets from probed headers (no file is read again, except the pixels of frames without exposure
+        times when only exposure fusion follows; :func:`restore.hdr.group.frame_look`).
+
+        A bracket never spans folders: each folder's files are grouped on their own.
+
+        Returns:
+            ``(groups, failures, times)``: groups of :class:`~restore.hdr.group.FrameInfo` in capture order,
+            failed results naming the files of each invalid group, the exposure-time table used.
+        """
+        from ..hdr.group import BracketError, group_brackets
+
+        g = self.spec.input.group
+        try:
+            times = self.exposure_table(infos[0].path.parent if infos else None)
+        except RestoreError as e:  # a bad table fails the whole batch, reported like a bad file
+            where = infos[0].path.parent / str(self.spec.input.exposure_times) if infos else Path(str(self.spec.input.exposure_times))
+            return [], [FileResult(where, "failed", error=str(e))], {}
+        folders: dict[Path, list] = {}
+        for info in infos:
+            folders.setdefault(Path(os.path.abspath(info.path)).parent, []).append(info)
+        groups, failures = [], []
+        for members in folders.values():
             bad: list[BracketError] = []
             try:
-                found = group_brackets(infos, by=g.by, size=g.size, time_gap_s=g.time_gap_s, exposure_times=times,
-                                       errors=bad, need_times=need_times,
-                                       look=self._look)
+                groups += group_brackets(members, by=g.by, size=g.size, time_gap_s=g.time_gap_s, exposure_times=times,
+                                         errors=bad, need_times=self.needs_exposure_times, look=self._look)
             except BracketError as e:  # the folder cannot be split (e.g. a size remainder)
-                failures.append(FileResult(e.files[0] if e.files else infos[0].path, "failed", error=str(e)))
+                failures.append(FileResult(e.files[0] if e.files else members[0].path, "failed", error=str(e)))
                 continue
             failures += [FileResult(e.files[0] if e.files else Path("."), "failed", error=str(e)) for e in bad]
-            groups += [[i.path for i in grp] for grp in found]
         return groups, failures, times
 
     def _look(self, path: Path):

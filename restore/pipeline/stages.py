@@ -20,7 +20,7 @@ from ..image import Encoding, Image
 from ..io import RawOptions, write
 from . import schema
 
-__all__ = ["Context", "Stage", "DevelopStage", "ModelStage", "ResizeStage", "ConvertStage", "ExposureStage", "WriteStage", "build_stages"]
+__all__ = ["Context", "Stage", "DevelopStage", "ModelStage", "ResizeStage", "ConvertStage", "ExposureStage", "WriteStage"]
 
 
 @dataclass
@@ -490,28 +490,3 @@ class WriteStage(Stage):
         write(image, p, bit_depth=o.bit_depth, dtype=o.dtype, compression=o.compression, quality=o.quality)
         ctx.outputs.append(p)
         return image
-
-
-_BUILDERS = {
-    schema.DevelopStep: lambda s: DevelopStage(s.develop),
-    schema.ModelStep: lambda s: ModelStage(s.model),
-    schema.ResizeStep: lambda s: ResizeStage(s.resize),
-    schema.ConvertStep: lambda s: ConvertStage(s.convert),
-    schema.ExposureStep: lambda s: ExposureStage(s.exposure),
-    schema.WriteStep: lambda s: WriteStage(s.write),
-}
-
-
-def build_stages(spec: schema.PipelineSpec) -> list[Stage]:
-    """Stage objects for a validated spec, in order."""
-    from . import hdr_stages as h
-
-    builders = {
-        **_BUILDERS,
-        schema.AlignStep: lambda s: h.AlignStage(s.align),
-        schema.MergeStep: lambda s: h.MergeStage(s.merge),
-        schema.FuseStep: lambda s: h.FuseStage(s.fuse),
-        schema.TonemapStep: lambda s: h.TonemapStage(s.tonemap),
-        schema.DenoiseStep: lambda s: h.DenoiseStage(s.denoise),
-    }
-    return [builders[type(s)](s) for s in spec.steps]
