@@ -14,7 +14,7 @@ folder, token authentication off), and:
 
 Usage:
     python benchmarks/ray_cluster.py --kill
-    python benchmarks/ray_cluster.py --throughput [--size 256] [--n 40]
+    python benchmarks/ray_cluster.py --throughput [--size 512] [--n 40]
 """
 
 from __future__ import annotations
@@ -217,7 +217,7 @@ def main(argv=None) -> int:
     ap.add_argument("--kill", action="store_true")
     ap.add_argument("--throughput", action="store_true")
     ap.add_argument("--n", type=int, default=40)
-    ap.add_argument("--size", type=int, default=256)
+    ap.add_argument("--size", type=int, default=512)
     args = ap.parse_args(argv)
     root = Path(tempfile.mkdtemp(prefix="restore-ray-"))
     try:
