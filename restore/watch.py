@@ -45,7 +45,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Callable
 
-from .engine import FileResult, Item, SignalGuard, is_input_file, make_executor, output_owner_conflict, relative_dir
+from .engine import FileResult, Item, SignalGuard, failure_result, is_input_file, make_executor, output_owner_conflict, relative_dir
 from .engine.executors import UNREADABLE
 from .errors import InputError, RestoreError
 from .journal import Entry, Journal, JournalError, remove_temp_files
@@ -740,8 +740,7 @@ class Watcher:
             try:
                 t.info = probe(t.path)
             except Exception as e:  # RestoreError, or a library's own error on a hostile header
-                msg = str(e) if isinstance(e, RestoreError) else f"{t.path}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
-                self._fail_for_good([t.path], [t], msg)
+                self._fail_for_good([t.path], [t], failure_result(t.path, e).error)
                 return
             t.pooled = True
             self._last_pool_add = time.monotonic()
