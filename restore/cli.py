@@ -65,7 +65,11 @@ def _nothing_found(inputs, patterns, recursive: bool, out_dir: Path) -> str:
 
 
 def _fail(msg: str, code: int = 2) -> None:
-    _console(stderr=True).print(f"[bold red]error:[/] {msg}", markup=True, soft_wrap=True)
+    from rich.markup import escape
+
+    from .text import printable
+
+    _console(stderr=True).print(f"[bold red]error:[/] {escape(printable(msg))}", markup=True, soft_wrap=True)
     sys.exit(code)
 
 
@@ -111,6 +115,7 @@ def run(pipeline: Path, inputs: tuple[Path, ...], out_dir: Path, overwrite: bool
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
     from .pipeline import collect_inputs, load_pipeline
+    from .text import printable
 
     con = _console()
     try:
@@ -158,9 +163,9 @@ def run(pipeline: Path, inputs: tuple[Path, ...], out_dir: Path, overwrite: bool
                 line += f"  ({r.error})" if r.error else ""
             elif r.seconds:
                 line += f"  ({r.seconds:.1f} s)"
-            con.print(line, markup=False, soft_wrap=True, highlight=False)
+            con.print(printable(line), markup=False, soft_wrap=True, highlight=False)
             for note in r.notes:  # under the file they belong to
-                con.print(f"         {r.input.name}: {note}", markup=False, soft_wrap=True, highlight=False)
+                con.print(printable(f"         {r.input.name}: {note}"), markup=False, soft_wrap=True, highlight=False)
 
         try:
             report = pipe.run(
@@ -178,9 +183,9 @@ def run(pipeline: Path, inputs: tuple[Path, ...], out_dir: Path, overwrite: bool
             why[reason] = why.get(reason, 0) + 1
     detail = f" ({', '.join(f'{n} {k}' for k, n in why.items())})" if why else ""
     restarts = f" ({report.worker_restarts} worker restart{'s' if report.worker_restarts != 1 else ''})" if report.worker_restarts else ""
-    con.print(f"{pipe.name}: {done} done, {skipped} skipped{detail}, {failed} failed -> {out_dir}{restarts}", markup=False)
+    con.print(printable(f"{pipe.name}: {done} done, {skipped} skipped{detail}, {failed} failed -> {out_dir}{restarts}"), markup=False)
     for r in report.failed:
-        con.print(f"  failed: {r.error}", markup=False, soft_wrap=True)
+        con.print(printable(f"  failed: {r.error}"), markup=False, soft_wrap=True)
     if report.interrupted:
         con.print("interrupted: the current input was abandoned cleanly; run the same command again to continue", markup=False)
         sys.exit(130)
@@ -234,7 +239,9 @@ def watch(pipeline: Path, in_dir: Path, out_dir: Path, once: bool, settle_s: flo
     except RestoreError as e:
         _fail(str(e))
     if quiet:
-        con.print(f"{pipe.name}: {len(report.done)} done, {report.skipped} skipped, {len(report.failed)} failed -> {out_dir}", markup=False)
+        from .text import printable
+
+        con.print(printable(f"{pipe.name}: {len(report.done)} done, {report.skipped} skipped, {len(report.failed)} failed -> {out_dir}"), markup=False)
     if once:
         sys.exit(130 if report.interrupted else 1 if report.failed else 0)
     sys.exit(0)
@@ -316,8 +323,10 @@ def models(as_json: bool) -> None:
 def info(files: tuple[Path, ...], as_json: bool) -> None:
     """Show size, colour encoding and metadata of image files as the reader sees them."""
     import numpy as np
+    from rich.markup import escape
 
     from .io import read
+    from .text import printable
 
     bad = 0
     out = []
@@ -325,7 +334,7 @@ def info(files: tuple[Path, ...], as_json: bool) -> None:
         try:
             im = read(f)
         except RestoreError as e:
-            _console(stderr=True).print(f"error: {e}", markup=False)
+            _console(stderr=True).print(printable(f"error: {e}"), markup=False)
             bad += 1
             continue
         c = im.color
@@ -343,9 +352,9 @@ def info(files: tuple[Path, ...], as_json: bool) -> None:
     else:
         con = _console()
         for d in out:
-            con.print(f"[bold]{d.pop('file')}[/]")
+            con.print(f"[bold]{escape(printable(d.pop('file')))}[/]")
             for k, v in d.items():
-                con.print(f"  {k}: {v}", markup=False)
+                con.print(printable(f"  {k}: {v}"), markup=False)
     sys.exit(1 if bad else 0)
 
 
@@ -369,7 +378,7 @@ def eval_cmd(outputs: Path, truth: Path, crop: int, rgb: bool, as_json: bool) ->
         return
     con = _console()
     for r in rows:
-        con.print(f"{r.output.name:40s} {r.psnr:8.3f} dB  SSIM {r.ssim:.4f}", markup=False)
+        con.print(f"{printable(r.output.name):40s} {r.psnr:8.3f} dB  SSIM {r.ssim:.4f}", markup=False)
     con.print(f"{'mean (' + str(len(rows)) + ' images)':40s} {mp:8.3f} dB  SSIM {ms:.4f}  [{'RGB' if rgb else 'Y'}, crop {crop}]", markup=False)
 
 

@@ -127,6 +127,25 @@ def _clock_ns() -> int:
     return time.time_ns()
 
 
+def _db(key: str) -> str | bytes:
+    """A path as SQLite stores it: text when it is valid UTF-8, else its raw bytes (a BLOB): file names that
+    are not UTF-8 (``bad_\xff.png``, Python's surrogate escapes) round-trip exactly."""
+    try:
+        key.encode("utf-8")
+        return key
+    except UnicodeEncodeError:
+        return os.fsencode(key)
+
+
+def _from_db(value) -> str:
+    return os.fsdecode(value) if isinstance(value, bytes) else value
+
+
+def _text(message: str) -> str:
+    """Free text (an error line) with any undecodable file-name bytes shown as ``\xff`` escapes."""
+    return message.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
 def _key(path: str | Path) -> str:
     return str(Path(os.path.abspath(path)).resolve())
 
@@ -248,7 +267,7 @@ class Journal:
         if r is None:
             return None
         return Entry(
-            path=r["path"],
+            path=_from_db(r["path"]),
             members=[Member(**m) for m in json.loads(r["members"])],
             state=r["state"],
             attempts=int(r["attempts"]),
@@ -262,7 +281,7 @@ class Journal:
 
     def get(self, path: str | Path) -> Entry | None:
         """The row of an input (any of the spellings of its path), or None."""
-        return self._row(self._db.execute("SELECT * FROM items WHERE path = ?", (_key(path),)).fetchone())
+        return self._row(self._db.execute("SELECT * FROM items WHERE path = ?", (_db(_key(path)),)).fetchone())
 
     def entries(self, state: State | None = None) -> list[Entry]:
         """All rows (or those in ``state``), by path."""
@@ -348,6 +367,7 @@ class Journal:
             return Plan("process", "input missing", entry=e)
         if not same:
             return Plan("process", "input changed", changed=True, entry=e)
+        e = self._refresh_times(e, members)
         outs = [Path(o) for o in e.outputs]
         if e.state == "done":
             if all(p.exists() for p in outs + planned):
@@ -373,6 +393,24 @@ class Journal:
             return Plan("failed", e.error or "failed before", entry=e)
         return Plan("process", "pending", entry=e)
 
+    def _refresh_times(self, e: Entry, members: list[Path]) -> Entry:
+        """Record the current size/mtime of members whose bytes are unchanged (touched, copied again), so the
+        next look at them needs no hash; returns the row as it now is."""
+        fresh, moved = [], False
+        for m, p in zip(e.members, members):
+            try:
+                st = p.stat()
+            except OSError:
+                return e
+            if st.st_mtime_ns != m.mtime_ns:
+                moved = True
+            fresh.append(Member(m.path, st.st_size, st.st_mtime_ns, m.sha256))
+        if not moved:
+            return e
+        self._db.execute("UPDATE items SET members = ?, size = ?, mtime_ns = ? WHERE path = ?",
+                         (json.dumps([m.to_json() for m in fresh]), fresh[0].size, fresh[0].mtime_ns, _db(e.path)))
+        return self.get(e.path)
+
     @staticmethod
     def _completed_before_crash(e: Entry, planned: list[Path]) -> bool:
         if not planned or e.started_ns is None:
@@ -388,8 +426,10 @@ class Journal:
     # -- state changes ------------------------------------------------------------
     def _set(self, key: str, **values) -> None:
         values["updated"] = time.time()
+        if isinstance(values.get("error"), str):
+            values["error"] = _text(values["error"])
         cols = ", ".join(f"{k} = ?" for k in values)
-        self._db.execute(f"UPDATE items SET {cols} WHERE path = ?", (*values.values(), key))
+        self._db.execute(f"UPDATE items SET {cols} WHERE path = ?", (*values.values(), _db(key)))
 
     def mark_pending(self, members: list[Path]) -> None:
         """Record a new input as queued (``pending``).
@@ -407,7 +447,7 @@ class Journal:
             "INSERT INTO items (path, members, size, mtime_ns, sha256, state, attempts, created, updated) VALUES (?, ?, ?, ?, NULL, 'pending', 0, ?, ?) "
             "ON CONFLICT(path) DO UPDATE SET members = excluded.members, size = excluded.size, mtime_ns = excluded.mtime_ns, "
             "sha256 = NULL, state = 'pending', attempts = 0, error = NULL, next_try = NULL, updated = excluded.updated",
-            (fps[0].path, json.dumps([m.to_json() for m in fps]), fps[0].size, fps[0].mtime_ns, now, now),
+            (_db(fps[0].path), json.dumps([m.to_json() for m in fps]), fps[0].size, fps[0].mtime_ns, now, now),
         )
 
     def begin(self, members: list[Path]) -> Entry:
@@ -433,7 +473,7 @@ class Journal:
             "sha256 = excluded.sha256, state = 'running', attempts = excluded.attempts, error = NULL, "
             "started_ns = excluded.started_ns, next_try = NULL, updated = excluded.updated"
             + ("" if same else ", outputs = excluded.outputs"),
-            (key, json.dumps([m.to_json() for m in fps]), fps[0].size, fps[0].mtime_ns, fps[0].sha256, attempts, "[]", now, now, _clock_ns()),
+            (_db(key), json.dumps([m.to_json() for m in fps]), fps[0].size, fps[0].mtime_ns, fps[0].sha256, attempts, "[]", now, now, _clock_ns()),
         )
         return self.get(key)
 
@@ -450,7 +490,7 @@ class Journal:
         out: dict[str, str] = {}
         for path, outputs in self._db.execute("SELECT path, outputs FROM items WHERE state = 'done'"):
             for o in json.loads(outputs or "[]"):
-                out[os.path.abspath(o)] = path
+                out[os.path.abspath(o)] = _from_db(path)
         return out
 
     def fail(self, path: str | Path, error: str, retry_in_s: float | None = None) -> None:
@@ -467,7 +507,7 @@ class Journal:
 
     def forget(self, path: str | Path) -> None:
         """Delete an item's row."""
-        self._db.execute("DELETE FROM items WHERE path = ?", (_key(path),))
+        self._db.execute("DELETE FROM items WHERE path = ?", (_db(_key(path)),))
 
 
 def _exclusive_lock(path: Path) -> int | None:

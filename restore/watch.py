@@ -49,6 +49,7 @@ from .engine import FileResult, Item, SignalGuard, failure_result, is_input_file
 from .engine.executors import UNREADABLE
 from .errors import InputError, RestoreError
 from .journal import Entry, Journal, JournalError, remove_temp_files
+from .text import printable
 from .pipeline.runner import Pipeline
 
 __all__ = ["Watcher", "WatchOptions", "WatchReport", "LOG_NAME"]
@@ -382,7 +383,9 @@ class Watcher:
 
         class _Handler(FileSystemEventHandler):
             def on_any_event(self, event):
-                if event.is_directory:
+                # reading a file (our own hash or decode) raises opened / closed-without-write events: they
+                # say nothing new, and queueing them made a touched file loop forever
+                if event.is_directory or event.event_type in ("opened", "closed_no_write"):
                     return
                 for attr in ("dest_path", "src_path"):
                     p = getattr(event, attr, None)
@@ -800,6 +803,7 @@ class Watcher:
         return f"watching {self.in_dir}: {len(self.report.done)} done, {len(self.report.failed)} failed, {settling} waiting{pool}{cur}"
 
     def _say(self, level: str, msg: str) -> None:
+        msg = printable(msg)  # file names are user data: undecodable bytes and control characters escaped
         getattr(self.log, level)(msg)
         if self.console is not None:
             from rich.markup import escape

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Callable, Mapping
 
 from ..errors import InputError
+from ..io.paths import native_path
 
 __all__ = [
     "FrameInfo",
@@ -227,7 +228,8 @@ def _probe_exr(path: Path) -> FrameInfo:
     import OpenEXR
 
     try:
-        head = OpenEXR.File(str(path), header_only=True).header()
+        with native_path(path) as native:
+            head = OpenEXR.File(native, header_only=True).header()
         lo, hi = head["dataWindow"]
         width, height = int(hi[0] - lo[0] + 1), int(hi[1] - lo[1] + 1)
     except Exception as e:
@@ -248,7 +250,8 @@ def _probe_raw(path: Path) -> FrameInfo:
     import rawpy
 
     try:
-        raw = rawpy.imread(str(path))  # opens and parses the header; pixels are unpacked on demand
+        with native_path(path) as native:
+            raw = rawpy.imread(native)  # opens and parses the header; pixels are unpacked on demand
     except (rawpy.LibRawError, OSError, ValueError) as e:
         raise InputError(path, f"not a RAW file LibRaw can read ({type(e).__name__})") from None
     with raw:

@@ -10,6 +10,7 @@ from ..errors import InputError, OutputError
 from ..image import Encoding, Image, Metadata
 from ..color import PRIMARIES
 from .limits import check_size
+from .paths import native_path
 
 __all__ = ["read_exr", "write_exr", "EXR_COMPRESSIONS"]
 
@@ -54,11 +55,12 @@ def read_exr(path: str | Path) -> Image:
     if not path.is_file():
         raise InputError(path, "file not found")
     try:
-        head = OpenEXR.File(str(path), header_only=True).header()
-        lo, hi = head["dataWindow"]
-        check_size(path, int(hi[0] - lo[0] + 1), int(hi[1] - lo[1] + 1))
-        f = OpenEXR.File(str(path))
-        channels = f.channels()
+        with native_path(path) as native:
+            head = OpenEXR.File(native, header_only=True).header()
+            lo, hi = head["dataWindow"]
+            check_size(path, int(hi[0] - lo[0] + 1), int(hi[1] - lo[1] + 1))
+            f = OpenEXR.File(native)
+            channels = f.channels()
     except InputError:
         raise
     except Exception as e:
@@ -140,6 +142,7 @@ def write_exr(image: Image, path: Path, dtype: str = "half", compression: str = 
     if m.model:
         header["cameraModel"] = str(m.model)
     try:
-        OpenEXR.File(header, channels).write(str(path))
+        with native_path(path) as native:
+            OpenEXR.File(header, channels).write(native)
     except Exception as e:
         raise OutputError(path, f"EXR write failed: {e}") from None

@@ -20,6 +20,7 @@ import numpy as np
 from ..errors import InputError
 from ..image import CAMERA_LINEAR, LINEAR_REC709, Image, Metadata
 from .limits import check_size
+from .paths import native_path
 
 __all__ = ["RawOptions", "read_raw", "raw_metadata", "RAW_SUFFIXES"]
 
@@ -171,14 +172,15 @@ def read_raw(path: str | Path, options: RawOptions = RawOptions()) -> Image:
     path = Path(path)
     if not path.is_file():
         raise InputError(path, "file not found")
-    try:
-        raw = rawpy.imread(str(path))
-    except (rawpy.LibRawError, OSError, ValueError) as e:
-        raise InputError(path, f"not a RAW file LibRaw can read ({type(e).__name__})") from None
-    try:
-        return _develop(raw, path, options)
-    except rawpy.LibRawError as e:  # the header parsed but the data is truncated or corrupt (unpack fails)
-        raise InputError(path, f"truncated or corrupt RAW data ({type(e).__name__})") from None
+    with native_path(path) as native:
+        try:
+            raw = rawpy.imread(native)
+        except (rawpy.LibRawError, OSError, ValueError) as e:
+            raise InputError(path, f"not a RAW file LibRaw can read ({type(e).__name__})") from None
+        try:
+            return _develop(raw, path, options)
+        except rawpy.LibRawError as e:  # the header parsed but the data is truncated or corrupt (unpack fails)
+            raise InputError(path, f"truncated or corrupt RAW data ({type(e).__name__})") from None
 
 
 def _develop(raw, path: Path, options: RawOptions) -> Image:
@@ -243,13 +245,13 @@ def _camera_to_output_matrix(path: Path, wb_params: dict) -> np.ndarray:
                   highlight_mode=rawpy.HighlightMode.Clip, **wb_params)
     outs = []
     for cs in (rawpy.ColorSpace.raw, rawpy.ColorSpace.sRGB):
-        with rawpy.imread(str(path)) as r:
+        with native_path(path) as native, rawpy.imread(native) as r:
             outs.append(r.postprocess(output_color=cs, **common).reshape(-1, 3).astype(np.float64))
     cam, rgb = outs
     ok = (cam.max(1) < 64000) & (rgb.max(1) < 64000) & (rgb.min(1) > 0) & (cam.min(1) > 64)
     if ok.sum() < 64:
         # too few unclipped pixels to fit (a black or blown frame): fall back to LibRaw's matrix if it has one
-        with rawpy.imread(str(path)) as r:
+        with native_path(path) as native, rawpy.imread(native) as r:
             m = np.asarray(r.color_matrix, np.float64)[:, :3]
         return m if np.any(m) else np.eye(3)
     sol, *_ = np.linalg.lstsq(cam[ok], rgb[ok], rcond=None)

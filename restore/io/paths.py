@@ -1,0 +1,43 @@
+"""Paths for C libraries: OpenEXR and LibRaw take a file name as UTF-8 text, but a file name on Linux is bytes.
+
+A name that is not valid UTF-8 (``bad_\\xff.exr``; Python keeps such bytes as surrogate escapes) cannot be
+passed to them.  :func:`native_path` hands such a library a temporary symbolic link with a plain name that
+points at the file (for reading, or for writing a file that does not exist yet), and removes it after.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Iterator
+
+__all__ = ["native_path"]
+
+
+@contextlib.contextmanager
+def native_path(path: str | Path) -> Iterator[str]:
+    """A ``str`` path any C library can open for ``path``: itself when it is valid UTF-8, else a temporary
+    symlink to it (same suffix when that is plain text)."""
+    s = os.fspath(path)
+    try:
+        s.encode("utf-8")
+    except UnicodeEncodeError:
+        pass
+    else:
+        yield s
+        return
+    suffix = Path(s).suffix
+    try:
+        suffix.encode("ascii")
+    except UnicodeEncodeError:
+        suffix = ""
+    d = tempfile.mkdtemp(prefix="restore-link-")
+    try:
+        link = os.path.join(d, "file" + suffix)
+        os.symlink(os.path.abspath(s), link)
+        yield link
+    finally:
+        shutil.rmtree(d, ignore_errors=True)

@@ -1,0 +1,120 @@
+"""Hostile and odd inputs (issue 17): names that are not UTF-8 or hold control characters, touched and
+re-copied files in the watch daemon, and the other findings of the fuzz campaign."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from restore.journal import Journal
+from restore.pipeline import load_pipeline
+from restore.text import printable
+from restore.watch import LOG_NAME, Watcher, WatchOptions
+
+FAST = {"version": 1, "name": "fast", "steps": [{"resize": {"scale": 0.5}}, {"write": {"path": "{stem}.png"}}]}
+ODD = [os.fsdecode(b"bad_\xff.png"), os.fsdecode(b"latin1_caf\xe9.png"), "esc_\x1b[31mred.png"]
+
+
+def png_bytes(seed: int, size: int = 16) -> bytes:
+    img = (np.random.default_rng(seed).random((size, size, 3)) * 255).astype(np.uint8)
+    return cv2.imencode(".png", img)[1].tobytes()
+
+
+def cli(*args, timeout=300):
+    return subprocess.run([sys.executable, "-m", "restore.cli", *map(str, args)], capture_output=True, timeout=timeout)
+
+
+def test_names_that_are_not_utf8_are_processed_and_printed_safely(tmp_path):
+    d = tmp_path / "in"
+    d.mkdir()
+    for i, n in enumerate(ODD + ["ok.png"]):
+        (d / n).write_bytes(png_bytes(i))
+    (tmp_path / "p.yaml").write_text("version: 1\nname: t\nsteps:\n  - resize: {scale: 0.5}\n  - write: {path: '{stem}.exr'}\n")
+    r = cli("run", tmp_path / "p.yaml", d, "-o", tmp_path / "out")  # EXR: OpenEXR takes only UTF-8 names
+    out = r.stdout.decode("utf-8")  # everything printed is valid UTF-8 ...
+    assert r.returncode == 0 and "4 done, 0 skipped, 0 failed" in out, out + r.stderr.decode("utf-8", "replace")
+    assert "\x1b" not in out and "bad_\\xff.png" in out and "esc_\\x1b[31mred.png" in out  # ... and escapes what is not
+    names = sorted(os.fsencode(p.name) for p in (tmp_path / "out").iterdir() if not p.name.startswith("."))
+    assert names == sorted([b"bad_\xff.exr", b"esc_\x1b[31mred.exr", b"latin1_caf\xe9.exr", b"ok.exr"])
+    with Journal(tmp_path / "out" / ".restore-journal.sqlite", exclusive=False) as j:  # paths round-trip
+        assert sorted(Path(e.path).name for e in j.entries("done")) == sorted(ODD + ["ok.png"])
+    r = cli("run", tmp_path / "p.yaml", d, "-o", tmp_path / "out")
+    assert "0 done, 4 skipped" in r.stdout.decode()
+    r = cli("info", *[d / n for n in ODD])
+    assert r.returncode == 0 and "\x1b" not in r.stdout.decode("utf-8")
+
+
+def log_lines(out: Path) -> list[str]:
+    log = out / LOG_NAME
+    return log.read_text(encoding="utf-8").splitlines() if log.exists() else []
+
+
+def count(lines: list[str], what: str, name: str) -> int:
+    """Log lines saying ``what`` of ``name`` (the log escapes names: printable())."""
+    shown = re.escape(printable(name))
+    return sum(1 for x in lines if re.search(rf" INFO {what} (\S*/)?{shown}(:| ->|$)", x))
+
+
+def test_watch_burst_with_touched_recopied_replaced_and_odd_named_files(tmp_path):
+    """Each file is processed exactly as often as its content changed; a touched or re-copied file (same
+    bytes) is skipped once, its new mtime recorded, and the log is quiet within two settle periods."""
+    d, out = tmp_path / "in", tmp_path / "out"
+    d.mkdir()
+    names = [f"f{i:02d}.png" for i in range(24)] + ODD
+    for i, n in enumerate(names):
+        (d / n).write_bytes(png_bytes(i))
+    settle = 0.3
+    w = Watcher(load_pipeline(FAST), d, out, WatchOptions(settle_s=settle, rescan_s=0.5, timeout_s=None, poll_s=0.05))
+    th = threading.Thread(target=w.run)
+    th.start()
+    try:
+        deadline = time.monotonic() + 60
+        while len(w.report.done) < len(names) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert len(w.report.done) == len(names)
+        touched, recopied, replaced = names[0:4], names[4:8] + ODD[:1], names[8:12] + ODD[1:2]
+        now = time.time() + 5
+        for n in touched:
+            os.utime(d / n, (now, now))
+        for n in recopied:  # the same bytes written again
+            data = (d / n).read_bytes()
+            tmp = tmp_path / "copy.png"
+            tmp.write_bytes(data)
+            shutil.copyfile(tmp, d / n)
+        for k, n in enumerate(replaced):
+            (d / n).write_bytes(png_bytes(1000 + k))
+        deadline = time.monotonic() + 60
+        while len(w.report.done) < len(names) + len(replaced) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(2 * settle + 0.6)  # settled, a rescan included
+        before = len(log_lines(out))
+        time.sleep(2 * settle + 0.6)
+        quiet = log_lines(out)[before:]
+    finally:
+        w.stop()
+        th.join(30)
+    lines = log_lines(out)
+    assert not quiet, quiet  # nothing more to say once everything settled
+    for n in names:
+        expected = 2 if n in replaced else 1
+        assert count(lines, "done", n) == expected, (n, [x for x in lines if printable(n) in x])
+    for n in touched + recopied:
+        assert count(lines, "skipped", n) == 1, (n, [x for x in lines if printable(n) in x])
+    with Journal(out / ".restore-journal.sqlite", exclusive=False) as j:
+        rows = {Path(e.path).name: e for e in j.entries()}
+    assert all(rows[n].state == "done" for n in names)
+    for n in touched:  # the new mtime is recorded: a restart does not hash it again
+        assert rows[n].members[0].mtime_ns == (d / n).stat().st_mtime_ns
+    # a restart is quiet too: nothing runs, nothing is skipped again
+    w2 = Watcher(load_pipeline(FAST), d, out, WatchOptions(once=True, settle_s=settle, timeout_s=None, poll_s=0.05))
+    rep = w2.run()
+    assert not rep.done and not rep.failed and rep.skipped == 0
