@@ -126,7 +126,8 @@ def run(pipeline: Path, inputs: tuple[Path, ...], out_dir: Path, overwrite: bool
             spec = pipe.spec.model_copy(update={"input": pipe.spec.input.model_copy(update={"exposure_times": str(exposure_times.resolve())})})
             pipe = Pipeline(spec)
         deep = recursive or pipe.spec.input.recursive
-        files = collect_inputs(inputs, pipe.spec.input.patterns, deep, exclude=out_dir)
+        odd: list = []  # folder entries that are no regular files (FIFOs, devices): named, skipped
+        files = collect_inputs(inputs, pipe.spec.input.patterns, deep, exclude=out_dir, skipped=odd)
         if not files:
             _fail(_nothing_found(inputs, pipe.spec.input.patterns, deep, out_dir))
         roots = [p for p in inputs if p.is_dir()]
@@ -167,6 +168,11 @@ def run(pipeline: Path, inputs: tuple[Path, ...], out_dir: Path, overwrite: bool
             for note in r.notes:  # under the file they belong to
                 con.print(printable(f"         {r.input.name}: {note}"), markup=False, soft_wrap=True, highlight=False)
 
+        from .engine import FileResult
+
+        odd_results = [FileResult(p, "skipped", error=why) for p, why in odd]
+        for r in odd_results:
+            on_result(r)
         try:
             report = pipe.run(
                 files, out_dir, roots=roots, overwrite=overwrite, device=device, on_start=on_start, on_result=on_result, tile_progress=on_tile,
@@ -175,6 +181,7 @@ def run(pipeline: Path, inputs: tuple[Path, ...], out_dir: Path, overwrite: bool
             )
         except RestoreError as e:
             _fail(str(e))
+    report.results[:0] = odd_results
     done, skipped, failed = report.count("done"), report.count("skipped"), report.count("failed")
     why = {}
     for r in report.results:
@@ -367,6 +374,7 @@ def info(files: tuple[Path, ...], as_json: bool) -> None:
 def eval_cmd(outputs: Path, truth: Path, crop: int, rgb: bool, as_json: bool) -> None:
     """PSNR-Y and SSIM of OUTPUTS against ground truth TRUTH (BasicSR conventions)."""
     from .eval import evaluate, mean
+    from .text import printable
 
     try:
         rows = evaluate(outputs, truth, crop_border=crop, y_channel=not rgb)

@@ -48,6 +48,7 @@ from typing import Callable
 from .engine import FileResult, Item, SignalGuard, failure_result, is_input_file, make_executor, output_owner_conflict, relative_dir
 from .engine.executors import UNREADABLE
 from .errors import InputError, RestoreError
+from .io.paths import not_regular
 from .journal import Entry, Journal, JournalError, remove_temp_files
 from .text import printable
 from .pipeline.runner import Pipeline
@@ -265,6 +266,7 @@ class Watcher:
         self._group_times: dict[str, float] = {}
         self._owners: dict[str, str] = {}
         self._in_flight: dict[int, tuple[Item, list[_Track]]] = {}
+        self._odd: set[str] = set()
         self._last_pool_add = 0.0
         self._stop = False
         self._current = ""
@@ -418,12 +420,12 @@ class Watcher:
                 return
             self._see(Path(p))
 
-    def _eligible(self, p: Path) -> bool:
+    def _eligible(self, p: Path, regular_only: bool = True) -> bool:
         """The discovery filter of ``restore run`` (:func:`restore.engine.is_input_file`), plus: without
         recursion only the watched folder itself (a symlink in it counts as in it, wherever it points)."""
         if not self.recursive and Path(os.path.abspath(p)).parent != Path(os.path.abspath(self.in_dir)):
             return False
-        return is_input_file(p, self.pipe.spec.input.patterns, self._excluded)
+        return is_input_file(p, self.pipe.spec.input.patterns, self._excluded, regular_only=regular_only)
 
     def _see(self, p: Path) -> None:
         """Start tracking a path unless it is tracked already, not ours, or done with the same content."""
@@ -431,7 +433,13 @@ class Watcher:
             key = str(p.resolve())
         except OSError:
             return
-        if key in self._tracks or not self._eligible(p):
+        if key in self._tracks:
+            return
+        if not self._eligible(p):
+            if key not in self._odd and not p.is_dir() and self._eligible(p, regular_only=False):
+                self._odd.add(key)  # a FIFO, device or broken link with an image name: said once
+                self.report.skipped += 1
+                self._say("warning", f"skipped {p}: {not_regular(p) or 'not a regular file'}")
             return
         try:
             st = p.stat()

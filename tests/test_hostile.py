@@ -118,3 +118,68 @@ def test_watch_burst_with_touched_recopied_replaced_and_odd_named_files(tmp_path
     w2 = Watcher(load_pipeline(FAST), d, out, WatchOptions(once=True, settle_s=settle, timeout_s=None, poll_s=0.05))
     rep = w2.run()
     assert not rep.done and not rep.failed and rep.skipped == 0
+
+
+# -- TIFF: every sample format and layout, truncation is an error ---------------------------------------------
+
+
+def test_tiff_sample_formats_layouts_and_photometrics(tmp_path):
+    import tifffile
+
+    from restore.errors import InputError
+    from restore.image import LINEAR_REC709, SRGB, Image, Metadata
+    from restore.io import read, write
+
+    rng = np.random.default_rng(0)
+    ref = rng.random((6, 5, 3))
+    cases = {
+        "u8": (np.round(ref * 255).astype(np.uint8), 1 / 255, SRGB),
+        "u16": (np.round(ref * 65535).astype(np.uint16), 1 / 65535, SRGB),
+        "u32": (np.round(ref * 4294967295).astype(np.uint32), 1e-6, SRGB),
+        "i8": (np.round(ref * 127).astype(np.int8), 1 / 127, SRGB),
+        "i16": (np.round(ref * 32767).astype(np.int16), 1 / 32767, SRGB),
+        "i32": (np.round(ref * 2147483647).astype(np.int32), 1e-6, SRGB),
+        "f16": (ref.astype(np.float16), 1e-3, LINEAR_REC709),
+        "f32": (ref.astype(np.float32), 1e-6, LINEAR_REC709),
+        "f64": (ref.astype(np.float64), 1e-6, LINEAR_REC709),
+    }
+    for name, (data, tol, enc) in cases.items():
+        for planar in ("contig", "separate"):
+            p = tmp_path / f"{name}_{planar}.tif"
+            tifffile.imwrite(p, data if planar == "contig" else np.moveaxis(data, -1, 0), photometric="rgb", planarconfig=planar)
+            img = read(p)
+            assert img.encoding == enc and img.pixels.shape == (6, 5, 3), (name, planar)
+            assert np.abs(img.pixels - ref).max() <= tol * 1.01, (name, planar)
+    # restore's own float output reads back as the linear values it holds (> 1 kept)
+    hdr = Image((ref * 8).astype(np.float32), LINEAR_REC709, Metadata())
+    write(hdr, tmp_path / "own.tif", bit_depth=32)
+    back = read(tmp_path / "own.tif")
+    assert back.encoding == LINEAR_REC709 and np.allclose(back.pixels, hdr.pixels)
+    # grey MinIsWhite, palette, CMYK, RGB + alpha
+    grey = np.round(ref[:, :, 0] * 255).astype(np.uint8)
+    tifffile.imwrite(tmp_path / "white.tif", grey, photometric="miniswhite")
+    assert np.allclose(read(tmp_path / "white.tif").pixels[:, :, 0], 1 - grey / 255, atol=1e-6)
+    cmap = np.zeros((3, 256), np.uint16)
+    cmap[0, 7], cmap[1, 7], cmap[2, 7] = 65535, 32768, 0
+    tifffile.imwrite(tmp_path / "pal.tif", np.full((4, 4), 7, np.uint8), photometric="palette", colormap=cmap)
+    assert np.allclose(read(tmp_path / "pal.tif").pixels[0, 0], [1.0, 32768 / 65535, 0.0], atol=1e-6)
+    cmyk = np.zeros((4, 4, 4), np.uint8)
+    cmyk[..., 0] = 255  # full cyan: red goes
+    tifffile.imwrite(tmp_path / "cmyk.tif", cmyk, photometric="separated")
+    assert np.allclose(read(tmp_path / "cmyk.tif").pixels[0, 0], [0.0, 1.0, 1.0])
+    rgba = np.round(rng.random((4, 4, 4)) * 65535).astype(np.uint16)
+    tifffile.imwrite(tmp_path / "rgba16.tif", rgba, photometric="rgb", extrasamples=["unassalpha"])
+    assert read(tmp_path / "rgba16.tif").pixels.shape == (4, 4, 4)
+    # LZW (needs imagecodecs in tifffile): OpenCV decodes it
+    assert cv2.imwrite(str(tmp_path / "lzw.tif"), np.round(ref * 255).astype(np.uint8)[:, :, ::-1])
+    assert np.abs(read(tmp_path / "lzw.tif").pixels - ref).max() <= 1 / 255 * 1.01
+    # truncated strips of a planar file are an error, not an image with zeros
+    big = np.round(rng.random((64, 48, 3)) * 65535).astype(np.uint16)
+    tifffile.imwrite(tmp_path / "full.tif", np.moveaxis(big, -1, 0), photometric="rgb", planarconfig="separate", rowsperstrip=8)
+    data = (tmp_path / "full.tif").read_bytes()
+    (tmp_path / "cut.tif").write_bytes(data[: len(data) * 2 // 3])
+    try:
+        read(tmp_path / "cut.tif")
+        raise AssertionError("a truncated TIFF was read")
+    except InputError as e:
+        assert "truncated TIFF" in str(e) and "cut.tif" in str(e)

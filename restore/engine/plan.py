@@ -21,6 +21,7 @@ from typing import Iterable
 
 from ..errors import InputError, RestoreError
 from ..io import READ_SUFFIXES, TMP_MARK
+from ..io.paths import not_regular
 from .results import FileResult
 
 __all__ = ["Item", "OutputCollisionError", "is_input_file", "collect_inputs", "relative_dir", "plan_items", "output_owner_conflict"]
@@ -62,14 +63,14 @@ class Item:
         return f"bracket {', '.join(p.name for p in self.members)}" if self.group else str(self.members[0])
 
 
-def is_input_file(path: Path, patterns: list[str] | None = None, excluded: Iterable[Path] = ()) -> bool:
+def is_input_file(path: Path, patterns: list[str] | None = None, excluded: Iterable[Path] = (), regular_only: bool = True) -> bool:
     """Whether a file found in an input folder is an input: the one discovery filter.
 
     Not hidden (``.name``), not one of our temporary files, a suffix a reader
     knows, matching ``patterns`` (shell patterns, case-insensitive) when
     given, not inside an ``excluded`` folder (resolved paths: the output
     folder when it lies inside the input folder, the watch daemon's move
-    targets), and a regular file (not a FIFO, socket or folder).
+    targets), and a regular file (not a FIFO, socket or folder; ``regular_only=False`` drops that test).
     """
     name = path.name
     if name.startswith(".") or TMP_MARK in name or path.suffix.lower() not in READ_SUFFIXES:
@@ -84,16 +85,22 @@ def is_input_file(path: Path, patterns: list[str] | None = None, excluded: Itera
             return False
         if any(ex == rp.parent or ex in rp.parents for ex in excluded):
             return False
-    return path.is_file()
+    return path.is_file() if regular_only else True
 
 
-def collect_inputs(paths: Iterable[str | Path], patterns: list[str] | None = None, recursive: bool = False, exclude: Path | None = None) -> list[Path]:
+def collect_inputs(paths: Iterable[str | Path], patterns: list[str] | None = None, recursive: bool = False, exclude: Path | None = None,
+                   skipped: list[tuple[Path, str]] | None = None) -> list[Path]:
     """Expand files and folders into a sorted list of input files.
 
     Folders contribute the files :func:`is_input_file` accepts (``exclude``:
     the output folder when it lies inside an input folder).  Files named
     explicitly are kept as given, so a wrong one is reported rather than
-    silently dropped.
+    silently dropped (the reader refuses a FIFO or device by name).
+
+    Args:
+        skipped: Gets ``(path, reason)`` for each entry of a folder that
+            looks like an input by name but is not a regular file (a FIFO, a
+            device, a socket, a broken link): left out, and named.
 
     Raises:
         InputError: a path that does not exist.
@@ -104,7 +111,11 @@ def collect_inputs(paths: Iterable[str | Path], patterns: list[str] | None = Non
         p = Path(p)
         if p.is_dir():
             it = p.rglob("*") if recursive else p.iterdir()
-            out += [f for f in sorted(it) if is_input_file(f, patterns, ex)]
+            for f in sorted(it):
+                if is_input_file(f, patterns, ex):
+                    out.append(f)
+                elif skipped is not None and not f.is_dir() and is_input_file(f, patterns, ex, regular_only=False):
+                    skipped.append((f, not_regular(f) or "not a regular file"))
         elif p.exists():
             out.append(p)
         else:

@@ -299,11 +299,16 @@ def probe(path: str | Path) -> FrameInfo:
     from ..io import READ_SUFFIXES
     from ..io.raw import RAW_SUFFIXES
 
+    from ..io.paths import not_regular
+
     path = Path(path)
     if not path.exists():
         raise InputError(path, "file not found")
     if path.is_dir():
         raise InputError(path, "is a folder, not an image")
+    odd = not_regular(path)
+    if odd:  # never open a FIFO or a device
+        raise InputError(path, odd)
     suffix = path.suffix.lower()
     if suffix not in READ_SUFFIXES:
         raise InputError(path, f"unsupported file type {suffix or '(no suffix)'}")

@@ -19,10 +19,12 @@ from ..errors import InputError, OutputError
 from ..image import SRGB, Encoding, Image
 from .atomic import TMP_MARK, atomic_path
 from .exr import EXR_COMPRESSIONS, read_exr, write_exr
-from .ldr import LDR_READ_SUFFIXES, TIFF_COMPRESSIONS, read_ldr, write_jpeg, write_png, write_tiff
+from .ldr import LDR_READ_SUFFIXES, read_ldr, write_jpeg, write_png
 from .raw import RAW_SUFFIXES, RawOptions, read_raw
+from .paths import not_regular
 from .radiance import read_radiance, write_radiance
 from .sniff import mismatch, sniff
+from .tiff import TIFF_COMPRESSIONS, write_tiff
 
 __all__ = [
     "read",
@@ -109,6 +111,9 @@ def read(path: str | Path, raw: RawOptions | None = None) -> Image:
         raise InputError(path, "is a folder, not an image")
     if suffix not in READ_SUFFIXES:
         raise InputError(path, f"unsupported file type {suffix or '(no suffix)'}")
+    odd = not_regular(path)
+    if odd:  # never open a FIFO (blocks) or a device (/dev/zero never ends)
+        raise InputError(path, odd)
     try:
         content = sniff(path)
         problem = mismatch(path, content)
@@ -176,9 +181,12 @@ def write(
             else:
                 write_radiance(img, tmp)
         return path
-    if suffix in (".tif", ".tiff") and bit_depth == 32:
+    if suffix in (".tif", ".tiff") and bit_depth == 32:  # float TIFF: linear values, as raw converters write them
+        if image.encoding.primaries == "camera":
+            raise OutputError(path, "camera-native RGB cannot be tagged in a float TIFF; develop to linear-rec709 first")
+        img = convert(image, Encoding("linear", "rec709", image.encoding.referred)) if image.channels >= 3 else image
         with atomic_path(path) as tmp:
-            write_tiff(image, tmp, 32, compression or "zlib")
+            write_tiff(img, tmp, 32, compression or "zlib")
         return path
     try:
         img = convert(image, SRGB) if image.encoding != SRGB else image

@@ -22,10 +22,7 @@ from ..errors import InputError, OutputError
 from ..image import SRGB, Image, Metadata
 from .limits import check_size
 
-__all__ = ["read_ldr", "write_png", "write_jpeg", "write_tiff", "LDR_READ_SUFFIXES", "TIFF_COMPRESSIONS"]
-
-#: TIFF compressions tifffile writes without optional codecs (``deflate`` = ``zlib``).
-TIFF_COMPRESSIONS = ("none", "zlib", "deflate", "lzma")
+__all__ = ["read_ldr", "write_png", "write_jpeg", "LDR_READ_SUFFIXES"]
 
 LDR_READ_SUFFIXES = {".png", ".tif", ".tiff", ".jpg", ".jpeg", ".bmp", ".webp", ".ppm", ".pgm", ".pnm"}
 _FORMAT = {".png": "png", ".tif": "tiff", ".tiff": "tiff", ".jpg": "jpeg", ".jpeg": "jpeg"}
@@ -128,14 +125,21 @@ def read_ldr(path: str | Path, fmt: str | None = None) -> Image:
             type, or a header size above the pixel limit.
     """
     path = Path(path)
+    suffix = path.suffix.lower()
+    fmt = fmt or _FORMAT.get(suffix, suffix.lstrip("."))
+    if fmt == "tiff":
+        from .tiff import NeedsCodec, read_tiff
+
+        try:
+            return read_tiff(path)
+        except NeedsCodec:  # LZW / JPEG / PackBits without imagecodecs: OpenCV decodes those (checked complete)
+            pass
     try:
         data = path.read_bytes()
     except OSError as e:
         raise InputError(path, f"cannot read file ({e.strerror or e})") from None
     if not data:
         raise InputError(path, "empty file")
-    suffix = path.suffix.lower()
-    fmt = fmt or _FORMAT.get(suffix, suffix.lstrip("."))
     meta = Metadata(source=path, source_format=fmt)
     orientation = 1
     try:
@@ -240,34 +244,3 @@ def write_jpeg(image: Image, path: Path, quality: int = 95) -> None:
         pil.save(path, format="JPEG", **kw)
     except Exception as e:
         raise OutputError(path, f"JPEG encoding failed: {e}") from None
-
-
-def write_tiff(image: Image, path: Path, bit_depth: int = 16, compression: str = "zlib") -> None:
-    """Write a TIFF (8/16-bit integer or 32-bit float; grey/RGB/RGBA with unassociated alpha).
-
-    ICC goes into tag 34675; Make/Model into 271/272.  A 32-bit TIFF stores
-    the values as they are (no clipping), so it can hold linear data.
-
-    Raises:
-        OutputError: bad bit depth.
-    """
-    import tifffile
-
-    px = image.pixels
-    data = px.astype(np.float32) if bit_depth == 32 else _quantize(px, bit_depth)
-    extratags = []
-    if image.meta.icc_profile:
-        extratags.append((34675, "B", len(image.meta.icc_profile), image.meta.icc_profile, True))
-    for tag, value in ((271, image.meta.make), (272, image.meta.model)):
-        if value:
-            extratags.append((tag, "s", 0, str(value), True))
-    photometric = "minisblack" if px.shape[2] == 1 else "rgb"
-    tifffile.imwrite(
-        path,
-        data[:, :, 0] if px.shape[2] == 1 else data,
-        photometric=photometric,
-        extrasamples=["unassalpha"] if px.shape[2] == 4 else None,
-        compression=None if compression in (None, "none") else compression,
-        extratags=extratags,
-        metadata=None,
-    )
