@@ -46,6 +46,22 @@ def _executor_options(f):
     return f
 
 
+def _check_runnable(pipe, pipeline: Path, device: str | None) -> None:
+    """What only a batch needs: a write step (else nothing is saved), and a ``--device`` this machine has.
+
+    Raises:
+        PipelineError / RestoreError: one line.
+    """
+    from .errors import PipelineError
+
+    if not pipe.writes:
+        raise PipelineError(f"{pipeline}: steps: no write step, so nothing would be saved (add e.g. - write: {{path: \"{{stem}}_out.png\"}})")
+    if device is not None:
+        from .tiling import resolve_device
+
+        resolve_device(device)
+
+
 def _nothing_found(inputs, patterns, recursive: bool, out_dir: Path) -> str:
     """The error for a run that found no input: says when sub-folders hold images and -r would read them."""
     from .pipeline import collect_inputs
@@ -79,6 +95,10 @@ def _fail(msg: str, code: int = 2) -> None:
 def cli(verbose: bool) -> None:
     """Image restoration and HDR: RAW/LDR/EXR through transformer models to EXR/PNG/TIFF."""
     logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING, format="%(levelname)s %(message)s")
+    # library warnings (Pillow, tifffile ...) and what C libraries print go to the log, shown with -v only:
+    # each failed file's own one-line error says what went wrong
+    logging.captureWarnings(True)
+    logging.getLogger("py.warnings").setLevel(logging.DEBUG if verbose else logging.ERROR)
 
 
 @cli.command()
@@ -120,6 +140,7 @@ def run(pipeline: Path, inputs: tuple[Path, ...], out_dir: Path, overwrite: bool
     con = _console()
     try:
         pipe = load_pipeline(pipeline)
+        _check_runnable(pipe, pipeline, device)
         if exposure_times is not None:
             from .pipeline import Pipeline
 
@@ -234,6 +255,7 @@ def watch(pipeline: Path, in_dir: Path, out_dir: Path, once: bool, settle_s: flo
     con = _console()
     try:
         pipe = load_pipeline(pipeline)
+        _check_runnable(pipe, pipeline, device)
         if not in_dir.is_dir():
             _fail(f"{in_dir}: no such folder")
         opts = WatchOptions(
@@ -263,6 +285,7 @@ def validate(pipeline: Path, load_models: bool) -> None:
 
     try:
         p = load_pipeline(pipeline)
+        _check_runnable(p, pipeline, None)
         if load_models:
             p.prepare()
     except RestoreError as e:

@@ -4,7 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-__all__ = ["RestoreError", "InputError", "PipelineError", "ModelError", "OutputError"]
+__all__ = ["RestoreError", "InputError", "PipelineError", "ModelError", "OutputError", "TRANSIENT_NOTE"]
+
+#: Ends the message of an output error that is no fault of the input (disk full, an I/O error of the output
+#: device): the journal retries such an item on the next run without --retry-failed.
+TRANSIENT_NOTE = "(retried on the next run)"
 
 
 class RestoreError(Exception):

@@ -36,10 +36,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Literal
 
-from .errors import RestoreError
+from .errors import TRANSIENT_NOTE, RestoreError
 from .io import TMP_MARK
 
-__all__ = ["Journal", "JournalError", "Entry", "Plan", "Member", "JOURNAL_NAME", "fingerprint", "sha256_of", "remove_temp_files"]
+__all__ = ["Journal", "JournalError", "Entry", "Plan", "Member", "JOURNAL_NAME", "FolderLock", "fingerprint", "sha256_of", "remove_temp_files"]
 
 #: File name of the journal inside the output folder (hidden: scans skip dot files).
 JOURNAL_NAME = ".restore-journal.sqlite"
@@ -385,6 +385,8 @@ class Journal:
         if e.state == "failed":
             if retry_failed:
                 return Plan("process", "retrying a failed input", entry=e)
+            if e.error and e.error.endswith(TRANSIENT_NOTE) and (max_attempts is None or e.attempts < max_attempts + 2):
+                return Plan("process", "retrying after an output error (disk full, I/O)", entry=e)
             if max_attempts is not None and e.attempts < max_attempts:
                 t = time.time() if now is None else now
                 if e.next_try is not None and t < e.next_try:
@@ -508,6 +510,25 @@ class Journal:
     def forget(self, path: str | Path) -> None:
         """Delete an item's row."""
         self._db.execute("DELETE FROM items WHERE path = ?", (_db(_key(path)),))
+
+
+class FolderLock:
+    """The output folder's lock without a journal (``--no-journal``): two batches never write one folder at once.
+
+    Raises:
+        JournalError: another restore run/watch holds the folder.
+    """
+
+    def __init__(self, out_dir: str | Path):
+        self._fd = _exclusive_lock(Path(out_dir) / (JOURNAL_NAME + ".lock"))
+
+    def release(self) -> None:
+        if self._fd is not None:
+            try:
+                os.close(self._fd)
+            except OSError:
+                pass
+            self._fd = None
 
 
 def _exclusive_lock(path: Path) -> int | None:

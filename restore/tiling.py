@@ -161,10 +161,32 @@ def _axis_weights(starts: list[int], tile: int, scale: int) -> list[np.ndarray]:
 
 
 def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
-    """``"auto"`` -> CUDA if available, else CPU; otherwise ``torch.device(device)``."""
+    """``"auto"`` -> CUDA if available, else CPU; ``cpu``, ``cuda``, ``cuda:N``, ``mps`` when this machine has it.
+
+    Raises:
+        RestoreError: another name (``tpu``, ``meta``), or a device this machine does not have (``cuda:99``).
+    """
+    from .errors import RestoreError
+
     if device in (None, "auto"):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    if isinstance(device, torch.device):
+        return device
+    s = str(device)
+    import re
+
+    m = re.fullmatch(r"(cpu|mps|cuda)(?::([0-9]+))?", s)
+    if not m or (m.group(2) is not None and m.group(1) != "cuda"):
+        raise RestoreError(f"device {s!r}: use auto, cpu, cuda, cuda:N or mps")
+    if m.group(1) == "cuda":
+        n = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        idx = int(m.group(2) or 0)
+        if idx >= n:
+            have = f"{n} CUDA device{'s' if n != 1 else ''} (cuda:0 .. cuda:{n - 1})" if n else "no CUDA device"
+            raise RestoreError(f"device {s!r}: this machine has {have}; use cpu or auto")
+    if m.group(1) == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise RestoreError("device 'mps': not available on this machine; use cpu or auto")
+    return torch.device(s)
 
 
 #: Architectures whose bf16 quality cost on CPU was measured <= 0.02 dB (benchmarks/cpu_precision.py):

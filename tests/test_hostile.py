@@ -183,3 +183,29 @@ def test_tiff_sample_formats_layouts_and_photometrics(tmp_path):
         raise AssertionError("a truncated TIFF was read")
     except InputError as e:
         assert "truncated TIFF" in str(e) and "cut.tif" in str(e)
+
+
+def test_one_time_warm_ups_do_not_count_against_the_stall_limit(tmp_path):
+    """`compile: true` compiles for each new tile shape (seconds to minutes on a CPU) before that tile reports
+    anything: a stall limit shorter than the compile must not fail the file (nor every file after it)."""
+    import torch
+
+    from tests.test_compile import tiny_compact
+
+    if not hasattr(torch, "compile"):
+        import pytest
+
+        pytest.skip("torch.compile needs torch >= 2.0")
+    w = tiny_compact(tmp_path / "t.safetensors", feat=8, convs=2)
+    (tmp_path / "p.yaml").write_text(f"version: 1\nname: t\nsteps:\n  - model: {{name: {w}, tile: 48, overlap: 8, compile: true, "
+                                     "precision: fp32, threads: 1}\n  - write: {path: '{stem}_c.png'}\n")
+    d = tmp_path / "in"
+    d.mkdir()
+    for i in range(2):
+        (d / f"p{i}.png").write_bytes(png_bytes(i, 80))
+    t0 = time.monotonic()
+    r = cli("run", tmp_path / "p.yaml", d, "-o", tmp_path / "out", "--timeout", "2", timeout=600)
+    took = time.monotonic() - t0
+    text = r.stdout.decode() + r.stderr.decode()
+    assert r.returncode == 0 and "2 done, 0 skipped, 0 failed" in text, text
+    assert took < 600

@@ -23,11 +23,14 @@ Executors never import the pipeline package: they are given the processor (a
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -36,7 +39,7 @@ from typing import Callable
 from ..errors import ModelError, RestoreError
 from ..journal import remove_temp_files
 from .plan import Item
-from .results import FileResult, failure_result
+from .results import WARMUP_BEGIN, WARMUP_END, FileResult, failure_result
 
 __all__ = ["Executor", "InProcessExecutor", "IsolatedExecutor", "local_executor", "probe_decode", "UNREADABLE", "TIMED_OUT"]
 
@@ -168,14 +171,25 @@ class InProcessExecutor(Executor):
         super().__init__()
         self.pipeline = pipeline
         self.device = device
+        self._quiet = None
 
     def start(self) -> None:
-        """Load the models.
+        """Load the models; from now until :meth:`close`, what C libraries print on stderr goes to the log
+        (also from read-ahead threads).
 
         Raises:
             ModelError / RestoreError: a model cannot be loaded.
         """
         self.pipeline.prepare()
+        if self._quiet is None:
+            self._quiet = native_stderr_to_log()
+            self._quiet.__enter__()
+
+    def close(self) -> None:
+        """Give stderr back."""
+        if self._quiet is not None:
+            self._quiet.__exit__(None, None, None)
+            self._quiet = None
 
     def wait(self, timeout=None, tile_progress=None):
         if not self._pending:
@@ -184,6 +198,45 @@ class InProcessExecutor(Executor):
         r = run_job(self.pipeline, job, self.device, tile_progress=tile_progress)
         self._pending.pop(0)
         return [(item, r)]
+
+
+#: Messages C libraries print on stderr (OpenEXR, libpng, libtiff, LibRaw) go here, not to the terminal:
+#: the item's own one-line error says what went wrong; ``restore -v`` shows these too.
+native_log = logging.getLogger("restore.native")
+
+
+def _forward_to_log(stream) -> None:
+    """Forward a worker's stderr, line by line, to :data:`native_log` (a daemon thread; ends with the stream)."""
+
+    def pump():
+        for raw in iter(stream.readline, b""):
+            line = raw.decode("utf-8", "backslashreplace").rstrip()
+            if line:
+                native_log.debug("%s", line)
+        stream.close()
+
+    threading.Thread(target=pump, name="restore-worker-stderr", daemon=True).start()
+
+
+@contextlib.contextmanager
+def native_stderr_to_log():
+    """While inside, file descriptor 2 (where C libraries print) goes to :data:`native_log` instead of the terminal."""
+    try:
+        saved = os.dup(2)
+    except OSError:
+        yield
+        return
+    r, w = os.pipe()
+    sys.stderr.flush()
+    os.dup2(w, 2)
+    os.close(w)
+    _forward_to_log(os.fdopen(r, "rb"))
+    try:
+        yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)  # closes the pipe's write end: the forwarding thread sees EOF
+        os.close(saved)
 
 
 def _die_with_parent() -> None:
@@ -280,7 +333,10 @@ class IsolatedExecutor(Executor):
             proc = subprocess.Popen(
                 [sys.executable, "-c", "from restore.engine.executors import _child_main; _child_main()", str(child_sock.fileno())],
                 pass_fds=(child_sock.fileno(),), env=env, cwd=os.getcwd(), stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE, stderr=subprocess.PIPE,  # the child talks over its socket; what C libraries print is logged
             )
+            _forward_to_log(proc.stdout)
+            _forward_to_log(proc.stderr)
         except OSError as e:
             parent_sock.close()
             child_sock.close()
@@ -358,14 +414,16 @@ class IsolatedExecutor(Executor):
     def _run_job(self, item: Item, job: dict, tile_progress) -> FileResult:
         self.start()
         t0 = last = time.monotonic()
+        warming = False
         try:
             self._conn.send(("item", job))
             while True:
                 now = time.monotonic()
-                left = None if self.timeout_s is None else self.timeout_s - (now - last)
+                limit = _READY_LIMIT_S if warming else self.timeout_s
+                left = None if limit is None else limit - (now - last)
                 if left is not None and left <= 0:
                     self._abort(item)
-                    return FileResult(item.key, "failed", error=f"{item.label}: timed out: no progress for {self.timeout_s:g} s "
+                    return FileResult(item.key, "failed", error=f"{item.label}: timed out: no progress for {limit:g} s "
                                       f"(stopped after {now - t0:.0f} s; --timeout sets the limit)", seconds=now - t0, notes=[TIMED_OUT])
                 if not self._conn.poll(0.5 if left is None else min(left, 0.5)):
                     if self._proc.poll() is not None:
@@ -378,6 +436,7 @@ class IsolatedExecutor(Executor):
                         tile_progress(reply[1], reply[2])
                     continue
                 if reply[0] == "progress":
+                    warming = reply[1] == WARMUP_BEGIN or (warming and reply[1] != WARMUP_END)
                     continue
                 return reply[1]
         except (EOFError, OSError, BrokenPipeError):

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from ..errors import OutputError, RestoreError
-from ..journal import Journal, JournalError, Plan, remove_temp_files
+from ..journal import FolderLock, Journal, JournalError, Plan, remove_temp_files
 from .executors import Executor
 from .plan import output_owner_conflict, plan_items
 from .results import FileResult, RunReport
@@ -205,6 +205,7 @@ def run_batch(
     for r in failures:
         emit(r)
     jr, owned = open_journal(journal, out_dir)
+    lock = FolderLock(out_dir) if jr is None else None  # without a journal the folder is still ours alone
     ex: Executor | None = None
     owns_executor = not isinstance(executor, Executor)
     try:
@@ -278,4 +279,6 @@ def run_batch(
                 ex.close()
         if owned and jr is not None:
             jr.close()
+        if lock is not None:
+            lock.release()
     return report

@@ -10,7 +10,12 @@ from pathlib import Path
 
 from ..errors import RestoreError
 
-__all__ = ["FileResult", "RunReport", "failure_result"]
+__all__ = ["FileResult", "RunReport", "failure_result", "WARMUP_BEGIN", "WARMUP_END"]
+
+#: Progress labels around a one-time warm-up (timing thread counts, measuring a memory curve, compiling
+#: kernels for a new tile shape): the stall limit does not run meanwhile (warm-ups are not the file's fault,
+#: and what they measure is cached), a bound of 15 minutes does.
+WARMUP_BEGIN, WARMUP_END = "warm-up:begin", "warm-up:end"
 
 log = logging.getLogger("restore")
 

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import secrets
 from pathlib import Path
 from typing import Iterator
+
+from ..errors import TRANSIENT_NOTE, OutputError
 
 __all__ = ["atomic_path", "TMP_MARK"]
 
@@ -44,7 +47,10 @@ def atomic_path(final: str | Path) -> Iterator[Path]:
         The temporary :class:`~pathlib.Path` to write to.
     """
     final = Path(final)
-    final.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        final.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise _output_error(final, e) from None
     tmp = final.parent / f".{TMP_MARK}{secrets.token_hex(4)}-{final.stem}{final.suffix}"
     try:
         yield tmp
@@ -55,7 +61,27 @@ def atomic_path(final: str | Path) -> Iterator[Path]:
             os.close(fd)
         os.replace(tmp, final)
         _fsync_dir(final.parent)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
+    except BaseException as e:
+        with contextlib.suppress(OSError):
             tmp.unlink()
+        if isinstance(e, (OSError, OutputError)) or _DISK_FULL in str(e):
+            raise _output_error(final, e, tmp) from None
         raise
+
+
+_TRANSIENT_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EIO}
+_DISK_FULL = "No space left on device"
+
+
+def _output_error(final: Path, e: BaseException, tmp: Path | None = None) -> OutputError:
+    """An output error that names the final file (never the hidden temporary one); disk full and I/O errors
+    are marked transient (:data:`restore.errors.TRANSIENT_NOTE`)."""
+    if isinstance(e, OSError):
+        why = e.strerror or str(e)
+        transient = e.errno in _TRANSIENT_ERRNOS
+    else:
+        why = str(getattr(e, "problem", None) or e)
+        transient = _DISK_FULL in str(e)
+    if tmp is not None:
+        why = why.replace(str(tmp), str(final))
+    return OutputError(final, f"cannot write ({why}){' ' + TRANSIENT_NOTE if transient else ''}")

@@ -21,6 +21,7 @@ from PIL import Image as PILImage
 from ..errors import InputError, OutputError
 from ..image import SRGB, Image, Metadata
 from .limits import check_size
+from .samples import apply_orientation, quantize
 
 __all__ = ["read_ldr", "write_png", "write_jpeg", "LDR_READ_SUFFIXES"]
 
@@ -89,19 +90,6 @@ def _exif_info(pil: PILImage.Image, meta: Metadata) -> int:
     except Exception:
         meta.exif = None
     return orientation
-
-
-def _apply_orientation(a: np.ndarray, orientation: int) -> np.ndarray:
-    ops = {
-        2: lambda x: x[:, ::-1],
-        3: lambda x: x[::-1, ::-1],
-        4: lambda x: x[::-1],
-        5: lambda x: np.swapaxes(x, 0, 1),
-        6: lambda x: np.swapaxes(x, 0, 1)[:, ::-1],
-        7: lambda x: np.swapaxes(x, 0, 1)[::-1, ::-1],
-        8: lambda x: np.swapaxes(x, 0, 1)[::-1],
-    }
-    return np.ascontiguousarray(ops[orientation](a)) if orientation in ops else a
 
 
 def read_ldr(path: str | Path, fmt: str | None = None) -> Image:
@@ -176,16 +164,8 @@ def read_ldr(path: str | Path, fmt: str | None = None) -> Image:
         meta.bit_depth, px = 32, arr.astype(np.float32)
     else:
         raise InputError(path, f"unsupported sample type {arr.dtype}")
-    px = _apply_orientation(px, orientation)
+    px = apply_orientation(px, orientation)
     return Image(np.ascontiguousarray(px), SRGB, meta)
-
-
-def _quantize(px: np.ndarray, bit_depth: int) -> np.ndarray:
-    if bit_depth not in (8, 16):
-        raise OutputError(None, f"bit depth must be 8 or 16, got {bit_depth}")
-    maxv = 255 if bit_depth == 8 else 65535
-    q = np.floor(np.clip(np.nan_to_num(px, nan=0.0), 0.0, 1.0) * maxv + 0.5)
-    return q.astype(np.uint8 if bit_depth == 8 else np.uint16)
 
 
 def _to_bgr(q: np.ndarray) -> np.ndarray:
@@ -212,7 +192,7 @@ def write_png(image: Image, path: Path, bit_depth: int = 8, compression: int = 6
     Raises:
         OutputError: bad bit depth or encoder failure.
     """
-    q = _to_bgr(_quantize(image.pixels, bit_depth))
+    q = _to_bgr(quantize(image.pixels, bit_depth))
     ok, buf = cv2.imencode(".png", q, [cv2.IMWRITE_PNG_COMPRESSION, int(compression)])
     if not ok:
         raise OutputError(path, "PNG encoding failed")
@@ -233,7 +213,7 @@ def write_jpeg(image: Image, path: Path, quality: int = 95) -> None:
     Raises:
         OutputError: encoder failure.
     """
-    q = _quantize(image.pixels[..., : 3 if image.channels >= 3 else 1], 8)
+    q = quantize(image.pixels[..., : 3 if image.channels >= 3 else 1], 8)
     pil = PILImage.fromarray(q[:, :, 0] if q.shape[2] == 1 else q)
     kw = {"quality": int(quality), "subsampling": 0 if quality >= 90 else 2}
     if image.meta.exif:

@@ -28,6 +28,7 @@ import numpy as np
 from ..errors import InputError, OutputError
 from ..image import LINEAR_REC709, SRGB, Image, Metadata
 from .limits import check_size
+from .samples import apply_orientation, quantize
 
 __all__ = ["read_tiff", "write_tiff", "TIFF_COMPRESSIONS"]
 
@@ -141,9 +142,7 @@ def read_tiff(path: str | Path) -> Image:
     elif px.shape[2] > 4:
         px = px[:, :, :4]
     meta.bit_depth = depth
-    from .ldr import _apply_orientation
-
-    px = _apply_orientation(np.ascontiguousarray(px, dtype=np.float32), orientation)
+    px = apply_orientation(np.ascontiguousarray(px, dtype=np.float32), orientation)
     return Image(np.ascontiguousarray(px), LINEAR_REC709 if linear else SRGB, meta)
 
 
@@ -158,12 +157,10 @@ def write_tiff(image: Image, path: Path, bit_depth: int = 16, compression: str =
     """
     import tifffile
 
-    from .ldr import _quantize
-
     px = image.pixels
     if bit_depth not in (8, 16, 32):
         raise OutputError(path, f"TIFF bit depth must be 8, 16 or 32, got {bit_depth}")
-    data = px.astype(np.float32) if bit_depth == 32 else _quantize(px, bit_depth)
+    data = px.astype(np.float32) if bit_depth == 32 else quantize(px, bit_depth)
     extratags = []
     if image.meta.icc_profile and bit_depth != 32:  # an sRGB display profile does not describe linear floats
         extratags.append((_ICC, "B", len(image.meta.icc_profile), image.meta.icc_profile, True))

@@ -166,9 +166,10 @@ class MergeStage(Stage):
         overlap = self.opts.overlap if self.opts.overlap is not None else m.info.overlap
         tile = self.opts.tile
         if "tile" not in self.opts.model_fields_set and m.tiling_discouraged:
-            from .stages import whole_or_large_tiles
+            from .stages import warmup, whole_or_large_tiles
 
-            tile, overlap = whole_or_large_tiles(m, frames[0].pixels.shape, device, dtype, overlap, None, ctx.notes)
+            with warmup(ctx):
+                tile, overlap = whole_or_large_tiles(m, frames[0].pixels.shape, device, dtype, overlap, None, ctx.notes)
         if tile and 2 * overlap >= tile:
             overlap = tile // 2 - 1
         return merge_network(

@@ -46,6 +46,28 @@ SCHEMA_VERSION = 1
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _no_bool_numbers(cls, data):
+        """YAML ``true`` is not a number: pydantic would take it as 1 for an int or float option."""
+        if isinstance(data, dict):
+            for k, v in data.items():
+                f = cls.model_fields.get(k)
+                if f is not None and isinstance(v, bool) and "bool" not in str(f.annotation):
+                    raise ValueError(f"{k}: {str(v).lower()} is not a valid value")
+        return data
+
+
+_DEVICE = r"^(auto|cpu|mps|cuda(:[0-9]+)?)$"
+
+
+def _device_syntax(v: str) -> str:
+    import re
+
+    if not re.match(_DEVICE, str(v)):
+        raise ValueError(f"device {v!r}: use auto, cpu, cuda, cuda:N or mps")
+    return v
+
 
 class DevelopOptions(_Strict):
     """RAW development (ignored for non-RAW inputs except ``output``)."""
@@ -54,6 +76,19 @@ class DevelopOptions(_Strict):
     demosaic: Literal["ahd", "dcb", "dht", "aahd", "vng", "ppg", "linear", "learned"] = "ahd"
     output: Literal["linear-rec709", "camera"] = "linear-rec709"
     half_size: bool = False
+
+    @field_validator("white_balance")
+    @classmethod
+    def _multipliers(cls, v):
+        import math
+
+        if isinstance(v, list):
+            if len(v) not in (3, 4):
+                raise ValueError(f"white_balance multipliers: give 3 (R, G, B) or 4 (R, G, B, G2) numbers, not {len(v)}")
+            bad = [x for x in v if not (math.isfinite(x) and 0 < x <= 100)]
+            if bad:
+                raise ValueError(f"white_balance multipliers must be finite numbers above 0 and at most 100, not {bad[0]!r}")
+        return v
 
 
 def _int_or_auto(v, minimum: int, what: str):
@@ -100,6 +135,11 @@ class ModelOptions(_Strict):
     hdr: Literal["auto", "log", "clip"] = "auto"
     compile: bool = False
     threads: Union[int, Literal["auto"]] = "auto"
+
+    @field_validator("device")
+    @classmethod
+    def _device_value(cls, v):
+        return _device_syntax(v)
     vgg19: str | None = None  # ImageNet VGG19 weights (path) for models with a VGG hypercolumn input (RRFormer)
 
     @field_validator("threads", mode="before")
@@ -128,8 +168,8 @@ class ResizeOptions(_Strict):
     """Resize by a factor or to a size (pixels); filtering in linear light unless ``linear: false``."""
 
     scale: float | None = Field(None, gt=0, le=16)
-    width: int | None = Field(None, gt=0)
-    height: int | None = Field(None, gt=0)
+    width: int | None = Field(None, gt=0, le=100_000)
+    height: int | None = Field(None, gt=0, le=100_000)
     filter: Literal["lanczos", "bicubic", "bilinear", "area", "nearest"] = "lanczos"
     linear: bool = True
 
@@ -185,6 +225,8 @@ class WriteOptions(_Strict):
 
         if not v.strip():
             raise ValueError("empty path template")
+        if any(ord(c) < 32 or ord(c) == 127 for c in v):
+            raise ValueError("path template contains a control character (a NUL, a newline ...)")
         p = Path(v)
         if p.is_absolute() or v.startswith(("/", "\\")) or (len(v) > 1 and v[1] == ":"):
             raise ValueError("path template must be relative to the output folder")
@@ -253,6 +295,11 @@ class MergeOptions(_Strict):
     overlap: int | None = Field(None, ge=0)
     precision: Literal["auto", "fp32", "fp16", "bf16"] = "auto"
     device: str = "auto"
+
+    @field_validator("device")
+    @classmethod
+    def _device_value(cls, v):
+        return _device_syntax(v)
 
     @model_validator(mode="after")
     def _method(self):
@@ -471,6 +518,28 @@ def _fmt_loc(loc: tuple) -> str:
     return out or "(top level)"
 
 
+def _decode(path: Path, data: bytes) -> str:
+    """A pipeline file's text: UTF-8 (with or without BOM), or UTF-16/32 with a BOM (YAML 1.2 allows those).
+
+    Raises:
+        PipelineError: other encodings (Latin-1 ...), naming the line and the byte.
+    """
+    import codecs
+
+    for bom, enc in ((codecs.BOM_UTF32_LE, "utf-32"), (codecs.BOM_UTF32_BE, "utf-32"), (codecs.BOM_UTF8, "utf-8-sig"),
+                     (codecs.BOM_UTF16_LE, "utf-16"), (codecs.BOM_UTF16_BE, "utf-16")):
+        if data.startswith(bom):
+            try:
+                return data.decode(enc)
+            except UnicodeDecodeError:
+                break
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data[: e.start].count(b"\n") + 1
+        raise PipelineError(f"{path}:{line}: not UTF-8 text (byte 0x{data[e.start]:02x}); save the pipeline file as UTF-8") from None
+
+
 def parse_pipeline(source: str | Path | dict, *, origin: str | None = None) -> PipelineSpec:
     """Load and validate a pipeline from a YAML file, YAML text or a dict.
 
@@ -482,9 +551,17 @@ def parse_pipeline(source: str | Path | dict, *, origin: str | None = None) -> P
         :class:`PipelineSpec`.
 
     Raises:
-        PipelineError: unreadable file, invalid YAML, or schema violation,
-            as ``file:line: key: problem``.
+        PipelineError: unreadable file (or not UTF-8/16/32 text), invalid YAML, nesting too deep, or
+            schema violations, each as ``file:line: key: problem`` (all of them, in one message).
     """
+    try:
+        return _parse(source, origin)
+    except RecursionError:
+        name = origin or (str(source) if isinstance(source, Path) or (isinstance(source, str) and "\n" not in source) else "<pipeline>")
+        raise PipelineError(f"{name}: nested too deeply to be a pipeline") from None
+
+
+def _parse(source, origin) -> PipelineSpec:
     node = None
     if isinstance(source, dict):
         data, name = source, origin or "<dict>"
@@ -494,7 +571,7 @@ def parse_pipeline(source: str | Path | dict, *, origin: str | None = None) -> P
             p = Path(source)
             name = name or str(p)
             try:
-                text = p.read_text()
+                text = _decode(p, p.read_bytes())
             except OSError as e:
                 raise PipelineError(f"{p}: cannot read pipeline ({e.strerror or e})") from None
         else:
@@ -508,7 +585,7 @@ def parse_pipeline(source: str | Path | dict, *, origin: str | None = None) -> P
             raise PipelineError(f"{name}{where}: invalid YAML: {getattr(e, 'problem', None) or e}") from None
     if not isinstance(data, dict):
         raise PipelineError(f"{name}: a pipeline must be a mapping with version and steps")
-    if "version" in data and data["version"] != SCHEMA_VERSION:
+    if "version" in data and (type(data["version"]) is not int or data["version"] != SCHEMA_VERSION):
         line = _node_at(node, ("version",))
         where = f":{line.start_mark.line + 1}" if line is not None else ""
         raise PipelineError(f"{name}{where}: version: unsupported pipeline version {data['version']!r} (this restore reads version {SCHEMA_VERSION})")

@@ -7,6 +7,7 @@ accident, and an EXR output is always linear.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -15,6 +16,7 @@ import cv2
 import numpy as np
 
 from .. import color
+from ..engine.results import WARMUP_BEGIN, WARMUP_END
 from ..errors import OutputError, RestoreError
 from ..image import Encoding, Image
 from ..io import RawOptions, write
@@ -35,6 +37,19 @@ class Context:
     device: str | None = None
     notes: list[str] = field(default_factory=list)
     stage_progress: Callable[[str], None] | None = None
+
+
+@contextlib.contextmanager
+def warmup(ctx: "Context"):
+    """Mark a one-time warm-up (see :data:`restore.engine.results.WARMUP_BEGIN`): the worker's stall limit
+    pauses while it runs."""
+    if ctx.stage_progress:
+        ctx.stage_progress(WARMUP_BEGIN)
+    try:
+        yield
+    finally:
+        if ctx.stage_progress:
+            ctx.stage_progress(WARMUP_END)
 
 
 class Stage:
@@ -140,7 +155,9 @@ class ModelStage(Stage):
     def prepare(self) -> None:
         if self.model is None:
             from ..models import load_model
+            from ..tiling import resolve_device
 
+            resolve_device(self.opts.device)  # a device this machine lacks fails once, here, not on every file
             model = load_model(self.opts.name)
             if model.info.frames != 1:
                 raise RestoreError(f"model {self.opts.name!r} takes {model.info.frames} frames; use it in a merge step")
@@ -204,9 +221,11 @@ class ModelStage(Stage):
         context = self.opts.context if self.opts.context is not None else m.info.context
         if self.opts.tile and "tile" not in self.opts.model_fields_set and m.tiling_discouraged:
             # global attention / pooling: tiles change the result; whole image unless it does not fit in memory
-            tile, overlap = whole_or_large_tiles(m, hwc.shape, device, dtype, overlap, self.opts.memory, ctx.notes)
+            with warmup(ctx):  # the memory curve is measured once per machine
+                tile, overlap = whole_or_large_tiles(m, hwc.shape, device, dtype, overlap, self.opts.memory, ctx.notes)
         if tile == "auto" and not m.fixed_size:
-            tile = self._auto_tile(device, dtype, context, ctx)
+            with warmup(ctx):
+                tile = self._auto_tile(device, dtype, context, ctx)
         if m.fixed_size:  # the network runs only at its native size: tiles of exactly that size
             tile = m.fixed_size
             overlap = min(overlap, min(tile) // 2 - 1)
@@ -269,7 +288,8 @@ class ModelStage(Stage):
                 with torch.inference_mode(), torch.autocast("cpu", dtype=dtype, enabled=autocast):
                     forward(sample)
 
-            self._thread_choice = threads_for(f"{m.arch}/{m.shape_key}/{str(dtype).replace('torch.', '')}", once)
+            with warmup(ctx):  # timed once per machine and model, cached
+                self._thread_choice = threads_for(f"{m.arch}/{m.shape_key}/{str(dtype).replace('torch.', '')}", once)
         n, note = self._thread_choice
         if not self._thread_noted:
             ctx.notes.append(note)
@@ -327,13 +347,19 @@ class ModelStage(Stage):
                 default = None
             if os.environ.get("TORCHINDUCTOR_CACHE_DIR") in (None, default):
                 os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(cache)
-            self._compiled = {"fn": torch.compile(module, dynamic=False), "failed": None}
+            self._compiled = {"fn": torch.compile(module, dynamic=False), "failed": None, "seen": set()}
         state = self._compiled
 
         def forward(x):
             if state["failed"] is None:
                 try:
-                    return state["fn"](x)
+                    shape = tuple(x.shape)
+                    if shape in state["seen"]:
+                        return state["fn"](x)
+                    with warmup(ctx):  # compiling for a new tile shape: tens of seconds on a CPU, once (kernels cached)
+                        y = state["fn"](x)
+                    state["seen"].add(shape)
+                    return y
                 except (MemoryError, torch.cuda.OutOfMemoryError):
                     raise  # the tiler halves the tile
                 except Exception as e:  # compilation errors surface at the first call
@@ -388,6 +414,11 @@ class ResizeStage(Stage):
         else:
             nw = o.width or max(1, round(w * o.height / h))
             nh = o.height or max(1, round(h * o.width / w))
+        from ..io.limits import max_pixels
+
+        if nw * nh > max_pixels():
+            raise RestoreError(f"resize to {nw}x{nh} ({nw * nh / 1e6:.0f} MP) exceeds the limit of {max_pixels() / 1e6:.0f} MP "
+                               "(set RESTORE_MAX_PIXELS to raise it)")
         px = image.pixels.copy()
         c = min(3, px.shape[2])
         srgb = image.encoding.transfer == "srgb" and o.linear
@@ -443,6 +474,27 @@ def template_fields(template: str) -> set[str]:
         return set()
 
 
+#: Longest output file name in bytes: NAME_MAX (255) less the temporary-file prefix of an atomic write
+#: (``.restore-tmp-xxxxxxxx-``, 22 bytes), so the hidden file being written fits too.
+MAX_NAME_BYTES = 230
+
+
+def fit_name(rel: str) -> str:
+    """Shorten the file name of a relative output path that would exceed :data:`MAX_NAME_BYTES`: the stem
+    is cut and given ``~`` and 8 hex digits of its SHA-1, so different long names stay different."""
+    import hashlib
+
+    head, sep, name = rel.rpartition("/")
+    raw = name.encode("utf-8", "surrogateescape")
+    if len(raw) <= MAX_NAME_BYTES:
+        return rel
+    p = Path(name)
+    tag = "~" + hashlib.sha1(raw).hexdigest()[:8]
+    room = MAX_NAME_BYTES - len(p.suffix.encode("utf-8", "surrogateescape")) - len(tag)
+    stem = p.stem.encode("utf-8", "surrogateescape")[:room].decode("utf-8", "ignore")
+    return f"{head}{sep}{stem}{tag}{p.suffix}"
+
+
 def output_path(template: str, out_dir: Path, fields: dict) -> Path:
     """Expand a write template and make sure the result stays inside ``out_dir``.
 
@@ -461,6 +513,7 @@ def output_path(template: str, out_dir: Path, fields: dict) -> Path:
     sub_dir = fields.get("dir") or "."
     if sub_dir != "." and "dir" not in template_fields(template):
         rel = f"{sub_dir}/{rel}"
+    rel = fit_name(rel)
     out_dir = Path(out_dir)
     p = (out_dir / rel).resolve()
     root = out_dir.resolve()
