@@ -98,7 +98,8 @@ def cli(verbose: bool) -> None:
     # library warnings (Pillow, tifffile ...) and what C libraries print go to the log, shown with -v only:
     # each failed file's own one-line error says what went wrong
     logging.captureWarnings(True)
-    logging.getLogger("py.warnings").setLevel(logging.DEBUG if verbose else logging.ERROR)
+    for noisy in ("py.warnings", "tifffile", "PIL", "OpenEXR"):  # libraries that log their own view of a bad file
+        logging.getLogger(noisy).setLevel(logging.DEBUG if verbose else logging.CRITICAL)
 
 
 @cli.command()

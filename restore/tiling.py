@@ -32,6 +32,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .errors import RestoreError
+
 __all__ = ["TileSpec", "plan_axis", "blend_ramp", "run_tiled", "resolve_precision", "resolve_device"]
 
 Precision = Literal["auto", "fp32", "fp16", "bf16"]
@@ -208,6 +210,10 @@ def cpu_has_fast_bf16() -> bool:
     return " amx_bf16" in flags or " avx512_bf16" in flags
 
 
+class PrecisionError(RestoreError, ValueError):
+    """A precision the device or the architecture cannot run (a usage error, reported in one line)."""
+
+
 def resolve_precision(precision: Precision, device: torch.device, supports_half: bool, supports_bf16: bool, arch: str | None = None) -> torch.dtype:
     """Pick the compute dtype.
 
@@ -220,8 +226,8 @@ def resolve_precision(precision: Precision, device: torch.device, supports_half:
         ``torch.float32``, ``torch.float16`` or ``torch.bfloat16``.
 
     Raises:
-        ValueError: if fp16/bf16 is requested for an architecture that is not
-            safe in it, or fp16 on CPU.
+        PrecisionError: fp16/bf16 requested for an architecture that is not
+            safe in it, or fp16 on CPU (a usage error: one line, no traceback).
     """
     if precision == "fp32":
         return torch.float32
@@ -235,15 +241,15 @@ def resolve_precision(precision: Precision, device: torch.device, supports_half:
         return torch.float16 if supports_half else torch.float32
     if precision == "bf16":
         if not supports_bf16:
-            raise ValueError("this architecture is not safe in bfloat16; use precision fp32 or auto")
+            raise PrecisionError("precision bf16: this architecture is not safe in bfloat16; use precision fp32 or auto")
         return torch.bfloat16
     if precision == "fp16":
         if device.type != "cuda":
-            raise ValueError("fp16 is only supported on CUDA; use bf16 or fp32 on CPU")
+            raise PrecisionError(f"precision fp16 needs a CUDA device (this runs on {device.type}); use auto, fp32 or bf16")
         if not supports_half:
-            raise ValueError("this architecture is not safe in float16; use precision fp32 or auto")
+            raise PrecisionError("precision fp16: this architecture is not safe in float16; use precision fp32 or auto")
         return torch.float16
-    raise ValueError(f"unknown precision {precision!r}; use auto, fp32, fp16 or bf16")
+    raise PrecisionError(f"unknown precision {precision!r}; use auto, fp32, fp16 or bf16")
 
 
 def _pad_to(x: torch.Tensor, h: int, w: int) -> torch.Tensor:

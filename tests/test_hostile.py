@@ -209,3 +209,26 @@ def test_one_time_warm_ups_do_not_count_against_the_stall_limit(tmp_path):
     text = r.stdout.decode() + r.stderr.decode()
     assert r.returncode == 0 and "2 done, 0 skipped, 0 failed" in text, text
     assert took < 600
+
+
+def test_decompression_bombs_under_the_pixel_limit_are_refused_by_memory(tmp_path):
+    """Headers claiming up to 324 MP (under the 400 MP limit) in a process limited to 3 GiB of address space:
+    refused in one line before decoding, the process stays small."""
+    import resource
+
+    from tests.test_malformed import _patch_jpeg_size, _png_header
+
+    small = cv2.imencode(".jpg", np.zeros((8, 8, 3), np.uint8))[1].tobytes()
+    bombs = {"b.jpg": _patch_jpeg_size(small, 18000, 18000), "b.png": _png_header(15000, 15000)}
+    for n, data in bombs.items():
+        (tmp_path / n).write_bytes(data)
+
+    def limit():
+        resource.setrlimit(resource.RLIMIT_AS, (3 << 30, 3 << 30))
+
+    for n in bombs:  # (the address-space limit bounds the process: a decode would fail with another message)
+        r = subprocess.run([sys.executable, "-m", "restore.cli", "info", str(tmp_path / n)], capture_output=True, text=True,
+                           timeout=120, preexec_fn=limit)
+        assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
+        assert f"{tmp_path / n}: image of" in r.stderr and "GiB available; refused before decoding" in r.stderr
+        assert len(r.stderr.strip().splitlines()) == 1

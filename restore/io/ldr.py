@@ -20,6 +20,7 @@ from PIL import Image as PILImage
 
 from ..errors import InputError, OutputError
 from ..image import SRGB, Image, Metadata
+from .exif import exif_info
 from .limits import check_size
 from .samples import apply_orientation, quantize
 
@@ -28,9 +29,6 @@ __all__ = ["read_ldr", "write_png", "write_jpeg", "LDR_READ_SUFFIXES"]
 LDR_READ_SUFFIXES = {".png", ".tif", ".tiff", ".jpg", ".jpeg", ".bmp", ".webp", ".ppm", ".pgm", ".pnm"}
 _FORMAT = {".png": "png", ".tif": "tiff", ".tiff": "tiff", ".jpg": "jpeg", ".jpeg": "jpeg"}
 
-# EXIF tags
-_ORIENTATION, _EXPOSURE, _FNUMBER, _ISO, _DATETIME_ORIG, _MAKE, _MODEL = 0x0112, 0x829A, 0x829D, 0x8827, 0x9003, 0x010F, 0x0110
-_EXIF_IFD = 0x8769
 PILImage.MAX_IMAGE_PIXELS = None  # our own limit (limits.check_size) applies, from the header
 
 
@@ -52,44 +50,6 @@ def _png_complete(data: bytes) -> str | None:
             return None
         pos = end
     return "truncated PNG (no IEND chunk)"
-
-
-def _exif_info(pil: PILImage.Image, meta: Metadata) -> int:
-    """Fill metadata from EXIF; return the orientation (1 if none)."""
-    try:
-        exif = pil.getexif()
-    except Exception:  # malformed EXIF must not make the image unreadable
-        return 1
-    if not exif:
-        return 1
-    sub = {}
-    try:
-        sub = exif.get_ifd(_EXIF_IFD)
-    except Exception:
-        pass
-
-    def num(v):
-        try:
-            return float(v)
-        except (TypeError, ValueError, ZeroDivisionError):
-            return None
-
-    meta.make = (str(exif.get(_MAKE)).strip("\x00 ") or None) if exif.get(_MAKE) else None
-    meta.model = (str(exif.get(_MODEL)).strip("\x00 ") or None) if exif.get(_MODEL) else None
-    meta.exposure_time_s = num(sub.get(_EXPOSURE))
-    meta.f_number = num(sub.get(_FNUMBER))
-    iso = sub.get(_ISO)
-    meta.iso = num(iso[0] if isinstance(iso, tuple) else iso)
-    meta.capture_time = sub.get(_DATETIME_ORIG)
-    orientation = int(exif.get(_ORIENTATION, 1) or 1)
-    if orientation != 1:
-        exif[_ORIENTATION] = 1
-    try:
-        raw = exif.tobytes()
-        meta.exif = raw[6:] if raw.startswith(b"Exif\x00\x00") else raw
-    except Exception:
-        meta.exif = None
-    return orientation
 
 
 def read_ldr(path: str | Path, fmt: str | None = None) -> Image:
@@ -134,7 +94,7 @@ def read_ldr(path: str | Path, fmt: str | None = None) -> Image:
         with PILImage.open(io.BytesIO(data)) as pil:
             check_size(path, *pil.size)
             meta.icc_profile = pil.info.get("icc_profile") or None
-            orientation = _exif_info(pil, meta)
+            orientation = exif_info(pil, meta)
     except InputError:
         raise
     except Exception as e:  # Pillow cannot parse the header: the file is not an image we know

@@ -118,9 +118,14 @@ def read_tiff(path: str | Path) -> Image:
     except Exception as e:  # tifffile's own errors on a corrupt file
         raise InputError(path, f"not a readable TIFF ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from None
     # to (H, W, S)
-    if "S" in axes and axes.index("S") < axes.index("Y"):  # planar: samples first
-        a = np.moveaxis(a, axes.index("S"), -1)
-    a = a.reshape(h, w, -1)
+    try:
+        if "S" in axes and "Y" in axes and axes.index("S") < axes.index("Y"):  # planar: samples first
+            a = np.moveaxis(a, axes.index("S"), -1)
+        a = a.reshape(h, w, -1)
+    except ValueError:
+        raise InputError(path, f"corrupt TIFF (data of shape {a.shape} for a {w}x{h} image)") from None
+    if not 1 <= a.shape[2] <= 16:
+        raise InputError(path, f"corrupt TIFF ({a.shape[2]} samples per pixel)")
     if photometric == 3:  # palette: indices through the colour map (16-bit per channel)
         if colormap is None:
             raise InputError(path, "palette TIFF without a colour map")
@@ -142,8 +147,25 @@ def read_tiff(path: str | Path) -> Image:
     elif px.shape[2] > 4:
         px = px[:, :, :4]
     meta.bit_depth = depth
+    _exif(path, meta)
     px = apply_orientation(np.ascontiguousarray(px, dtype=np.float32), orientation)
     return Image(np.ascontiguousarray(px), LINEAR_REC709 if linear else SRGB, meta)
+
+
+def _exif(path: Path, meta: Metadata) -> None:
+    """Capture metadata from the TIFF's EXIF IFD where Pillow can open the file (it cannot for every sample
+    format tifffile reads; the pixels are never taken from Pillow)."""
+    from PIL import Image as PILImage
+
+    from .exif import exif_info
+
+    make, model = meta.make, meta.model
+    try:
+        with PILImage.open(path) as pil:
+            exif_info(pil, meta)
+    except Exception:  # an exotic layout Pillow cannot parse: the tags read by tifffile stay
+        pass
+    meta.make, meta.model = meta.make or make, meta.model or model
 
 
 def write_tiff(image: Image, path: Path, bit_depth: int = 16, compression: str = "zlib") -> None:

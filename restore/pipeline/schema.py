@@ -308,6 +308,9 @@ class MergeOptions(_Strict):
             raise ValueError("method model needs model: <checkpoint path or catalogue name>")
         if self.model and method != "model":
             raise ValueError(f"model is only used with method: model (got method {method})")
+        network_only = sorted({"tile", "overlap", "precision", "device"} & self.model_fields_set)
+        if network_only and method != "model":
+            raise ValueError(f"{', '.join(network_only)} only apply to method: model (got method {method})")
         object.__setattr__(self, "method", method)
         return self
 
