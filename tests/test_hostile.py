@@ -232,3 +232,74 @@ def test_decompression_bombs_under_the_pixel_limit_are_refused_by_memory(tmp_pat
         assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
         assert f"{tmp_path / n}: image of" in r.stderr and "GiB available; refused before decoding" in r.stderr
         assert len(r.stderr.strip().splitlines()) == 1
+
+
+def test_hostile_pipelines_and_options_get_one_line(tmp_path):
+    """Each of these once gave a traceback, or passed validate and then failed every file."""
+    cases = {
+        "nul.yaml": ("version: 1\nsteps: [{write: {path: \"a\\0b{stem}.png\"}}]\n", "contains a control character"),
+        "latin1.yaml": (b"version: 1\nname: caf\xe9\nsteps: [{write: {path: '{stem}.png'}}]\n", ":2: not UTF-8 text (byte 0xe9)"),
+        "deep.yaml": ("version: 1\nsteps: " + "[" * 5000 + "]" * 5000 + "\n", "nested too deeply"),
+        "wb.yaml": ("version: 1\nsteps: [{develop: {white_balance: [2]}}, {write: {path: '{stem}.exr'}}]\n", "give 3 (R, G, B) or 4"),
+        "wbnan.yaml": ("version: 1\nsteps: [{develop: {white_balance: [1, .nan, 1]}}, {write: {path: '{stem}.exr'}}]\n", "finite numbers above 0"),
+        "wbneg.yaml": ("version: 1\nsteps: [{develop: {white_balance: [1, -2, 1]}}, {write: {path: '{stem}.exr'}}]\n", "finite numbers above 0"),
+        "wbhuge.yaml": ("version: 1\nsteps: [{develop: {white_balance: [1, 1e308, 1]}}, {write: {path: '{stem}.exr'}}]\n", "at most 100"),
+        "tpu.yaml": ("version: 1\nsteps: [{model: {name: dat-light-x2, device: tpu}}, {write: {path: '{stem}.png'}}]\n", "device 'tpu'"),
+        "meta.yaml": ("version: 1\nsteps: [{model: {name: dat-light-x2, device: meta}}, {write: {path: '{stem}.png'}}]\n", "device 'meta'"),
+        "vtrue.yaml": ("version: true\nsteps: [{write: {path: '{stem}.png'}}]\n", "unsupported pipeline version True"),
+        "vfloat.yaml": ("version: 1.0\nsteps: [{write: {path: '{stem}.png'}}]\n", "unsupported pipeline version 1.0"),
+        "wtrue.yaml": ("version: 1\nsteps: [{resize: {width: true}}, {write: {path: '{stem}.png'}}]\n", "width: true is not a valid value"),
+        "wide.yaml": ("version: 1\nsteps: [{resize: {width: 10000000}}, {write: {path: '{stem}.png'}}]\n", "less than or equal to 100000"),
+        "nowrite.yaml": ("version: 1\nsteps: [{resize: {scale: 0.5}}]\n", "no write step, so nothing would be saved"),
+        "spec.yaml": ("version: 1\nsteps: [{write: {path: '{stem:>999999999}.exr'}}]\n", "takes no format spec"),
+    }
+    for name, (text, expected) in cases.items():
+        p = tmp_path / name
+        p.write_bytes(text if isinstance(text, bytes) else text.encode())
+        r = cli("validate", p)
+        err = r.stderr.decode()
+        assert r.returncode == 2 and "Traceback" not in err and expected in err, (name, err)
+        assert err.startswith(f"error: {p}"), (name, err)
+    # UTF-16 with a BOM is YAML too
+    (tmp_path / "u16.yaml").write_text("version: 1\nsteps: [{write: {path: '{stem}.png'}}]\n", encoding="utf-16")
+    assert cli("validate", tmp_path / "u16.yaml").returncode == 0
+    # run-time: a device this machine lacks, an output folder that cannot be made, a resize past the pixel limit
+    d = tmp_path / "in"
+    d.mkdir()
+    (d / "a.png").write_bytes(png_bytes(1))
+    (tmp_path / "p.yaml").write_text("version: 1\nsteps: [{resize: {scale: 0.5}}, {write: {path: '{stem}.png'}}]\n")
+    r = cli("run", tmp_path / "p.yaml", d, "-o", tmp_path / "o", "--device", "cuda:99")
+    assert r.returncode == 2 and "device 'cuda:99': this machine has" in r.stderr.decode()
+    (tmp_path / "afile").write_text("x")
+    r = cli("run", tmp_path / "p.yaml", d, "-o", tmp_path / "afile" / "sub")
+    err = r.stderr.decode()
+    assert r.returncode == 2 and "Traceback" not in err and "cannot create the output folder" in err, err
+    (tmp_path / "big.yaml").write_text("version: 1\nsteps: [{resize: {width: 90000, height: 90000}}, {write: {path: '{stem}.png'}}]\n")
+    r = cli("run", tmp_path / "big.yaml", d, "-o", tmp_path / "o2")
+    assert r.returncode == 1 and "resize to 90000x90000 (8100 MP) exceeds the limit" in r.stdout.decode()
+
+
+def test_disk_full_is_retried_by_a_plain_rerun_and_named_by_the_final_file(tmp_path, monkeypatch):
+    import errno
+
+    import restore.io as rio
+
+    d = tmp_path / "in"
+    d.mkdir()
+    (d / "a.png").write_bytes(png_bytes(1))
+    pipe = load_pipeline(FAST)
+    real = rio.write_png
+
+    def full(image, path, *a, **k):
+        Path(path).write_bytes(b"partial")
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.setattr(rio, "write_png", full)
+    report = pipe.run([d / "a.png"], tmp_path / "out", journal=True)
+    (r,) = report.results
+    out_png = tmp_path / "out" / "a.png"
+    assert r.status == "failed" and r.error == f"{d / 'a.png'}: {out_png}: cannot write (No space left on device) (retried on the next run)"
+    assert ".restore-tmp" not in r.error and not [p for p in (tmp_path / "out").iterdir() if p.suffix == ".png"]
+    monkeypatch.setattr(rio, "write_png", real)  # space freed
+    report = pipe.run([d / "a.png"], tmp_path / "out", journal=True)  # no --retry-failed needed
+    assert [x.status for x in report.results] == ["done"] and (tmp_path / "out" / "a.png").is_file()
