@@ -3,8 +3,9 @@
 * kill -9 at random points (>= 10 trials): never a partial or corrupt file
   under a final name; a rerun completes every file and redoes none that was
   done (same inode and mtime for every output that existed at each kill).
-* A per-file time limit: an input that blocks forever (a FIFO named as an
-  input) is failed with "timed out: no progress for N s" and the batch goes on.
+* A stall limit: an item that reports no progress (one whole-image forward
+  over a large photo, no tiles; FIFOs, the old stand-in, are now refused by
+  name) is failed with "timed out: no progress for N s" and the batch goes on.
 * SIGTERM / SIGINT: the current item is abandoned cleanly (no temporary file,
   journal row back to pending), exit 130 with a summary.
 """
@@ -41,6 +42,21 @@ def make_inputs(d: Path, n: int, size: int = 48) -> list[Path]:
         cv2.imwrite(str(p), (rng.random((size, size, 3)) * 255).astype(np.uint8))
         out.append(p)
     return out
+
+
+def stalling(tmp_path: Path, size: int = 900) -> tuple[Path, Path]:
+    """A pipeline whose model runs on the whole image (tile 0: no progress until the forward ends) and an input
+    big enough that this takes several seconds: a stall, as a hung decoder looks to the worker's parent."""
+    from tests.test_compile import tiny_compact
+
+    w = tiny_compact(tmp_path / "slow.safetensors", feat=32, convs=8, scale=1)
+    pipe = tmp_path / "stall.yaml"
+    pipe.write_text(f"version: 1\nname: fast\nsteps:\n  - model: {{name: {w}, tile: 0, precision: fp32, threads: 1}}\n"
+                    "  - write: {path: '{stem}.png'}\n")
+    hang = tmp_path / "in" / "hang.png"
+    hang.parent.mkdir(parents=True, exist_ok=True)
+    cv2.imwrite(str(hang), (np.random.default_rng(1).random((size, size, 3)) * 255).astype(np.uint8))
+    return pipe, hang
 
 
 def finals(out: Path) -> list[Path]:
@@ -116,12 +132,10 @@ def test_kill_9_at_random_points_never_leaves_partial_outputs_and_resumes(tmp_pa
 
 def test_time_limit_fails_a_hanging_input_and_the_batch_goes_on(tmp_path):
     inputs = make_inputs(tmp_path / "in", 2, 16)
-    fifo = tmp_path / "in" / "hang.png"
-    os.mkfifo(fifo)  # reading it blocks forever: a stand-in for a decoder that never returns
-    (tmp_path / "p.yaml").write_text(PIPE)
+    pipe, hang = stalling(tmp_path)
     out = tmp_path / "out"
     t0 = time.monotonic()
-    r = subprocess.run(cmd("run", tmp_path / "p.yaml", inputs[0], fifo, inputs[1], "-o", out, "--timeout", "1.5"), capture_output=True, text=True, timeout=120)
+    r = subprocess.run(cmd("run", pipe, inputs[0], hang, inputs[1], "-o", out, "--timeout", "1.5"), capture_output=True, text=True, timeout=120)
     assert r.returncode == 1, r.stdout + r.stderr
     assert "2 done, 0 skipped, 1 failed" in r.stdout
     assert "hang.png: timed out: no progress for 1.5 s" in r.stdout
@@ -134,13 +148,11 @@ def test_time_limit_fails_a_hanging_input_and_the_batch_goes_on(tmp_path):
 @pytest.mark.parametrize("sig,timeout", [(signal.SIGTERM, "30"), (signal.SIGINT, "0")])
 def test_signal_abandons_the_current_item_cleanly(tmp_path, sig, timeout):
     inputs = make_inputs(tmp_path / "in", 2, 16)
-    fifo = tmp_path / "in" / "hang.png"
-    os.mkfifo(fifo)
-    (tmp_path / "p.yaml").write_text(PIPE)
+    pipe, hang = stalling(tmp_path, 1400)
     out = tmp_path / "out"
-    proc = subprocess.Popen(cmd("run", tmp_path / "p.yaml", inputs[0], fifo, inputs[1], "-o", out, "--timeout", timeout), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(cmd("run", pipe, inputs[0], hang, inputs[1], "-o", out, "--timeout", timeout), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:  # wait until the FIFO is the current item
+    while time.monotonic() < deadline:  # wait until the slow item is the current one
         if (out / JOURNAL_NAME).exists() and rows(out, starting=True).get("hang.png", ("", 0))[0] == "running":
             break
         time.sleep(0.05)

@@ -303,3 +303,31 @@ def test_disk_full_is_retried_by_a_plain_rerun_and_named_by_the_final_file(tmp_p
     monkeypatch.setattr(rio, "write_png", real)  # space freed
     report = pipe.run([d / "a.png"], tmp_path / "out", journal=True)  # no --retry-failed needed
     assert [x.status for x in report.results] == ["done"] and (tmp_path / "out" / "a.png").is_file()
+
+
+def test_radiance_hdr_round_trip_and_no_journal_still_locks(tmp_path):
+    from restore.image import LINEAR_REC709, Image, Metadata
+    from restore.io import read, write
+    from restore.journal import FolderLock, JournalError
+
+    rad = (np.random.default_rng(0).random((6, 9, 3)) * 50).astype(np.float32)  # radiance far above 1
+    write(Image(rad, LINEAR_REC709, Metadata()), tmp_path / "scene.hdr")
+    back = read(tmp_path / "scene.hdr")
+    assert back.encoding == LINEAR_REC709 and back.pixels.shape == (6, 9, 3)
+    assert np.allclose(back.pixels, rad, rtol=2 ** -7, atol=1e-3)  # RGBE: 8-bit mantissas
+    # --no-journal: the output folder is still locked against a second batch
+    (tmp_path / "out").mkdir()
+    lock = FolderLock(tmp_path / "out")  # another batch holds the folder
+    try:
+        d = tmp_path / "in"
+        d.mkdir()
+        (d / "a.png").write_bytes(png_bytes(1))
+        (tmp_path / "p.yaml").write_text("version: 1\nsteps: [{resize: {scale: 0.5}}, {write: {path: '{stem}.png'}}]\n")
+        r = cli("run", tmp_path / "p.yaml", d, "-o", tmp_path / "out", "--no-journal")
+        assert r.returncode == 2 and "another restore run/watch" in r.stderr.decode() and "is working on this output folder" in r.stderr.decode()
+    finally:
+        lock.release()
+    try:
+        FolderLock(tmp_path / "out").release()
+    except JournalError:
+        raise AssertionError("the lock was not released")

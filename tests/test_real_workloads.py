@@ -178,13 +178,14 @@ def test_a_slow_item_that_makes_progress_is_not_killed_a_stalled_one_is(tmp_path
     took = float(r.stdout.split("done     ")[1].split("(")[1].split(" s)")[0])
     assert took > 2, f"the item took {took} s: too fast to show that progress keeps it alive"
     assert (tmp_path / "out" / "big_s.png").is_file()
-    # a stalled read (a FIFO nobody writes) is stopped after the limit, named
-    import os
+    # an item without progress (one whole-image forward over a large photo: no tiles) is stopped, named
+    from tests.test_crash import stalling
 
-    os.mkfifo(d / "stuck.png")
+    (tmp_path / "stall").mkdir()
+    stall_pipe, stuck = stalling(tmp_path / "stall")
     t0 = time.monotonic()
-    r = cli("run", tmp_path / "p.yaml", d / "stuck.png", "-o", tmp_path / "out2", "--timeout", "1")
-    assert r.returncode == 1 and "stuck.png: timed out: no progress for 1 s" in r.stdout
+    r = cli("run", stall_pipe, stuck, "-o", tmp_path / "out2", "--timeout", "1")
+    assert r.returncode == 1 and "hang.png: timed out: no progress for 1 s" in r.stdout
     assert time.monotonic() - t0 < 60
 
 
