@@ -4,7 +4,7 @@
 For each scale: whole-image inference in fp32 and under torch.autocast('cpu', bfloat16),
 PSNR-Y against the HR images (BasicSR conventions, crop = scale), and wall time of the
 model calls.  `precision: auto` uses bf16 on CPU only for architectures whose measured
-cost here is <= 0.02 dB (restore/tiling.py: CPU_BF16_VERIFIED).
+cost here is <= 0.02 dB (the `cpu_bf16` verdict in the architecture descriptor, restore/models/archs/spandrel_dat.py).
 
 Usage:  python benchmarks/cpu_precision.py [--scales 2 3 4]   (needs ../shared/data/sr/Set5)
 """

@@ -31,8 +31,8 @@ sys.path.insert(0, str(ROOT))
 
 from restore.io import read  # noqa: E402
 from restore.pipeline import load_pipeline  # noqa: E402
+from restore.pipeline.model_run import device_and_dtype  # noqa: E402
 from restore.pipeline.stages import Context, ModelStage  # noqa: E402
-from restore.tiling import resolve_precision  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data"
 
@@ -64,7 +64,7 @@ def main() -> None:
 
         stage.prepare()
         m = stage.model
-        dtype = resolve_precision(o.precision, torch.device("cpu"), m.supports_half, m.supports_bfloat16, arch=m.arch)
+        dtype = device_and_dtype(m, stage.run_options, Context(device="cpu"))[1]  # as the model step picks it
         model_s = 0.0
         for f in files:
             px = stage._encode(read(f))[0]

@@ -71,29 +71,37 @@ def synthetic_image(width: int, height: int, seed: int = 0) -> np.ndarray:
 
 
 def bench_method(model_name: str, method: str, width: int, height: int, tile: int, overlap: int, repeat: int, precision: str, device: str) -> dict:
-    """Time one method in this process; returns seconds, Mpx/s and peak RSS (MiB)."""
-    from .models import load_model
-    from .tiling import TileSpec, resolve_device, resolve_precision, run_tiled
+    """Time one method in this process with autograd off (restored after); returns seconds, Mpx/s and peak RSS (MiB).
 
-    torch.set_grad_enabled(False)
-    m = load_model(model_name)
-    dev = resolve_device(device)
-    dtype = resolve_precision(precision, dev, m.supports_half, m.supports_bfloat16, arch=m.arch)
-    module = m.module.to(dev)
+    ``whole`` and ``tiled`` run exactly as the model step would with ``tile: 0`` or the given ``tile`` and
+    ``overlap`` set explicitly (:func:`restore.pipeline.model_run.run_model`: same device and precision
+    choice, context, alignment, overlap clamp); ``esrgan-loop`` runs :func:`esrgan_tile_loop` on the same
+    device and precision.  Torch's thread count is left as it is for every method.
+    """
+    from .models import load_model
+
+    with torch.no_grad():  # never left disabled for the caller (tests call this in-process)
+        return _bench_method(load_model(model_name), method, width, height, tile, overlap, repeat, precision, device)
+
+
+def _bench_method(m, method: str, width: int, height: int, tile: int, overlap: int, repeat: int, precision: str, device: str) -> dict:
+    from .pipeline.model_run import RunOptions, device_and_dtype, run_model
+
+    run = RunOptions(tile=0 if method == "whole" else tile, overlap=overlap, precision=precision, device=device)
+    dev, dtype = device_and_dtype(m, run)
+    forward = m.forward_for(dev)
     img = synthetic_image(width, height)
     best = float("inf")
     for _ in range(repeat):
         if dev.type == "cuda":
             torch.cuda.synchronize()
         t0 = time.perf_counter()
-        if method == "whole":
-            run_tiled(module, img, scale=m.scale, spec=TileSpec(0), multiple_of=m.multiple_of, min_size=m.min_size, device=dev, dtype=dtype, layout="hwc")
-        elif method == "tiled":
-            run_tiled(module, img, scale=m.scale, spec=TileSpec(tile, overlap, align=m.tile_align), multiple_of=m.multiple_of, min_size=m.min_size, device=dev, dtype=dtype, layout="hwc")
+        if method in ("whole", "tiled"):
+            run_model(m, img, run)
         else:
             t = torch.from_numpy(img.transpose(2, 0, 1).copy())[None].to(dev)
             with torch.inference_mode(), torch.autocast(dev.type, dtype=dtype, enabled=dtype != torch.float32):
-                esrgan_tile_loop(module, t, m.scale, tile).float().cpu()
+                esrgan_tile_loop(forward, t, m.scale, tile).float().cpu()
         if dev.type == "cuda":
             torch.cuda.synchronize()
         best = min(best, time.perf_counter() - t0)

@@ -299,21 +299,17 @@ def validate(pipeline: Path, load_models: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def models(as_json: bool) -> None:
     """List the model catalogue (name, task, scale, licence, available) and the architectures that load official checkpoints."""
-    from importlib.resources import files
-
-    import yaml
     from rich.table import Table
 
     from .models import catalog
-    from .models.archs import registered
+    from .models.archs import architectures
 
     entries = catalog()
-    official = yaml.safe_load(files("restore.models").joinpath("official.yaml").read_text())["architectures"]
-    infos = {k: v.info for k, v in registered().items()}
+    official = architectures()  # one row per architecture descriptor (restore.models.archs)
     if as_json:
         click.echo(json.dumps({
             "catalogue": [{"name": e.name, "task": e.task, "scale": e.scale, "arch": e.arch, "licence": e.licence, "available": e.available, "file": str(e.path or e.file), "when": e.when} for e in entries],
-            "architectures": [{**a, "frames": infos[a["arch"]].frames if a["arch"] in infos else 1} for a in official],
+            "architectures": official,
         }, indent=2))
         return
     con = _console()
@@ -323,9 +319,7 @@ def models(as_json: bool) -> None:
     arch_head = ["architecture", "task", "frames", "tiles", "official checkpoints accepted"]
     arch_rows = []
     for o in official:
-        info = infos.get(o["arch"])
-        tiles = "-" if info is None else ("fixed size" if info.fixed_size else "whole image when it fits (global attention)" if info.whole_image else f"overlap {info.overlap}")
-        arch_rows.append([o["arch"], o["task"], str(info.frames if info else 1), tiles, ", ".join(map(str, o["checkpoints"]))])
+        arch_rows.append([o["arch"], o["task"], str(o["frames"]), o["tiling"], ", ".join(map(str, o["checkpoints"])) or "-"])
     title = "Architectures: official checkpoints load by path (bring the file; nothing is downloaded)"
     if not con.is_terminal:
         _plain_table(con, head, rows)
@@ -425,7 +419,7 @@ def eval_cmd(outputs: Path, truth: Path, crop: int, rgb: bool, as_json: bool) ->
 @click.option("--methods", default="whole,tiled,esrgan-loop", show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output: one entry per method.")
 def bench(model: str, size: str, tile: int, overlap: int, repeat: int, precision: str, device: str, methods: str, as_json: bool) -> None:
-    """Time MODEL whole-image, tiled, and with a Real-ESRGAN-style tile loop (each in a fresh process)."""
+    """Time MODEL whole-image, tiled, and with the reference SR scripts' tile loop, `esrgan-loop` (each in a fresh process)."""
     from .bench import run_bench
 
     try:

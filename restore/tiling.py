@@ -51,11 +51,11 @@ class TileSpec:
             blend ramp spans the shared region.
         batch: Tiles per forward pass.
         context: Extra input pixels given to the model around each tile and
-            cropped from its output (Real-ESRGAN's ``tile_pad``), so a
+            cropped from its output (``tile_pad`` in the reference inference scripts), so a
             convolutional receptive field sees real neighbours; clipped at
             the image border, where whole-image inference has none either.
         align: The size the model pads its input to internally (its
-            attention window, e.g. 32 for DAT), which ``multiple_of`` does not
+            attention window, e.g. 32 for an 8x32 split window), which ``multiple_of`` does not
             show: balanced tiles are rounded up to it, so shrinking a tile never
             just trades real neighbours for the model's own padding.
     """
@@ -191,16 +191,6 @@ def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
     return torch.device(s)
 
 
-#: Architectures whose bf16 quality cost on CPU was measured <= 0.02 dB (benchmarks/cpu_precision.py):
-#: ``precision: auto`` uses bf16 autocast for them on CPUs with AMX or AVX512-BF16.
-CPU_BF16_VERIFIED: dict[str, str] = {
-    # python benchmarks/cpu_precision.py on the 2-core AMX development CPU, idle, torch 2.15:
-    # bf16 - fp32 PSNR-Y on Set5 (fused attention, fp32 head/tail: restore/models/mixed_precision.py);
-    # speed: 512x512 tiled x2, 9.12 s bf16 vs 13.27 s fp32 (benchmarks/RESULTS.md)
-    "DAT": "DAT-light x2 -0.003 dB, x3 -0.005 dB, x4 -0.006 dB",
-}
-
-
 def cpu_has_fast_bf16() -> bool:
     """True on x86 CPUs with AMX-BF16 or AVX512-BF16 (from /proc/cpuinfo; False elsewhere)."""
     try:
@@ -214,13 +204,27 @@ class PrecisionError(RestoreError, ValueError):
     """A precision the device or the architecture cannot run (a usage error, reported in one line)."""
 
 
-def resolve_precision(precision: Precision, device: torch.device, supports_half: bool, supports_bf16: bool, arch: str | None = None) -> torch.dtype:
+def resolve_precision(
+    precision: Precision,
+    device: torch.device,
+    supports_half: bool,
+    supports_bf16: bool,
+    *,
+    cpu_bf16_ok: bool = False,
+) -> torch.dtype:
     """Pick the compute dtype.
 
     ``auto``: on CUDA bf16 where the architecture and GPU support it, else fp16
-    where safe, else fp32; on CPU bf16 only for architectures in
-    :data:`CPU_BF16_VERIFIED` on CPUs with native bf16 (AMX / AVX512-BF16),
-    else fp32.
+    where safe, else fp32; on CPU bf16 only when the architecture's CPU bf16
+    cost was measured and accepted (``cpu_bf16_ok``: the descriptor's
+    ``cpu_bf16`` verdict, :class:`restore.models.archs.ArchInfo`) and the CPU
+    has native bf16 (AMX / AVX512-BF16, :func:`cpu_has_fast_bf16`), else fp32.
+
+    Args:
+        precision: ``"auto"``, ``"fp32"``, ``"fp16"`` or ``"bf16"``.
+        device: Where the model runs.
+        supports_half, supports_bf16: The descriptor's fp16 / bf16 safety.
+        cpu_bf16_ok: The architecture's measured CPU bf16 verdict (``RestorationModel.info.cpu_bf16_ok``).
 
     Returns:
         ``torch.float32``, ``torch.float16`` or ``torch.bfloat16``.
@@ -233,7 +237,7 @@ def resolve_precision(precision: Precision, device: torch.device, supports_half:
         return torch.float32
     if precision == "auto":
         if device.type != "cuda":
-            if arch in CPU_BF16_VERIFIED and supports_bf16 and cpu_has_fast_bf16():
+            if cpu_bf16_ok and supports_bf16 and cpu_has_fast_bf16():
                 return torch.bfloat16
             return torch.float32
         if supports_bf16 and torch.cuda.is_bf16_supported():

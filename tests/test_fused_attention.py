@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from restore.models import fused_attention
+from restore.models.archs import spandrel_dat
 from restore.models.fused_attention import fuse_attention
 
 
@@ -116,8 +117,22 @@ def test_dat_edge_masks_equal_the_official_masks(size):
     h, w = size
     for blk in blocks:
         official = blk.calculate_mask(h, w)
-        for full, edge in zip(official, fused_attention._dat_edge_masks(blk, h, w, torch.device("cpu"))):
+        for full, edge in zip(official, spandrel_dat._dat_edge_masks(blk, h, w, torch.device("cpu"))):
             dense = torch.zeros_like(full)
             dense[edge.idx] = edge.masks
             assert torch.equal(dense, full)
             assert edge.idx.numel() < full.shape[0]  # interior windows are not stored
+
+
+def test_descriptors_declare_the_patches():
+    """Each patched spandrel architecture declares its patches in its descriptor; every patch
+    targets a class the installed spandrel has, and applying only a descriptor's patches fuses."""
+    from restore.models.archs import info_for
+    from restore.models.fused_attention import _resolve, apply_patches
+
+    for arch in ("SwinIR", "HAT", "DRCT", "DAT", "RGT"):
+        patches = info_for(arch).attention
+        assert patches and all(_resolve(p) is not None for p in patches), arch
+        assert apply_patches(_tiny(arch).eval(), patches) > 0
+        other = "DAT" if arch != "DAT" else "HAT"
+        assert apply_patches(_tiny(other).eval(), patches) == 0  # patches are per architecture

@@ -108,3 +108,26 @@ def test_missing_checkpoint_and_bad_suffix(tmp_path):
     (tmp_path / "m.onnx").write_bytes(b"x")
     with pytest.raises(ModelError, match="unsupported checkpoint type"):
         load_model(tmp_path / "m.onnx")
+
+
+def test_docs_architecture_table_is_generated_from_the_descriptors():
+    """docs/models.md's table is ``table_markdown()`` (regenerate: python -m restore.models.archs docs/models.md)."""
+    from pathlib import Path
+
+    from restore.models.archs import architectures, declared, table_markdown
+    from restore.models.archs._table import BEGIN, END
+
+    text = (Path(__file__).resolve().parents[1] / "docs" / "models.md").read_text()
+    assert text[text.index(BEGIN) + len(BEGIN) : text.index(END)].strip() == table_markdown().strip()
+    rows = {r["arch"]: r for r in architectures()}
+    assert set(rows) == set(declared())
+    assert rows["DAT"]["cpu_bf16"] and rows["DAT"]["fused_attention"] and not rows["HAT"]["cpu_bf16"]
+    assert "Rain200H" in rows["DRSformer"]["checkpoints"] and rows["HDRTransformer"]["frames"] == 3
+
+
+def test_load_model_applies_the_descriptors_facts():
+    """The loaded model carries its descriptor: spandrel's own architectures keep the declared tiling facts."""
+    m = load_model("dat-light-x2")
+    assert m.info.overlap == 32 and m.info.window == 32 and m.info.cpu_bf16_ok and m.info.attention
+    assert m.compilable and m.tile_input_channels == 3
+    assert m.forward_for(torch.device("cpu")) is m.module

@@ -45,15 +45,15 @@ def test_model_step_sets_and_restores_threads(tmp_path, monkeypatch):
     w = tiny_compact(tmp_path / "tiny.safetensors")
     img = np.random.default_rng(0).random((24, 24, 3)).astype(np.float32)
     seen = []
-    from restore.pipeline import stages
+    from restore import tiling
 
-    real = stages.ModelStage._run_groups
+    real = tiling.run_tiled
 
-    def spy(self, *a, **k):
+    def spy(*a, **k):
         seen.append(torch.get_num_threads())
-        return real(self, *a, **k)
+        return real(*a, **k)
 
-    monkeypatch.setattr(stages.ModelStage, "_run_groups", spy)
+    monkeypatch.setattr(tiling, "run_tiled", spy)
     before = torch.get_num_threads()
     load_pipeline(f"version: 1\nname: t\nsteps:\n  - model: {{name: {w}, tile: 0, threads: 1}}\n")(img)
     assert seen == [1] and torch.get_num_threads() == before

@@ -102,6 +102,22 @@ def test_precision_rules():
         resolve_precision("bf16", cpu, True, False)
 
 
+def test_cpu_auto_precision_uses_bf16_only_for_verified_architectures(monkeypatch):
+    """bf16 on CPU needs the descriptor's measured verdict (``cpu_bf16_ok``) AND native bf16."""
+    from restore import tiling
+    from restore.models.archs import info_for
+
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(tiling, "cpu_has_fast_bf16", lambda: True)
+    assert info_for("DAT").cpu_bf16_ok and not info_for("HAT").cpu_bf16_ok
+    assert tiling.resolve_precision("auto", cpu, False, True, cpu_bf16_ok=True) == torch.bfloat16
+    assert tiling.resolve_precision("auto", cpu, False, True, cpu_bf16_ok=False) == torch.float32
+    assert tiling.resolve_precision("auto", cpu, False, True) == torch.float32  # unverified by default
+    assert tiling.resolve_precision("auto", cpu, False, False, cpu_bf16_ok=True) == torch.float32
+    monkeypatch.setattr(tiling, "cpu_has_fast_bf16", lambda: False)
+    assert tiling.resolve_precision("auto", cpu, False, True, cpu_bf16_ok=True) == torch.float32
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_cuda_tiles_and_auto_precision(rng):
     img = rng.random((3, 40, 40), dtype=np.float32)

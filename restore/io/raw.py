@@ -287,12 +287,11 @@ def _develop_learned(raw, path: Path, options: RawOptions, meta: Metadata) -> Im
     wb_params = _wb_params(raw, path, options.white_balance)
     meta.extra["develop"] = {"demosaic": "learned (Gharbi et al. 2016, demosaicnet weights)", "white_balance": mul.tolist(),
                              "cfa": pattern}
-    device = "cuda" if _cuda() else "cpu"
-    try:
+    try:  # the network runs where demosaicnet chooses (CUDA when available)
         if period == 2:
-            cam = demosaicnet.demosaic_bayer(mosaic, pattern, linear=True, device=device)
+            cam = demosaicnet.demosaic_bayer(mosaic, pattern, linear=True)
         else:
-            cam = demosaicnet.demosaic_xtrans(mosaic, pattern, linear=True, device=device)
+            cam = demosaicnet.demosaic_xtrans(mosaic, pattern, linear=True)
     except ModelError as e:
         raise InputError(path, f"demosaic: learned: {e}") from None
     except ValueError as e:
@@ -310,12 +309,3 @@ def _develop_learned(raw, path: Path, options: RawOptions, meta: Metadata) -> Im
         cam = np.rot90(cam, -1)
     enc = LINEAR_REC709 if options.output == "linear-rec709" else CAMERA_LINEAR
     return Image(np.ascontiguousarray(cam, dtype=np.float32), enc, meta)
-
-
-def _cuda() -> bool:
-    try:
-        import torch
-
-        return bool(torch.cuda.is_available())
-    except Exception:
-        return False

@@ -14,7 +14,6 @@ from .ncnn_catalog import apply_post_resize
 __all__ = ["load_model", "RestorationModel", "catalog", "find", "CatalogEntry", "ModelError"]
 
 
-
 def load_model(name_or_path: str | Path) -> RestorationModel:
     """Load a model by catalogue name or from a checkpoint path.
 
@@ -28,11 +27,16 @@ def load_model(name_or_path: str | Path) -> RestorationModel:
             (:func:`restore.models.loader.read_hparams`).
 
     Returns:
-        :class:`RestorationModel` (float32, CPU, eval mode).
+        :class:`RestorationModel` (float32, CPU, eval mode): ``.module`` the
+        network (official forward signature: ``(B, C, H, W)`` float in,
+        ``(B, C', H*scale, W*scale)`` out), ``.info`` the architecture's
+        descriptor (:class:`~restore.models.archs.ArchInfo`), window attention
+        already fused where the descriptor declares patches.
 
     Raises:
         ModelError: unknown name, missing/unverifiable file, a pickle that
-            would execute code, or an unrecognised architecture.
+            would execute code, an unrecognised architecture, or weights that
+            do not fit the detected architecture.
     """
     s = str(name_or_path)
     p = Path(s).expanduser()

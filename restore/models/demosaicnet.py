@@ -39,7 +39,8 @@ import numpy as np
 
 from ..errors import ModelError
 
-__all__ = ["BayerNet", "XTransNet", "weights_path", "load_network", "cfa_pattern", "demosaic_bayer", "demosaic_xtrans"]
+__all__ = ["BayerNet", "XTransNet", "weights_path", "load_network", "cfa_pattern", "demosaic_bayer", "demosaic_xtrans",
+           "default_device"]
 
 BAYER_MARGIN = 31
 XTRANS_MARGIN = 12
@@ -187,13 +188,19 @@ def _masked(cfa: np.ndarray, pat: np.ndarray) -> np.ndarray:
     return out
 
 
-def _run_tiled(net, x: np.ndarray, margin: int, tile: int, align: int, device) -> np.ndarray:
+def default_device() -> str:
+    """``"cuda"`` when a CUDA device is available, else ``"cpu"`` (where the network runs unless told)."""
+    return "cuda" if _torch().cuda.is_available() else "cpu"
+
+
+def _run_tiled(net, x: np.ndarray, margin: int, tile: int, align: int, device: str | None) -> np.ndarray:
     """Run an unpadded network over ``x`` (3, H, W) whose output is ``x`` shrunk by ``margin`` per side, in tiles."""
     torch = _torch()
     _, H, W = x.shape
     oh, ow = H - 2 * margin, W - 2 * margin
     tile = max(align, tile // align * align)
     out = np.empty((3, oh, ow), np.float32)
+    device = device or default_device()
     net = net.to(device)
     with torch.inference_mode():
         for y0 in range(0, oh, tile):
@@ -229,7 +236,7 @@ def _check_cfa(cfa) -> np.ndarray:
     return a.astype(np.float32, copy=False)
 
 
-def demosaic_bayer(cfa: np.ndarray, pattern="RGGB", *, linear: bool = False, tile: int = 512, device: str = "cpu") -> np.ndarray:
+def demosaic_bayer(cfa: np.ndarray, pattern="RGGB", *, linear: bool = False, tile: int = 512, device: str | None = None) -> np.ndarray:
     """Demosaic a Bayer mosaic with the learned network.
 
     Args:
@@ -241,7 +248,7 @@ def demosaic_bayer(cfa: np.ndarray, pattern="RGGB", *, linear: bool = False, til
             and decode its output (the network was trained on gamma data).
         tile: Output tile side (even); tiles carry the network's whole
             31 px context, so the result does not depend on it.
-        device: Torch device for the network.
+        device: Torch device for the network; None: :func:`default_device`.
 
     Returns:
         ``(H, W, 3)`` float32 RGB in the input's encoding (not clipped).
@@ -269,7 +276,7 @@ def demosaic_bayer(cfa: np.ndarray, pattern="RGGB", *, linear: bool = False, til
     return _decode(y[:, ky : ky + h, kx : kx + w], linear).transpose(1, 2, 0).copy()
 
 
-def demosaic_xtrans(cfa: np.ndarray, pattern, *, linear: bool = False, tile: int = 512, device: str = "cpu") -> np.ndarray:
+def demosaic_xtrans(cfa: np.ndarray, pattern, *, linear: bool = False, tile: int = 512, device: str | None = None) -> np.ndarray:
     """Demosaic a Fujifilm X-Trans mosaic with the learned network.
 
     Args:

@@ -48,13 +48,16 @@ def unwrap_checkpoint(obj: Any, path: str | Path | None = None) -> dict[str, tor
 
     Handles BasicSR ``{'params': sd}`` / ``{'params_ema': sd}``, training
     checkpoints ``{'epoch', 'state_dict', 'optimizer'}``, ERRNet-style
-    ``{'icnn': sd, ...}`` and ``module.`` (DataParallel) / ``netG.`` prefixes.
+    ``{'icnn': sd, ...}``, ``module.`` (DataParallel) / ``netG.`` prefixes, and PyTorch Lightning
+    checkpoints (``{'state_dict', 'global_step' | 'pytorch-lightning_version', ...}``) whose keys all carry
+    the ``net.`` of a ``LightningModule`` holding the network as ``self.net``.
 
     Raises:
         ModelError: if no tensor dictionary can be found.
     """
     import spandrel
 
+    lightning = isinstance(obj, dict) and "state_dict" in obj and ("pytorch-lightning_version" in obj or "global_step" in obj)
     if isinstance(obj, dict):
         for key in _WRAPPER_KEYS:
             inner = obj.get(key)
@@ -66,6 +69,8 @@ def unwrap_checkpoint(obj: Any, path: str | Path | None = None) -> dict[str, tor
     tensors = {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}
     if not tensors:
         raise ModelError(f"{path}: checkpoint holds no tensors (top-level keys: {sorted(obj)[:8]})")
+    if lightning and all(k.startswith("net.") for k in tensors):  # a LightningModule holding the network as `self.net`
+        tensors = {k[4:]: v for k, v in tensors.items()}
     return dict(spandrel.canonicalize_state_dict(tensors))
 
 
@@ -176,7 +181,7 @@ def detect(state_dict: dict[str, torch.Tensor], path: str | Path | None = None, 
     """
     import spandrel
 
-    from . import archs  # noqa: F401  (registers our architectures)
+    from . import archs  # registers our architectures, declares spandrel's
     from .fused_attention import fuse_attention
     from .mixed_precision import keep_head_and_tail_fp32
 
@@ -191,7 +196,8 @@ def detect(state_dict: dict[str, torch.Tensor], path: str | Path | None = None, 
     except Exception as e:
         raise ModelError(f"{path or 'state dict'}: failed to build model: {str(e).splitlines()[0]}") from None
     desc.model.eval()
-    fuse_attention(desc.model)
+    info = archs.info_for(str(desc.architecture.id))
+    fuse_attention(desc.model, info.attention if info is not None else ())  # the patches the descriptor declares
     if getattr(desc, "purpose", None) == "SR":
         keep_head_and_tail_fp32(desc.model)
     return desc

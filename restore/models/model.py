@@ -2,45 +2,31 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
 
-from .archs import ArchInfo, info_for
+from ..errors import RestoreError
+
+from .archs import ArchInfo, info_for, registered
 
 __all__ = ["RestorationModel", "default_info"]
 
-# Context (input pixels) that spandrel's own architectures need around a tile
-# for tiled output to match whole-image output: their attention windows.
-_SPANDREL_OVERLAP = {
-    "DAT": 32,   # split windows up to 8x32 / 32x8
-    "HAT": 32,   # 16x16 windows + overlapping cross-attention
-    "DRCT": 32,
-    "RGT": 32,
-    "CRAFT": 32,
-    "SwinIR": 16,  # 8x8 windows
-    "Swin2SR": 16,
-    "ATD": 32,
-}
-
-
-# Context (input pixels, computed and cropped away around each tile) for convolutional
-# networks whose receptive field is wider than a blend overlap should be
-# (helper measurements: Real-ESRGAN x4plus needs ~64 px to match whole-image
-# output within 1.4/255, SRVGGNetCompact 24 px, RealSR 48 px).
-_SPANDREL_CONTEXT = {
-    "ESRGAN": 64,
-    "Compact": 24,
-    "RealCUGAN": 64,
-}
-
-
 def default_info(arch_id: str, purpose: str) -> ArchInfo:
-    """ArchInfo for spandrel's own architectures (single sRGB frame, clamped output)."""
-    task = {"SR": "super-resolution", "FaceSR": "face-restoration"}.get(purpose, "restoration")
-    return ArchInfo(task=task, overlap=_SPANDREL_OVERLAP.get(arch_id, 16), context=_SPANDREL_CONTEXT.get(arch_id, 0),
-                    window=_SPANDREL_OVERLAP.get(arch_id, 1))  # windowed archs pad to their window internally
+    """The descriptor of an architecture nobody declared (a spandrel architecture without a
+    ``spandrel_*`` module here): single sRGB frame, clamped output, 16 px overlap, no window.
+
+    Args:
+        arch_id: spandrel's architecture id (unused: every undeclared one gets the same facts).
+        purpose: spandrel's ``purpose`` (``"SR"``, ``"FaceSR"``, ``"Restoration"``...): sets the task.
+    """
+    return ArchInfo(task=_task(purpose), overlap=16)
+
+
+def _task(purpose: str) -> str:
+    return {"SR": "super-resolution", "FaceSR": "face-restoration"}.get(purpose, "restoration")
 
 
 @dataclass
@@ -52,12 +38,82 @@ class RestorationModel:
         info: :class:`~restore.models.archs.ArchInfo` for the architecture.
         name: Catalogue name or file path it came from.
         source: File the weights were read from.
+        side_modules: Side-input networks loaded by :meth:`prepare`, by
+            :attr:`SideInput.name <restore.models.archs.SideInput.name>` (CPU).
     """
 
     descriptor: object
     info: ArchInfo
     name: str
     source: Path | None = None
+    side_modules: dict[str, torch.nn.Module] = field(default_factory=dict)
+
+    def _active_side_inputs(self) -> list:
+        return [s for s in self.info.side_inputs if s.needed(self.input_channels)]
+
+    def prepare(self, options: Mapping[str, object]) -> None:
+        """Load what the architecture needs beyond its checkpoint, once, before the first image.
+
+        Side inputs (:attr:`ArchInfo.side_inputs <restore.models.archs.ArchInfo.side_inputs>`)
+        read their weights from ``options[side.option]`` (the model step's
+        options, e.g. ``vgg19``); a checkpoint that does not take the side
+        input (DRNet trained without ``--hyper``: 3 input channels) needs none.
+        Idempotent.
+
+        Args:
+            options: The model step's options (``name`` is used in messages).
+
+        Raises:
+            RestoreError: (one line) a side input's option is not set, or its
+                weights cannot be used.
+        """
+        label = options.get("name") or self.name
+        for side in self._active_side_inputs():
+            if side.name in self.side_modules:
+                continue
+            value = options.get(side.option)
+            if not value:
+                raise RestoreError(f"model {label!r} {side.missing or f'needs `{side.option}:` in the model step'}")
+            try:
+                self.side_modules[side.name] = side.load(value)
+            except (ValueError, RuntimeError, OSError, TypeError) as e:
+                raise RestoreError(f"{value}: cannot use as {side.what}: {str(e).splitlines()[0]}") from None
+
+    @property
+    def compilable(self) -> bool:
+        """False when the forward wraps a side-input network (:meth:`forward_for`): run eagerly."""
+        return not self._active_side_inputs()
+
+    @property
+    def tile_input_channels(self) -> int:
+        """Channels of the image the tiler feeds :meth:`forward_for`'s function: the
+        side input's image channels when one is active, else :attr:`input_channels`."""
+        active = self._active_side_inputs()
+        return active[0].image_channels if active else self.input_channels
+
+    def forward_for(self, device: torch.device) -> Callable[[torch.Tensor], torch.Tensor]:
+        """The function the tiler calls: ``(B, tile_input_channels, H, W) -> (B, output_channels, H*s, W*s)``.
+
+        The module itself (moved to ``device``), or, with an active side input,
+        a function computing the network input from the image first (the
+        side network moved to ``device`` too).
+
+        Raises:
+            RestoreError: a side input is needed but :meth:`prepare` did not load it.
+        """
+        module = self.module.to(device)
+        active = self._active_side_inputs()
+        if not active:
+            return module
+        side = active[0]
+        if side.name not in self.side_modules:
+            raise RestoreError(f"model {self.name!r}: {side.name} not loaded; call prepare() first")
+        net = self.side_modules[side.name].to(device)
+
+        def forward(x: torch.Tensor, _module=module, _net=net, _build=side.build) -> torch.Tensor:
+            return _module(_build(x, _net))
+
+        return forward
 
     @property
     def module(self) -> torch.nn.Module:
@@ -152,5 +208,11 @@ class RestorationModel:
     @classmethod
     def from_descriptor(cls, descriptor, name: str, source: Path | None = None) -> "RestorationModel":
         arch_id = str(descriptor.architecture.id)
-        info = info_for(arch_id) or default_info(arch_id, getattr(descriptor, "purpose", "Restoration"))
+        purpose = getattr(descriptor, "purpose", "Restoration")
+        if arch_id in registered():
+            info = info_for(arch_id)
+        elif (declared_info := info_for(arch_id)) is not None:  # spandrel's own: the task follows the checkpoint
+            info = replace(declared_info, task=_task(purpose))
+        else:
+            info = default_info(arch_id, purpose)
         return cls(descriptor=descriptor, info=info, name=name, source=source)

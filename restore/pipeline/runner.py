@@ -6,7 +6,7 @@ import logging
 import os
 import time
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Any, Callable, Iterable
 
 import numpy as np
 
@@ -16,9 +16,11 @@ from ..engine.results import FileResult, RunReport, failure_result
 from ..errors import RestoreError
 from ..image import SRGB, Encoding, Image, Metadata
 from ..io import RawOptions, read
-from .schema import PipelineSpec, parse_pipeline
+from .base import Context, Stage
 from .build import build_stages
-from .stages import Context, DevelopStage, Stage, WriteStage
+from .schema import PipelineSpec, parse_pipeline
+from .steps.develop import DevelopStage
+from .steps.write import WriteStage
 
 __all__ = ["Pipeline", "FileResult", "RunReport", "collect_inputs", "load_pipeline", "failure_result"]
 
@@ -127,10 +129,12 @@ class Pipeline:
 
     @property
     def name(self) -> str:
+        """The pipeline's ``name``."""
         return self.spec.name
 
     @property
     def writes(self) -> list[WriteStage]:
+        """The pipeline's write stages, in order."""
         return [s for s in self.stages if isinstance(s, WriteStage)]
 
     def prepare(self) -> None:
@@ -396,7 +400,7 @@ class Pipeline:
         """The pipeline merges radiance: every merge method (Debevec, Robertson, raw-linear, and the
         networks, which take exposure-normalised frames) needs each frame's exposure time; exposure
         fusion does not."""
-        from .hdr_stages import MergeStage
+        from .steps.merge import MergeStage
 
         return any(isinstance(s, MergeStage) for s in self.stages)
 
@@ -459,10 +463,20 @@ class Pipeline:
         return functools.partial(Pipeline, self.spec)
 
 
-def load_pipeline(source: str | Path | dict) -> Pipeline:
-    """Load a pipeline from a YAML path, YAML text or dict (see :mod:`restore.pipeline.schema`).
+def load_pipeline(source: str | Path | dict[str, Any]) -> Pipeline:
+    """Load and validate a pipeline and build its stages.
+
+    Models are not loaded yet: :meth:`Pipeline.prepare` (or the first image) loads them.
+
+    Args:
+        source: A ``.yaml``/``.yml`` file path (``str`` or :class:`~pathlib.Path`), YAML text, or an
+            already parsed mapping (see :mod:`restore.pipeline.schema` for the layout).
+
+    Returns:
+        The :class:`Pipeline`: callable on numpy arrays, runnable over files.
 
     Raises:
-        PipelineError: invalid pipeline (message names file, line and key).
+        PipelineError: an unreadable file, invalid YAML, or an invalid pipeline (unknown step, bad option,
+            unknown model name ...): one line per problem, each naming the file, the line and the key.
     """
     return Pipeline(parse_pipeline(source))

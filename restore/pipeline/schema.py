@@ -25,382 +25,44 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
 from ..errors import PipelineError
+from . import steps as _steps  # noqa: F401 - importing the package registers every step
+from .options import Reference, _Strict
+from .registry import STACK_STEPS, STEP_NAMES, STEP_TYPES, registered_steps, step_info
+from .steps.write import TEMPLATE_FIELDS
 
+# Also every registered step's wrapper and options model (``ModelStep``, ``ModelOptions`` ...) and ``Step``,
+# looked up in the registry by the module's ``__getattr__``.
 __all__ = [
     "PipelineSpec",
-    "DevelopStep",
-    "ModelStep",
-    "ResizeStep",
-    "ConvertStep",
-    "ExposureStep",
-    "WriteStep",
+    "GroupOptions",
+    "InputOptions",
+    "STEP_TYPES",
+    "STEP_NAMES",
+    "STACK_STEPS",
+    "TEMPLATE_FIELDS",
+    "Reference",
     "parse_pipeline",
 ]
 
 SCHEMA_VERSION = 1
 
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    @model_validator(mode="before")
-    @classmethod
-    def _no_bool_numbers(cls, data):
-        """YAML ``true`` is not a number: pydantic would take it as 1 for an int or float option."""
-        if isinstance(data, dict):
-            for k, v in data.items():
-                f = cls.model_fields.get(k)
-                if f is not None and isinstance(v, bool) and "bool" not in str(f.annotation):
-                    raise ValueError(f"{k}: {str(v).lower()} is not a valid value")
-        return data
-
-
-_DEVICE = r"^(auto|cpu|mps|cuda(:[0-9]+)?)$"
-
-
-def _device_syntax(v: str) -> str:
-    import re
-
-    if not re.match(_DEVICE, str(v)):
-        raise ValueError(f"device {v!r}: use auto, cpu, cuda, cuda:N or mps")
-    return v
-
-
-class DevelopOptions(_Strict):
-    """RAW development (ignored for non-RAW inputs except ``output``)."""
-
-    white_balance: Union[Literal["auto", "camera", "daylight", "gray-world", "none"], list[float]] = "auto"
-    demosaic: Literal["ahd", "dcb", "dht", "aahd", "vng", "ppg", "linear", "learned"] = "ahd"
-    output: Literal["linear-rec709", "camera"] = "linear-rec709"
-    half_size: bool = False
-
-    @field_validator("white_balance")
-    @classmethod
-    def _multipliers(cls, v):
-        import math
-
-        if isinstance(v, list):
-            if len(v) not in (3, 4):
-                raise ValueError(f"white_balance multipliers: give 3 (R, G, B) or 4 (R, G, B, G2) numbers, not {len(v)}")
-            bad = [x for x in v if not (math.isfinite(x) and 0 < x <= 100)]
-            if bad:
-                raise ValueError(f"white_balance multipliers must be finite numbers above 0 and at most 100, not {bad[0]!r}")
-        return v
-
-
-def _int_or_auto(v, minimum: int, what: str):
-    """``v`` if it is ``"auto"`` or an int (not a bool) >= ``minimum``; else ValueError naming ``what``."""
-    if v == "auto" or (isinstance(v, int) and not isinstance(v, bool) and v >= minimum):
-        return v
-    raise ValueError(f"must be {what} or auto, not {v!r}")
-
-
-class ModelOptions(_Strict):
-    """Run a restoration model tiled.
-
-    ``tile`` 0 = whole image, ``auto`` = the largest tile whose memory, predicted
-    by the model's memory curve (measured on first use, :mod:`restore.memory`),
-    fits ``memory`` (default: 80 % of free GPU memory, or 25 % of available RAM
-    up to 8 GiB); default 256.  Architectures whose descriptor
-    discourages tiling - global attention - run on the whole image when its
-    predicted peak memory fits that budget, else in the largest tiles that
-    fit, with an overlap of at least 1/8 tile (unless ``tile`` is set
-    explicitly); ``overlap`` in input pixels (default: the architecture's own); ``alpha``: how an alpha channel is upscaled
-    (``resize`` = Lanczos, ``model`` = through the model as grey);
-    ``hdr``: how linear values above 1 are encoded around a model trained on
-    [0, 1] (``auto`` = the reversible peak-normalised log encoding of
-    :func:`restore.color.hdr_encode` when the image exceeds 1, sRGB otherwise;
-    ``log`` = always the log encoding; ``clip`` = clip to [0, 1], then sRGB);
-    ``compile``: run the network through ``torch.compile`` (TorchInductor):
-    the first run compiles for each tile shape (tens of seconds to minutes on
-    a CPU), the compiled kernels are cached in ``~/.cache/restore/inductor``
-    and reused by later runs; worth it for large batches, not for a few files.
-    ``threads`` (CPU): intra-op threads; ``auto`` = the fastest count measured
-    on a small tile at first use and cached per machine and model
-    (:mod:`restore.threads`).
-    """
-
-    name: str
-    tile: Union[int, str] = 256
-    overlap: int | None = Field(None, ge=0)
-    context: int | None = Field(None, ge=0)  # extra px per tile side, cropped away (default: the architecture's)
-    memory: str | None = None  # budget for tile: auto, e.g. "4GB" (binary units)
-    batch: int = Field(1, ge=1, le=64)
-    precision: Literal["auto", "fp32", "fp16", "bf16"] = "auto"
-    device: str = "auto"
-    alpha: Literal["resize", "model"] = "resize"
-    hdr: Literal["auto", "log", "clip"] = "auto"
-    compile: bool = False
-    threads: Union[int, Literal["auto"]] = "auto"
-
-    @field_validator("device")
-    @classmethod
-    def _device_value(cls, v):
-        return _device_syntax(v)
-    vgg19: str | None = None  # ImageNet VGG19 weights (path) for models with a VGG hypercolumn input (RRFormer)
-
-    @field_validator("threads", mode="before")
-    @classmethod
-    def _threads_value(cls, v):
-        return _int_or_auto(v, 1, "a thread count >= 1")
-
-    @field_validator("tile", mode="before")
-    @classmethod
-    def _tile_value(cls, v):
-        return _int_or_auto(v, 0, "a tile edge in pixels >= 0 (0 = whole image)")
-
-    @model_validator(mode="after")
-    def _overlap_below_tile(self):
-        if isinstance(self.tile, int) and self.tile and self.overlap is not None and self.overlap * 2 >= self.tile:
-            raise ValueError(f"overlap ({self.overlap}) must be less than half the tile ({self.tile})")
-        if self.memory is not None:
-            from ..memory import parse_bytes
-
-            if parse_bytes(self.memory) <= 0:
-                raise ValueError("memory must be positive")
-        return self
-
-
-class ResizeOptions(_Strict):
-    """Resize by a factor or to a size (pixels); filtering in linear light unless ``linear: false``."""
-
-    scale: float | None = Field(None, gt=0, le=16)
-    width: int | None = Field(None, gt=0, le=100_000)
-    height: int | None = Field(None, gt=0, le=100_000)
-    filter: Literal["lanczos", "bicubic", "bilinear", "area", "nearest"] = "lanczos"
-    linear: bool = True
-
-    @model_validator(mode="after")
-    def _one_target(self):
-        if self.scale is None and self.width is None and self.height is None:
-            raise ValueError("give scale, or width and/or height")
-        if self.scale is not None and (self.width or self.height):
-            raise ValueError("give either scale or width/height, not both")
-        return self
-
-
-class ConvertOptions(_Strict):
-    """Change the colour encoding (``referred`` changes only with a tone-mapping stage)."""
-
-    transfer: Literal["linear", "srgb"] | None = None
-    primaries: Literal["rec709", "rec2020", "ap0", "ap1", "xyz"] | None = None
-
-
-class ExposureOptions(_Strict):
-    """Exposure compensation in stops (EV) on linear light."""
-
-    ev: float = Field(..., ge=-20, le=20)
-
-
-#: The fields a write template may use (see :class:`WriteOptions`).
-TEMPLATE_FIELDS = ("stem", "name", "suffix", "parent", "dir", "index", "pipeline", "group")
-
-
-class WriteOptions(_Strict):
-    """Write the current image.
-
-    ``path``: template relative to the output folder; fields ``{stem}``
-    (input name without suffix), ``{name}``, ``{suffix}`` (the input's
-    extension without the dot), ``{parent}`` (input folder name), ``{dir}``
-    (the input's folder relative to the input folder; outputs mirror it
-    unless the template places it), ``{index}`` (position in the batch),
-    ``{pipeline}``, ``{group}`` (brackets).  Fields take no format specs.  The
-    format comes from the extension.  Templates may not be absolute or leave
-    the output folder.
-    """
-
-    path: str
-    bit_depth: Literal[8, 16, 32] | None = None
-    dtype: Literal["half", "float"] = "half"
-    compression: str | None = None
-    quality: int = Field(95, ge=1, le=100)
-
-    @field_validator("path")
-    @classmethod
-    def _safe_template(cls, v: str) -> str:
-        from ..io import WRITE_SUFFIXES
-
-        if not v.strip():
-            raise ValueError("empty path template")
-        if any(ord(c) < 32 or ord(c) == 127 for c in v):
-            raise ValueError("path template contains a control character (a NUL, a newline ...)")
-        p = Path(v)
-        if p.is_absolute() or v.startswith(("/", "\\")) or (len(v) > 1 and v[1] == ":"):
-            raise ValueError("path template must be relative to the output folder")
-        if ".." in p.parts:
-            raise ValueError("path template may not contain '..'")
-        if p.suffix.lower() not in WRITE_SUFFIXES:
-            raise ValueError(f"unsupported output extension {p.suffix!r}; use one of {sorted(WRITE_SUFFIXES)}")
-        import string
-
-        try:
-            parts = list(string.Formatter().parse(v))
-        except ValueError as e:
-            raise ValueError(f"bad template: {e} (write a literal brace as {{{{ or }}}})") from None
-        for _, fname, spec, conv in parts:
-            if fname is None:
-                continue
-            if fname not in TEMPLATE_FIELDS:
-                raise ValueError(f"unknown template field {{{fname}}}; known: {', '.join(TEMPLATE_FIELDS)}")
-            if spec or conv:
-                raise ValueError(f"template field {{{fname}}} takes no format spec or conversion")
-        return v
-
-    @model_validator(mode="after")
-    def _options_fit_the_format(self):
-        from ..io import write_option_problems
-
-        given = {k: getattr(self, k) for k in sorted(self.model_fields_set - {"path"})}
-        problems = write_option_problems(Path(self.path).suffix, given)
-        if problems:
-            raise ValueError("; ".join(problems))
-        return self
-
-
-Reference = Union[Literal["middle", "shortest", "longest"], int]
-
-
-class AlignOptions(_Strict):
-    """Align a bracket to its reference frame: ``mtb`` (Ward 2003 translation) or ``ecc`` (Evangelidis 2008)."""
-
-    method: Literal["mtb", "ecc", "none"] = "mtb"
-    reference: Reference = "middle"
-    motion: Literal["translation", "euclidean", "affine", "homography"] = "homography"
-    max_bits: int = Field(6, ge=1, le=10)
-
-
-class MergeOptions(_Strict):
-    """Merge a bracket to linear scene-referred radiance.
-
-    ``method``: ``debevec`` / ``robertson`` (LDR: response-curve recovery then
-    a weighted merge), ``raw-linear`` (linear frames, e.g. developed RAW:
-    noise/saturation weights, exposure time x ISO normalisation), ``model``
-    (HDR-Transformer / SCTNet checkpoint in ``model``; three exposures).
-    ``deghost`` takes pixels inconsistent across exposures from the
-    ``reference`` frame.  The result is scaled to the reference exposure.
-    """
-
-    method: Literal["debevec", "robertson", "raw-linear", "model"] | None = None
-    model: str | None = None
-    deghost: bool = False
-    # LDR merges: "snr" down-weights codes where the response is steep (film toe/shoulder); "hat" is the paper's.
-    weighting: Literal["hat", "snr"] = "snr"
-    smoothness: float = Field(100.0, gt=0)  # Debevec's lambda
-    reference: Reference = "middle"
-    clip: float = Field(0.98, gt=0.5, le=1.0)
-    tile: int = Field(256, ge=0)
-    overlap: int | None = Field(None, ge=0)
-    precision: Literal["auto", "fp32", "fp16", "bf16"] = "auto"
-    device: str = "auto"
-
-    @field_validator("device")
-    @classmethod
-    def _device_value(cls, v):
-        return _device_syntax(v)
-
-    @model_validator(mode="after")
-    def _method(self):
-        method = self.method or ("model" if self.model else "debevec")
-        if method == "model" and not self.model:
-            raise ValueError("method model needs model: <checkpoint path or catalogue name>")
-        if self.model and method != "model":
-            raise ValueError(f"model is only used with method: model (got method {method})")
-        network_only = sorted({"tile", "overlap", "precision", "device"} & self.model_fields_set)
-        if network_only and method != "model":
-            raise ValueError(f"{', '.join(network_only)} only apply to method: model (got method {method})")
-        object.__setattr__(self, "method", method)
-        return self
-
-
-class FuseOptions(_Strict):
-    """Mertens-Kautz-Van Reeth exposure fusion weights."""
-
-    contrast: float = Field(1.0, ge=0)
-    saturation: float = Field(1.0, ge=0)
-    exposure: float = Field(1.0, ge=0)
-
-
-class TonemapOptions(_Strict):
-    """Tone map linear radiance to a display image (sRGB-encoded, [0, 1]).
-
-    ``params`` go to the operator: reinhard/reinhard-local ``key``, ``white``,
-    ``phi``, ``eps``, ``saturation``; drago ``bias``, ``saturation``; mantiuk
-    ``scale``, ``saturation``; aces ``exposure`` (EV).
-    """
-
-    operator: Literal["reinhard", "reinhard-local", "drago", "mantiuk", "aces"] = "reinhard"
-    params: dict[str, float] = Field(default_factory=dict)
-
-
-class DenoiseOptions(_Strict):
-    """Denoise linear HDR radiance with Intel Open Image Denoise (``pyoidn``)."""
-
-    method: Literal["oidn"] = "oidn"
-
-
-class AlignStep(_Strict):
-    align: AlignOptions = AlignOptions()
-
-
-class MergeStep(_Strict):
-    merge: MergeOptions = MergeOptions()
-
-
-class FuseStep(_Strict):
-    fuse: FuseOptions = FuseOptions()
-
-
-class TonemapStep(_Strict):
-    tonemap: TonemapOptions = TonemapOptions()
-
-
-class DenoiseStep(_Strict):
-    denoise: DenoiseOptions = DenoiseOptions()
-
-
-class DevelopStep(_Strict):
-    develop: DevelopOptions = DevelopOptions()
-
-
-class ModelStep(_Strict):
-    model: ModelOptions
-
-
-class ResizeStep(_Strict):
-    resize: ResizeOptions
-
-
-class ConvertStep(_Strict):
-    convert: ConvertOptions
-
-
-class ExposureStep(_Strict):
-    exposure: ExposureOptions
-
-
-class WriteStep(_Strict):
-    write: WriteOptions
-
-
-Step = Union[DevelopStep, ModelStep, ResizeStep, ConvertStep, ExposureStep, WriteStep, AlignStep, MergeStep, FuseStep, TonemapStep, DenoiseStep]
-STEP_TYPES: dict[str, type[_Strict]] = {
-    "develop": DevelopStep,
-    "model": ModelStep,
-    "resize": ResizeStep,
-    "convert": ConvertStep,
-    "exposure": ExposureStep,
-    "align": AlignStep,
-    "merge": MergeStep,
-    "fuse": FuseStep,
-    "tonemap": TonemapStep,
-    "denoise": DenoiseStep,
-    "write": WriteStep,
-}
-#: Steps that take a whole bracket (list of frames); merge and fuse turn it into one image.
-STACK_STEPS = (AlignStep, MergeStep, FuseStep)
+_FIRST_STEP = " must be the first step"
+
+
+def __getattr__(name: str):
+    """Every registered step's wrapper (``ModelStep``) and options model (``ModelOptions``), and ``Step``
+    (the union of the wrappers), read from the registry (:mod:`restore.pipeline.registry`)."""
+    if name == "Step":
+        return Union[tuple(STEP_TYPES.values())]
+    for info in registered_steps():
+        if name == info.wrapper.__name__:
+            return info.wrapper
+        if name == info.options.__name__:
+            return info.options
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 class GroupOptions(_Strict):
@@ -459,31 +121,35 @@ class PipelineSpec(_Strict):
 
     @model_validator(mode="after")
     def _typed(self):
+        """Each step validated by its registered wrapper, then the placement rules the registry declares:
+        ``first`` steps first, stack steps only with ``input.group``, a grouped pipeline reduced by a merge or
+        fuse (``reduces``), other stack steps before it and ``single_image`` steps after it."""
         typed = [STEP_TYPES[next(iter(s))].model_validate(s) if isinstance(s, dict) else s for s in self.steps]
         object.__setattr__(self, "steps", typed)
-        kinds = [type(s) for s in typed]
-        if DevelopStep in kinds and kinds.index(DevelopStep) != 0:
-            raise ValueError("develop must be the first step")
-        stack = [i for i, k in enumerate(kinds) if k in STACK_STEPS]
+        infos = [step_info(s) for s in typed]
+        names = [i.name for i in infos]
+        for first in dict.fromkeys(i.name for i in infos if i.first):
+            if names.index(first) != 0:
+                raise ValueError(f"{first}{_FIRST_STEP}")
+        stack = [i for i, info in enumerate(infos) if info.stack]
         if stack and self.input.group is None:
-            raise ValueError(f"{STEP_NAMES[kinds[stack[0]]]} works on exposure brackets: set input.group (e.g. group: {{by: exposure-sequence}})")
+            raise ValueError(f"{names[stack[0]]} works on exposure brackets: set input.group (e.g. group: {{by: exposure-sequence}})")
         if self.input.group is not None:
-            reducers = [i for i, k in enumerate(kinds) if k in (MergeStep, FuseStep)]
+            reducing = [i.name for i in registered_steps() if i.reduces]
+            reducers = [i for i, info in enumerate(infos) if info.reduces]
             if not reducers:
-                raise ValueError("a pipeline with input.group needs a merge or fuse step")
+                raise ValueError(f"a pipeline with input.group needs a {' or '.join(reducing)} step")
             first = reducers[0]
-            for i, k in enumerate(kinds):
-                if k is AlignStep and i > first:
-                    raise ValueError("align must come before merge/fuse")
-                if k is WriteStep and i < first:
-                    raise ValueError("write must come after merge/fuse (a bracket is not one image yet)")
+            for i, info in enumerate(infos):
+                if info.stack and not info.reduces and i > first:
+                    raise ValueError(f"{info.name} must come before {'/'.join(reducing)}")
+                if info.single_image and i < first:
+                    raise ValueError(f"{info.name} must come after {'/'.join(reducing)} (a bracket is not one image yet)")
         return self
 
 
 # --------------------------------------------------------------------------- errors with line numbers
 
-
-STEP_NAMES = {v: k for k, v in STEP_TYPES.items()}
 
 
 def _node_at(node: yaml.Node | None, loc: tuple) -> yaml.Node | None:
@@ -600,7 +266,7 @@ def _parse(source, origin) -> PipelineSpec:
         out = []
         for err in e.errors():
             loc = prefix + tuple(p for p in err["loc"] if not (isinstance(p, str) and p.endswith("Step")))
-            if err["msg"].endswith("develop must be the first step"):
+            if err["msg"].endswith(_FIRST_STEP):
                 loc = ("steps",)
             msg = err["msg"].removeprefix("Value error, ")
             out.append(f"{name}{where(loc)}: {_fmt_loc(loc)}: {msg}")
@@ -637,7 +303,8 @@ def _parse(source, origin) -> PipelineSpec:
 
 
 def _model_name_problems(steps: list, name: str, where) -> list[str]:
-    """Every model a step names must be in the catalogue or an existing checkpoint file."""
+    """Every model a step names (its registered ``model_option``) must be in the catalogue or an existing
+    checkpoint file."""
     from ..models.catalog import unknown_model
 
     out = []
@@ -645,7 +312,7 @@ def _model_name_problems(steps: list, name: str, where) -> list[str]:
         if not isinstance(step, dict) or len(step) != 1:
             continue
         kind, opts = next(iter(step.items()))
-        field = {"model": "name", "merge": "model"}.get(kind)
+        field = step_info(kind).model_option if kind in STEP_TYPES else None
         model = opts.get(field) if isinstance(opts, dict) and field else None
         if not isinstance(model, str):
             continue

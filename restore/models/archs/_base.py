@@ -1,21 +1,39 @@
-"""Shared contract for the architectures ``restore`` implements itself.
+"""The descriptor every architecture declares, next to its code: :class:`ArchInfo`.
 
 spandrel carries the super-resolution transformers (HAT, DRCT, DAT, RGT, CRAFT,
-SwinIR, ...).  The architectures it does not carry live one file each in this
-package.  Every file defines
+SwinIR, ...) and convolutional nets (ESRGAN, Compact, RealCUGAN, ...); the
+architectures it does not carry live one file each in this package.  Every
+such file defines
 
 * the ``nn.Module`` with the *official* class name, constructor keyword names
   and state-dict key names, so an official checkpoint loads with
   ``strict=True``;
 * a :class:`spandrel.Architecture` subclass that detects the model from the
-  state-dict keys alone and infers its hyper-parameters from tensor shapes;
-* a call to :func:`register` that records the architecture together with an
-  :class:`ArchInfo` - the facts spandrel's descriptor cannot express.
+  state-dict keys alone, infers its hyper-parameters from tensor shapes and
+  states its size requirements (its ``load`` builds the spandrel descriptor
+  with :func:`describe`: channels, scale, fp16/bf16 safety);
+* a call to :func:`register` with its :class:`ArchInfo`: task, frames, input
+  encoding, output range, tiling (overlap / context / window / whole image /
+  fixed size), side inputs, the measured CPU bf16 verdict, the official
+  checkpoints it accepts.
 
-The architectures' ``load`` build their descriptors with :func:`describe`.
+spandrel's own architectures get their :class:`ArchInfo` from a
+``spandrel_<family>.py`` module calling :func:`declare` (overlap, context,
+window, CPU bf16 verdict, the fused-attention patches of
+:mod:`restore.models.fused_attention`, official checkpoints).
 
-:mod:`restore.models.archs` imports every file and adds the architectures to
-``spandrel.MAIN_REGISTRY`` so ``restore.load_model(path)`` needs no hint.
+:mod:`restore.models.archs` imports every public module of the package
+(sorted; ``_``-prefixed helpers are skipped) and adds the registered
+architectures to ``spandrel.MAIN_REGISTRY`` so ``restore.load_model(path)``
+needs no hint.  Adding an architecture is adding one module:
+
+1. ``restore/models/archs/<name>.py`` with the module, the ``Architecture``
+   (``detect``, ``load`` via :func:`describe`) and ``register(Arch(), ArchInfo(...),
+   before=(...))`` (``before``: ids whose detection would also match, tried after it);
+2. its golden fixture in ``../shared/golden/<name>`` and one ``Case`` row in
+   ``tests/archs/test_contract.py`` (plus ``test_<name>.py`` only for what the
+   contract cannot express);
+3. ``python -m restore.models.archs docs/models.md`` to regenerate the table.
 
 Hyper-parameters the weights cannot tell (Rawformer's ViT head count: the
 attention projections have the same shapes for any head count) may come with
@@ -28,18 +46,103 @@ sidecar JSON (``<checkpoint>.json`` or ``config.json`` beside it; its
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Literal, TypeVar
+from typing import Any, Literal, TypeVar
 
 import torch
 from spandrel import Architecture, ArchId, ImageModelDescriptor, ModelTiling, SizeRequirements, StateDict
 
-__all__ = ["ArchInfo", "register", "registered", "info_for", "describe"]
+__all__ = [
+    "ArchInfo",
+    "SideInput",
+    "AttentionPatch",
+    "Official",
+    "register",
+    "declare",
+    "registered",
+    "declared",
+    "info_for",
+    "describe",
+]
 
 M = TypeVar("M", bound=torch.nn.Module)
 
 InputEncoding = Literal["srgb", "linear", "raw-rgb", "hdr-ldr-pair"]
 OutputRange = Literal["clamped", "unbounded", "sigmoid"]
+
+
+@dataclass(frozen=True)
+class SideInput:
+    """A second network input the architecture computes from the image with weights the checkpoint lacks.
+
+    The model step loads those weights once (from the model-step option named
+    :attr:`option`) and feeds the network ``build(image, side_module)``
+    instead of the image (:meth:`restore.models.RestorationModel.forward_for`).
+
+    Attributes:
+        name: Short id shown to users, e.g. ``"vgg19-hypercolumn"``.
+        option: The model-step option (a key of the options mapping given to
+            :meth:`~restore.models.RestorationModel.prepare`) holding the path
+            to the side weights, e.g. ``"vgg19"``.
+        needed: ``input_channels -> bool``: whether a checkpoint with that many
+            input channels takes the side input (DRNet trained without
+            ``--hyper`` takes plain RGB).
+        load: ``option value -> nn.Module`` (CPU, eval mode).  Raises
+            ``ValueError``/``RuntimeError``/``OSError``/``TypeError`` for an
+            unusable value; the first line of the message is shown.
+        build: ``(image (B, C, H, W) float, side module on the same device)
+            -> network input (B, input_channels, H, W)``.
+        image_channels: Channels of the image the tiler feeds (3 for RGB).
+        missing: The sentence shown when the option is not set, after
+            "model 'NAME' " (e.g. "takes a VGG19 hypercolumn: set ...").
+        what: What the weights are, for load errors ("VGG19 weights").
+    """
+
+    name: str
+    option: str
+    needed: Callable[[int], bool]
+    load: Callable[[Any], torch.nn.Module]
+    build: Callable[[torch.Tensor, torch.nn.Module], torch.Tensor]
+    image_channels: int = 3
+    missing: str = ""
+    what: str = "weights"
+
+
+@dataclass(frozen=True)
+class AttentionPatch:
+    """A fused inference forward for one class of a spandrel architecture (see
+    :func:`restore.models.fused_attention.apply_patches`).
+
+    Attributes:
+        module: Import path of the module defining the class
+            (``"spandrel.architectures.DAT.__arch.DAT"``).
+        cls: Class name inside ``module`` (``"Spatial_Attention"``).
+        method: Method replaced per instance (``"forward"``, ``"calculate_mask"``).
+        fn: The replacement, called as a bound method; it must compute the same
+            function as the official method (float32: to float rounding) and fall
+            back to the official method when autograd or training is on.
+    """
+
+    module: str
+    cls: str
+    method: str
+    fn: Callable[..., Any]
+
+
+@dataclass(frozen=True)
+class Official:
+    """The official checkpoints an architecture loads unchanged (by path; nothing is downloaded).
+
+    Attributes:
+        repo: URL of the official repository.
+        checkpoints: Released checkpoint names (or a note when none are released).
+        layout: How the official file wraps the state dict (``"{'params': state_dict}"``).
+    """
+
+    repo: str
+    checkpoints: tuple[str, ...]
+    layout: str = "plain state_dict"
 
 
 @dataclass(frozen=True)
@@ -73,12 +176,19 @@ class ArchInfo:
         fixed_size: True when the network only runs at the spatial size baked
             into its weights (Rawformer's positional grid).  Tiling then uses
             exactly that tile size.
-        extra_inputs: Names of side inputs the caller must compute, e.g.
-            ``("vgg19-hypercolumn",)`` for the reflection-removal net.
+        side_inputs: Inputs computed from the image with weights the checkpoint
+            does not carry (:class:`SideInput`; the reflection-removal net's
+            VGG19 hypercolumn).  :attr:`extra_inputs` lists their names.
         whole_image: Tiles change the output (global attention or pooling;
             measured by benchmarks/arch_tiling.py): the model step runs the
             whole image unless the pipeline sets a tile, and the spandrel
             descriptor's ``tiling`` is ``DISCOURAGED`` (else ``SUPPORTED``).
+        cpu_bf16: The measured CPU bfloat16 verdict (``benchmarks/cpu_precision.py``:
+            PSNR-Y cost against fp32); non-empty means ``precision: auto`` may
+            pick bf16 on CPUs with native bf16 (:func:`restore.tiling.resolve_precision`).
+        attention: Fused inference forwards applied at load time
+            (:class:`AttentionPatch`; spandrel's window-attention archs).
+        official: The official checkpoints it loads (:class:`Official`), or None.
         notes: Free text shown by ``restore models``.
     """
 
@@ -90,9 +200,22 @@ class ArchInfo:
     context: int = 0
     window: int = 1
     fixed_size: bool = False
-    extra_inputs: tuple[str, ...] = ()
+    side_inputs: tuple[SideInput, ...] = ()
     whole_image: bool = False
+    cpu_bf16: str = ""
+    attention: tuple[AttentionPatch, ...] = ()
+    official: Official | None = None
     notes: str = ""
+
+    @property
+    def extra_inputs(self) -> tuple[str, ...]:
+        """Names of :attr:`side_inputs` (``("vgg19-hypercolumn",)``)."""
+        return tuple(s.name for s in self.side_inputs)
+
+    @property
+    def cpu_bf16_ok(self) -> bool:
+        """True when bfloat16 on CPU was measured and accepted (:attr:`cpu_bf16`)."""
+        return bool(self.cpu_bf16)
 
 
 @dataclass
@@ -103,6 +226,8 @@ class _Entry:
 
 
 _REGISTERED: dict[str, _Entry] = {}
+#: Descriptors of spandrel's own architectures (by spandrel id), declared by ``spandrel_*`` modules.
+_DECLARED: dict[str, ArchInfo] = {}
 
 
 def register(
@@ -130,15 +255,39 @@ def register(
     return arch
 
 
+def declare(arch_id: str, info: ArchInfo) -> ArchInfo:
+    """Record the descriptor of one of spandrel's own architectures (spandrel detects and loads it).
+
+    Args:
+        arch_id: spandrel's architecture id (``"DAT"``, ``"ESRGAN"``).
+        info: What tiling, precision and ``restore models`` need to know.
+
+    Returns:
+        ``info`` unchanged.
+
+    Raises:
+        ValueError: if ``arch_id`` is already declared or registered.
+    """
+    if arch_id in _DECLARED or arch_id in _REGISTERED:
+        raise ValueError(f"architecture {arch_id!r} declared twice")
+    _DECLARED[arch_id] = info
+    return info
+
+
 def registered() -> dict[str, _Entry]:
     """All architectures recorded by :func:`register`, by id (insertion order)."""
     return dict(_REGISTERED)
 
 
+def declared() -> dict[str, ArchInfo]:
+    """Every descriptor: ours (:func:`register`) then spandrel's (:func:`declare`), by id."""
+    return {**{k: e.info for k, e in _REGISTERED.items()}, **_DECLARED}
+
+
 def info_for(arch_id: str) -> ArchInfo | None:
-    """The :class:`ArchInfo` of one of our architectures, or None for spandrel's own."""
+    """The :class:`ArchInfo` of an architecture (ours or a declared spandrel one), or None."""
     entry = _REGISTERED.get(str(arch_id))
-    return entry.info if entry else None
+    return entry.info if entry else _DECLARED.get(str(arch_id))
 
 
 def describe(

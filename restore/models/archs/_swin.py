@@ -38,15 +38,13 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Mapping
-from typing import Any, Callable, ClassVar, TypeVar
+from typing import Any, Callable, ClassVar
 
 import torch
 import torch.nn.functional as F
 import torch.utils.checkpoint
-from spandrel import Architecture, ImageModelDescriptor, SizeRequirements
 from torch import nn
 
-from restore.models.archs._base import describe
 
 __all__ = [
     "to_2tuple",
@@ -70,17 +68,14 @@ __all__ = [
     "RSTB",
     "SwinIRBody",
     "pad_to_window",
-    "describe_hdr",
     "resi_conv",
     "init_swin_weights",
-    "split_frames",
     "infer_swin_stages",
     "infer_swinir_kwargs",
 ]
 
 _BUFFER_SUFFIXES = (".attn_mask", ".relative_position_index")
 
-M = TypeVar("M", bound=nn.Module)
 
 
 def to_2tuple(x: int | tuple[int, int] | list[int]) -> tuple[int, int]:
@@ -826,40 +821,6 @@ class SwinIRBody(nn.Module):
         return self.patch_unembed(self.norm(x), x_size)
 
 
-def describe_hdr(
-    arch: Architecture[M],
-    model: M,
-    state_dict: Mapping[str, torch.Tensor],
-    params: Mapping[str, Any],
-    *,
-    input_channels: int,
-) -> ImageModelDescriptor[M]:
-    """spandrel descriptor of a 3-exposure HDR model built on :class:`SwinIRBody` (HDR-Transformer, SCTNet).
-
-    Tags from the constructor kwargs ``params`` (width, depths, window,
-    construction size), 3 output channels, bfloat16 supported, inputs
-    multiples of the window the blocks use (``model._block_window``).
-    """
-    h, w = to_2tuple(params["img_size"])
-    tags = [
-        f"{params['embed_dim']}dim",
-        "d" + "-".join(str(d) for d in params["depths"]),
-        f"w{params['window_size']}",
-        f"s{h}" if h == w else f"s{h}x{w}",
-    ]
-    ws = model._block_window
-    return describe(
-        arch,
-        model,
-        dict(state_dict),
-        tags=tags,
-        input_channels=input_channels,
-        output_channels=3,
-        size_requirements=SizeRequirements(minimum=ws, multiple_of=ws),
-        supports_bfloat16=True,
-    )
-
-
 def pad_to_window(x: torch.Tensor, window_size: int) -> torch.Tensor:
     """Reflect-pad ``(B, C, H, W)`` bottom/right so H and W are multiples of ``window_size``.
 
@@ -869,47 +830,6 @@ def pad_to_window(x: torch.Tensor, window_size: int) -> torch.Tensor:
     ph = (window_size - h % window_size) % window_size
     pw = (window_size - w % window_size) % window_size
     return F.pad(x, (0, pw, 0, ph), "reflect") if (ph or pw) else x
-
-
-def split_frames(
-    x1: torch.Tensor,
-    x2: torch.Tensor | None,
-    x3: torch.Tensor | None,
-    frame_channels: int,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Normalise the two calling conventions of the 3-exposure HDR models.
-
-    Either three frames ``(B, frame_channels, H, W)`` each (short, reference,
-    long), or one tensor ``(B, 3*frame_channels, H, W)`` holding them
-    concatenated on the channel axis in that order.
-
-    Returns:
-        ``(short, reference, long)``, each ``(B, frame_channels, H, W)``
-        (views of the input when it was one tensor).
-
-    Raises:
-        ValueError: on a non-4D input, wrong channel counts, only two frames
-            given, or frames of different shapes.
-    """
-    if (x2 is None) != (x3 is None):
-        raise ValueError("pass either all three exposures (x1, x2, x3) or one tensor with them stacked on channels")
-    if x2 is None:
-        if x1.dim() != 4 or x1.shape[1] != 3 * frame_channels:
-            raise ValueError(
-                f"single-tensor input must be (B, {3 * frame_channels}, H, W) = 3 stacked frames, "
-                f"got {tuple(x1.shape)}"
-            )
-        a, b, c = torch.split(x1, frame_channels, dim=1)
-        return a, b, c
-    frames = (x1, x2, x3)
-    for i, f in enumerate(frames, 1):
-        if f.dim() != 4 or f.shape[1] != frame_channels:
-            raise ValueError(f"frame x{i} must be (B, {frame_channels}, H, W), got {tuple(f.shape)}")
-    if not (x1.shape == x2.shape == x3.shape):
-        raise ValueError(
-            f"the three frames differ in shape: {tuple(x1.shape)}, {tuple(x2.shape)}, {tuple(x3.shape)}"
-        )
-    return x1, x2, x3
 
 
 def _seq_len(state_dict: Mapping[str, object], prefix: str) -> int:

@@ -29,8 +29,8 @@ from spandrel import Architecture, ImageModelDescriptor, StateDict
 from spandrel.util import KeyCondition
 from torch import Tensor, nn
 
-from ._base import ArchInfo, register
-from .restormer_base import (
+from ._base import ArchInfo, Official, register
+from .restormer import (
     RestormerUNet,
     TransformerBlock,
     blocks_tag,
@@ -513,16 +513,17 @@ _DERAIN_NOTES = (
 )
 
 
-def _derain_info(variant: str) -> ArchInfo:
-    """The :class:`ArchInfo` of one DRSformer variant (``variant`` names it and its checkpoints)."""
+def _derain_info(variant: str, checkpoints: tuple[str, ...]) -> ArchInfo:
+    """The :class:`ArchInfo` of one DRSformer variant (``variant`` names it, ``checkpoints`` its official files)."""
     notes = f"DRSformer (CVPR 2023) {variant} checkpoints. " + _DERAIN_NOTES
-    return ArchInfo(task="derain", output_range="clamped", overlap=32, whole_image=True, notes=notes)
+    official = Official(repo="https://github.com/cschenxiang/DRSformer", checkpoints=checkpoints, layout="{'params': state_dict}")
+    return ArchInfo(task="derain", output_range="clamped", overlap=32, whole_image=True, official=official, notes=notes)
 
 
 # _base's pattern: the names now hold the registered instances
 DRSformerArch = register(  # type: ignore[misc]
-    DRSformerArch(), _derain_info("with MEFC: Rain200H, DID-Data, DDN-Data"), before=("Restormer",)
+    DRSformerArch(), _derain_info("with MEFC: Rain200H, DID-Data, DDN-Data", ("Rain200H", "DID-Data", "DDN-Data")), before=("Restormer",)
 )
 DRSformerNoMEFCArch = register(  # type: ignore[misc]
-    DRSformerNoMEFCArch(), _derain_info("without MEFC: Rain200L, SPA-Data"), before=("Restormer",)
+    DRSformerNoMEFCArch(), _derain_info("without MEFC: Rain200L, SPA-Data", ("Rain200L", "SPA-Data")), before=("Restormer",)
 )

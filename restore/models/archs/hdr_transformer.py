@@ -26,23 +26,22 @@ multiples of ``window_size``.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, Callable
+from typing import Any, Callable, TypeVar
 
 import torch
-from spandrel import Architecture, ImageModelDescriptor
+from spandrel import Architecture, ImageModelDescriptor, SizeRequirements
 from spandrel.util import KeyCondition
 from torch import nn
 
-from restore.models.archs._base import ArchInfo, register
+from restore.models.archs._base import ArchInfo, Official, describe, register
 from restore.models.archs._swin import (
     RSTB,
     SwinIRBody,
     SwinTransformerBlock,
     checkpoint_filter_fn,
-    describe_hdr,
     infer_swinir_kwargs,
     resi_conv,
-    split_frames,
+    to_2tuple,
 )
 
 __all__ = [
@@ -54,7 +53,91 @@ __all__ = [
     "LocalContextExtractor",
     "ContextAwareTransformer",
     "ContextAwareTransformerBlock",
+    "describe_hdr",
+    "split_frames",
 ]
+
+M = TypeVar("M", bound=nn.Module)
+
+
+# --------------------------------------------------------------------------------------
+# HDR-merge helpers shared with SCTNet (restore.models.archs.sctnet)
+# --------------------------------------------------------------------------------------
+
+
+def describe_hdr(
+    arch: Architecture[M],
+    model: M,
+    state_dict: Mapping[str, torch.Tensor],
+    params: Mapping[str, Any],
+    *,
+    input_channels: int,
+) -> ImageModelDescriptor[M]:
+    """spandrel descriptor of a 3-exposure HDR model built on :class:`SwinIRBody` (HDR-Transformer, SCTNet).
+
+    Tags from the constructor kwargs ``params`` (width, depths, window,
+    construction size), 3 output channels, bfloat16 supported, inputs
+    multiples of the window the blocks use (``model._block_window``).
+    """
+    h, w = to_2tuple(params["img_size"])
+    tags = [
+        f"{params['embed_dim']}dim",
+        "d" + "-".join(str(d) for d in params["depths"]),
+        f"w{params['window_size']}",
+        f"s{h}" if h == w else f"s{h}x{w}",
+    ]
+    ws = model._block_window
+    return describe(
+        arch,
+        model,
+        dict(state_dict),
+        tags=tags,
+        input_channels=input_channels,
+        output_channels=3,
+        size_requirements=SizeRequirements(minimum=ws, multiple_of=ws),
+        supports_bfloat16=True,
+    )
+
+
+def split_frames(
+    x1: torch.Tensor,
+    x2: torch.Tensor | None,
+    x3: torch.Tensor | None,
+    frame_channels: int,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Normalise the two calling conventions of the 3-exposure HDR models.
+
+    Either three frames ``(B, frame_channels, H, W)`` each (short, reference,
+    long), or one tensor ``(B, 3*frame_channels, H, W)`` holding them
+    concatenated on the channel axis in that order.
+
+    Returns:
+        ``(short, reference, long)``, each ``(B, frame_channels, H, W)``
+        (views of the input when it was one tensor).
+
+    Raises:
+        ValueError: on a non-4D input, wrong channel counts, only two frames
+            given, or frames of different shapes.
+    """
+    if (x2 is None) != (x3 is None):
+        raise ValueError("pass either all three exposures (x1, x2, x3) or one tensor with them stacked on channels")
+    if x2 is None:
+        if x1.dim() != 4 or x1.shape[1] != 3 * frame_channels:
+            raise ValueError(
+                f"single-tensor input must be (B, {3 * frame_channels}, H, W) = 3 stacked frames, "
+                f"got {tuple(x1.shape)}"
+            )
+        a, b, c = torch.split(x1, frame_channels, dim=1)
+        return a, b, c
+    frames = (x1, x2, x3)
+    for i, f in enumerate(frames, 1):
+        if f.dim() != 4 or f.shape[1] != frame_channels:
+            raise ValueError(f"frame x{i} must be (B, {frame_channels}, H, W), got {tuple(f.shape)}")
+    if not (x1.shape == x2.shape == x3.shape):
+        raise ValueError(
+            f"the three frames differ in shape: {tuple(x1.shape)}, {tuple(x2.shape)}, {tuple(x3.shape)}"
+        )
+    return x1, x2, x3
 
 
 class SpatialAttentionModule(nn.Module):
@@ -355,6 +438,11 @@ HDRTransformerArch = register(  # type: ignore[misc]  # _base's pattern: the nam
         # ones); the SE branch of every block pools over the whole tile, so
         # tiled output never equals whole-image output exactly - use large tiles.
         overlap=32,
+        official=Official(
+            repo="https://github.com/liuzhen03/HDR-Transformer-PyTorch",
+            checkpoints=("checkpoints/pretrained_model.pth (Kalantari17)",),
+            layout="{'epoch', 'state_dict' (module.-prefixed), 'optimizer'}",
+        ),
         notes=(
             "Liu et al., ECCV 2022 (CA-ViT). Input per frame cat(LDR**2.2/t, LDR), frames "
             "short/reference/long, BGR as read by OpenCV; output linear HDR in (0,1). "

@@ -29,8 +29,8 @@ from spandrel import Architecture, ImageModelDescriptor, StateDict
 from spandrel.util import KeyCondition
 from torch import Tensor, nn
 
-from ._base import ArchInfo, register
-from .restormer_base import (
+from ._base import ArchInfo, Official, register
+from .restormer import (
     LayerNorm,
     RestormerUNet,
     blocks_tag,
@@ -413,6 +413,11 @@ HistoformerArch = register(  # type: ignore[misc]  # _base's pattern: the name n
         whole_image=True,
         output_range="clamped",
         overlap=32,
+        official=Official(
+            repo="https://github.com/sunshangquan/Histoformer",
+            checkpoints=("net_g_best.pth (all-weather)", "net_g_real.pth (real snow)"),
+            layout="{'params': state_dict}",
+        ),
         notes=(
             "Histoformer (ECCV 2024): all-weather (rain, raindrop, snow, haze) net_g_best.pth and real-snow "
             "net_g_real.pth. Input RGB [0,1], H/W reflect-padded to a multiple of 8; output = net + input, "

@@ -50,7 +50,7 @@ from spandrel import Architecture, ImageModelDescriptor, SizeRequirements, State
 from spandrel.util import KeyCondition, get_seq_len
 from torch import Tensor, nn
 
-from restore.models.archs._base import ArchInfo, describe, register
+from restore.models.archs._base import ArchInfo, Official, describe, register
 
 __all__ = [
     "ViTRawNetGenerator",
@@ -924,6 +924,11 @@ ARCH = register(
         # official config (token 4 x 2**3) and is enough to hide tile seams when blending.
         overlap=32,
         fixed_size=True,
+        official=Official(
+            repo="https://github.com/gosha20777/rawformer",
+            checkpoints=("none released; training checkpoints NNNN_net_gen_ab.pth load",),
+            layout="plain state_dict",
+        ),
         notes=(
             "Runs only at the grid size baked into its weights (official 256x256). "
             "n_heads and the CQA token size are not stored in the weights: official 6 / 4 assumed."

@@ -50,7 +50,7 @@ from spandrel import Architecture, ImageModelDescriptor, SizeRequirements, State
 from spandrel.util import KeyCondition, get_seq_len
 from torch import Tensor, nn
 
-from restore.models.archs._base import ArchInfo, describe, register
+from restore.models.archs._base import ArchInfo, Official, SideInput, describe, register
 from restore.models.archs._swin import SwinIRBody, pad_to_window
 
 __all__ = [
@@ -556,7 +556,26 @@ ARCH = register(
         # pyramid's 32x32 average-pool cell, so one coarsest cell on each side. (The official test
         # runs the whole 4K image; tiles change the pooled statistics slightly.)
         overlap=32,
-        extra_inputs=("vgg19-hypercolumn",),
+        side_inputs=(
+            SideInput(
+                name="vgg19-hypercolumn",
+                option="vgg19",
+                needed=lambda input_channels: input_channels != 3,  # DRNet trained without --hyper takes plain RGB
+                load=lambda path: _resolve_vgg(path),
+                build=lambda image, vgg: build_hypercolumn_input(image, vgg),
+                image_channels=3,
+                missing=(
+                    "takes a VGG19 hypercolumn: set `vgg19:` in the model step to the path of "
+                    "torchvision's ImageNet VGG19 weights (.pth/.safetensors); restore never downloads them"
+                ),
+                what="VGG19 weights",
+            ),
+        ),
+        official=Official(
+            repo="https://github.com/Liar-zzy/Benchmarking-Ultra-High-Definition-Single-Image-Reflection-Removal",
+            checkpoints=("none released; training checkpoints errnet_*.pt load (key 'icnn')",),
+            layout="{'icnn': state_dict, 'opt_g', 'epoch', 'iterations'}",
+        ),
         notes=(
             "Input is RGB + 1472-channel VGG19 hypercolumn (build_hypercolumn_input; ImageNet VGG19 "
             "weights must be supplied, they are not in the checkpoint). The Swin block is an identity "

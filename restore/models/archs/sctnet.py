@@ -37,18 +37,17 @@ from spandrel import Architecture, ImageModelDescriptor
 from spandrel.util import KeyCondition
 from torch import nn
 
-from restore.models.archs._base import ArchInfo, register
+from restore.models.archs._base import ArchInfo, Official, register
 from restore.models.archs._swin import (
     RSTB,
     Mlp,
     SwinIRBody,
     checkpoint_filter_fn,
-    describe_hdr,
     infer_swinir_kwargs,
     pad_to_window,
-    split_frames,
 )
-from restore.models.archs.restormer_base import LayerNorm
+from restore.models.archs.hdr_transformer import describe_hdr, split_frames
+from restore.models.archs.restormer import LayerNorm
 
 __all__ = [
     "SCTNet",
@@ -103,7 +102,7 @@ class SCAB(nn.Module):
     """Spatial-channel attention block: ``x + MA(LN(x), LN(y))`` then ``+ FFN(LN(.))``, on tokens.
 
     Keys ``norm1_x.body``, ``norm1_y.body`` (Restormer's channel
-    :class:`~restore.models.archs.restormer_base.LayerNorm`), ``attn`` (:class:`Mutual_Attention`),
+    :class:`~restore.models.archs.restormer.LayerNorm`), ``attn`` (:class:`Mutual_Attention`),
     ``norm2`` (``nn.LayerNorm``), ``ffn`` (Mlp, hidden ``dim*ffn_expansion_factor``).
 
     ``forward(x, y, x_size)``: tokens ``(B, H*W, dim)`` each, ``x_size = (H, W)``;
@@ -417,6 +416,11 @@ SCTNetArch = register(  # type: ignore[misc]  # _base's pattern: the name now ho
         # tile, so tiled output never equals whole-image output exactly - use
         # large tiles.
         overlap=16,
+        official=Official(
+            repo="https://github.com/Zongwei97/SCTNet",
+            checkpoints=("none linked; training checkpoints load",),
+            layout="{'epoch', 'state_dict' (module.-prefixed), 'optimizer'}",
+        ),
         notes=(
             "Tel et al., ICCV 2023. Input per frame cat(LDR**2.2/t, LDR), frames "
             "short/reference/long, BGR as read by OpenCV; output linear HDR in (0,1). "

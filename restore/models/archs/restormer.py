@@ -37,7 +37,7 @@ from spandrel import Architecture, ImageModelDescriptor, SizeRequirements, State
 from spandrel.util import KeyCondition, get_seq_len
 from torch import Tensor, nn
 
-from ._base import ArchInfo, describe, register
+from ._base import ArchInfo, Official, describe, register
 
 __all__ = [
     "LayerNorm",
@@ -813,6 +813,12 @@ RESTORMER_INFO = ArchInfo(
     input_encoding="srgb",
     output_range="clamped",
     overlap=32,
+    official=Official(
+        repo="https://github.com/swz30/Restormer",
+        checkpoints=("deraining", "motion_deblurring", "single_image_defocus_deblurring", "dual_pixel_defocus_deblurring",
+                     "gaussian_color_denoising_blind", "real_denoising", "gaussian_gray_denoising"),
+        layout="{'params': state_dict}",
+    ),
     notes=(
         "Restormer (CVPR 2022): deraining, motion/defocus deblurring (WithBias), Gaussian/real denoising "
         "(BiasFree; gray = 1 channel), dual-pixel defocus (6-channel input cat(L, R), no input residual). "

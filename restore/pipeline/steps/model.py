@@ -1,0 +1,172 @@
+"""``model``: run a restoration model over the image (tiled; :mod:`restore.pipeline.model_run`)."""
+
+from __future__ import annotations
+
+from typing import Callable, Literal, Union
+
+import cv2
+import numpy as np
+from pydantic import Field, field_validator, model_validator
+
+from ... import color
+from ...errors import RestoreError
+from ...image import Encoding, Image
+from ..base import Context, Stage
+from ..model_run import RunOptions, RunState, run_model
+from ..options import Precision, _Strict, device_syntax, int_or_auto
+from ..registry import register_step
+
+__all__ = ["ModelOptions", "ModelStage"]
+
+
+class ModelOptions(_Strict):
+    """Run a restoration model tiled.
+
+    ``tile`` 0 = whole image, ``auto`` = the largest tile whose memory, predicted
+    by the model's memory curve (measured on first use, :mod:`restore.memory`),
+    fits ``memory`` (default: 80 % of free GPU memory, or 25 % of available RAM
+    up to 8 GiB); default 256.  Architectures whose descriptor
+    discourages tiling - global attention - run on the whole image when its
+    predicted peak memory fits that budget, else in the largest tiles that
+    fit, with an overlap of at least 1/8 tile (unless ``tile`` is set
+    explicitly); ``overlap`` in input pixels (default: the architecture's own); ``alpha``: how an alpha channel is upscaled
+    (``resize`` = Lanczos, ``model`` = through the model as grey);
+    ``hdr``: how linear values above 1 are encoded around a model trained on
+    [0, 1] (``auto`` = the reversible peak-normalised log encoding of
+    :func:`restore.color.hdr_encode` when the image exceeds 1, sRGB otherwise;
+    ``log`` = always the log encoding; ``clip`` = clip to [0, 1], then sRGB);
+    ``compile``: run the network through ``torch.compile`` (TorchInductor):
+    the first run compiles for each tile shape (tens of seconds to minutes on
+    a CPU), the compiled kernels are cached in ``~/.cache/restore/inductor``
+    and reused by later runs; worth it for large batches, not for a few files.
+    ``threads`` (CPU): intra-op threads; ``auto`` = the fastest count measured
+    on a small tile at first use and cached per machine and model
+    (:mod:`restore.threads`).
+    """
+
+    name: str
+    tile: Union[int, str] = 256
+    overlap: int | None = Field(None, ge=0)
+    context: int | None = Field(None, ge=0)  # extra px per tile side, cropped away (default: the architecture's)
+    memory: str | None = None  # budget for tile: auto, e.g. "4GB" (binary units)
+    batch: int = Field(1, ge=1, le=64)
+    precision: Precision = "auto"
+    device: str = "auto"
+    alpha: Literal["resize", "model"] = "resize"
+    hdr: Literal["auto", "log", "clip"] = "auto"
+    compile: bool = False
+    threads: Union[int, Literal["auto"]] = "auto"
+
+    vgg19: str | None = None  # ImageNet VGG19 weights (path) for models whose descriptor declares a VGG19 side input
+
+    @field_validator("device")
+    @classmethod
+    def _device_value(cls, v):
+        return device_syntax(v)
+
+    @field_validator("threads", mode="before")
+    @classmethod
+    def _threads_value(cls, v):
+        return int_or_auto(v, 1, "a thread count >= 1")
+
+    @field_validator("tile", mode="before")
+    @classmethod
+    def _tile_value(cls, v):
+        return int_or_auto(v, 0, "a tile edge in pixels >= 0 (0 = whole image)")
+
+    @model_validator(mode="after")
+    def _overlap_below_tile(self):
+        if isinstance(self.tile, int) and self.tile and self.overlap is not None and self.overlap * 2 >= self.tile:
+            raise ValueError(f"overlap ({self.overlap}) must be less than half the tile ({self.tile})")
+        if self.memory is not None:
+            from ...memory import parse_bytes
+
+            if parse_bytes(self.memory) <= 0:
+                raise ValueError("memory must be positive")
+        return self
+
+
+@register_step("model", options=ModelOptions, model_option="name", order=20)
+class ModelStage(Stage):
+    """Run a restoration model over the image, tiled (see :mod:`restore.tiling`)."""
+
+    kind = "model"
+
+    def __init__(self, opts: ModelOptions):
+        self.opts = opts
+        self.model = None
+        self.run_options = RunOptions.from_options(opts)
+        self.run_state = RunState()
+
+    @property
+    def _compiled(self) -> dict | None:
+        """The compiled forward's state (``failed``: why it ran eagerly), once compiled."""
+        return self.run_state.compiled
+
+    def prepare(self) -> None:
+        """Load the model (and its side inputs) once.
+
+        Raises:
+            RestoreError: a device this machine lacks, a model that is not a one-frame model, side inputs
+                that cannot be loaded; ModelError: the model cannot be found or loaded.
+        """
+        if self.model is None:
+            from ...models import load_model
+            from ...tiling import resolve_device
+
+            resolve_device(self.opts.device)  # a device this machine lacks fails once, here, not on every file
+            model = load_model(self.opts.name)
+            if model.info.frames != 1:
+                raise RestoreError(f"model {self.opts.name!r} takes {model.info.frames} frames; use it in a merge step")
+            model.prepare(self.opts.model_dump())  # side inputs the architecture declares (RestoreError if unusable)
+            self.model = model
+
+    # -- colour handling -------------------------------------------------
+    def _encode(self, image: Image) -> tuple[np.ndarray, Callable[[np.ndarray], np.ndarray], Encoding]:
+        """Model-space colour pixels (H, W, C) and the function that maps model output back."""
+        want = self.model.info.input_encoding
+        enc = image.encoding
+        px = image.color
+        if want == "raw-rgb":
+            if enc.transfer != "linear":
+                raise RestoreError(f"model {self.opts.name!r} takes linear camera RGB; develop the RAW with output: camera")
+            return np.clip(px, 0, 1), lambda y: y, enc
+        if enc.primaries not in ("rec709", "camera") and px.shape[2] == 3:
+            image = color.convert(image, Encoding(enc.transfer, "rec709", enc.referred))
+            enc, px = image.encoding, image.color
+        if want == "linear":
+            lin = color.srgb_to_linear(px) if enc.transfer == "srgb" else px
+            back = (lambda y: color.linear_to_srgb(y)) if enc.transfer == "srgb" else (lambda y: y)
+            return np.clip(lin, 0, 1), back, enc
+        # model wants sRGB-encoded [0, 1]
+        if enc.transfer == "srgb":
+            return np.clip(px, 0, 1), lambda y: y, enc
+        hdr = self.opts.hdr
+        peak = float(np.max(px, initial=0.0))
+        if hdr == "log" or (hdr == "auto" and peak > 1.0):
+            peak = max(peak, 1.0)
+            return color.hdr_encode(px, peak), lambda y: color.hdr_decode(y, peak), enc
+        return color.linear_to_srgb(np.clip(px, 0, 1)), color.srgb_to_linear, enc
+
+    def _run(self, hwc: np.ndarray, ctx: Context) -> np.ndarray:
+        """The model over model-space pixels ``(H, W, C)`` (:func:`restore.pipeline.model_run.run_model`)."""
+        return run_model(self.model, hwc, self.run_options, ctx=ctx, state=self.run_state, label=self.opts.name)
+
+    def __call__(self, image: Image, ctx: Context) -> Image:
+        self.prepare()
+        px, back, enc = self._encode(image)
+        y = self._run(px, ctx)
+        if self.model.info.output_range != "unbounded":
+            y = np.clip(y, 0.0, 1.0)
+        y = back(y)
+        if image.alpha is not None:
+            s = self.model.scale
+            a = image.alpha
+            if self.opts.alpha == "model" and self.model.input_channels == 3:
+                a_up = self._run(np.repeat(a, 3, axis=2), ctx).mean(axis=2, keepdims=True)
+            elif s == 1:
+                a_up = a
+            else:
+                a_up = cv2.resize(a[:, :, 0], (a.shape[1] * s, a.shape[0] * s), interpolation=cv2.INTER_LANCZOS4)[:, :, None]
+            y = np.concatenate([y, np.clip(a_up, 0, 1)], axis=2)
+        return image.with_pixels(y, enc)
