@@ -250,6 +250,20 @@ CASES: tuple[Case, ...] = (
         ),
     ),
     Case(
+        # no golden fixture yet; the released model.ckpt is {'state_dict': {'net.<key>': ...}} (PyTorch Lightning)
+        "PromptIR", "promptir", "PromptIR", (), _RESTORMER_FAMILY, ModelTiling.DISCOURAGED, before=("Restormer",),
+        variants=(
+            ("rgb-3prompts", dict(inp_channels=3, out_channels=3, dim=8, num_blocks=[1, 2, 1, 1], num_refinement_blocks=1,
+                                  heads=[1, 2, 2, 4], ffn_expansion_factor=2.66, bias=False, LayerNorm_type="WithBias",
+                                  decoder=True, prompt_dims=[4, 6, 10], prompt_len=3, prompt_sizes=[8, 4, 2],
+                                  chnl_reduce_dims=[4, 6, 8]), None),
+            ("gray-biasfree-bias-1prompt", dict(inp_channels=1, out_channels=1, dim=6, num_blocks=[2, 1, 0, 1],
+                                                num_refinement_blocks=0, heads=[2, 2, 3, 3], ffn_expansion_factor=2.0,
+                                                bias=True, LayerNorm_type="BiasFree", decoder=True, prompt_dims=[3, 6, 9],
+                                                prompt_len=1, prompt_sizes=[5, 3, 2], chnl_reduce_dims=[3, 6, 5]), None),
+        ),
+    ),
+    Case(
         "HDRTransformer", "hdr_transformer", "HDRTransformer", ("hdr_transformer",),
         dict(task="hdr-merge", frames=3, input_encoding="hdr-ldr-pair", overlap=32, whole_image=False), ModelTiling.SUPPORTED,
         multiple_of=lambda c: c["kwargs"]["window_size"], layouts=("hdr_transformer",), before=("SwinIR",), bf16=True,
