@@ -1,5 +1,6 @@
 import numpy as np
 import pytest
+import yaml
 
 import restore
 from restore.errors import OutputError, PipelineError
@@ -117,3 +118,28 @@ def test_16bit_png_in_16bit_png_out(tmp_path, sr2, photo):
     assert out.meta.bit_depth == 16 and out.pixels.shape == (24, 24, 3)
     # real 16-bit precision, not 8-bit values stored in 16 bits
     assert np.any((np.round(out.pixels * 65535).astype(int) % 257) != 0)
+
+
+def test_model_blend_mixes_output_and_input_in_the_model_encoding(tmp_path):
+    """``blend`` (issue 19): 1 = the model, 0 = the input (network not run), 0.5 = the mean of the two, for an
+    identity-size model and for a x2 SR model (input Lanczos-upscaled), in the model's sRGB encoding."""
+    import restore
+    from restore.pipeline.steps.model import blend_with_input
+
+    rng = np.random.default_rng(0)
+    x = rng.random((24, 32, 3), dtype=np.float32)
+    y = rng.random((24, 32, 3), dtype=np.float32)
+    assert np.allclose(blend_with_input(y, x, 1, 0.25), 0.25 * y + 0.75 * x, atol=1e-6)
+    assert np.array_equal(blend_with_input(None, x, 1, 0.0), x)
+    up = blend_with_input(None, x, 2, 0.0)
+    assert up.shape == (48, 64, 3) and up.dtype == np.float32
+    spec = "version: 1\nname: b\nsteps:\n  - model: {{name: dat-light-x2, tile: 0, precision: fp32, blend: {b}}}\n"
+    img = (rng.random((16, 16, 3)) * 0.8 + 0.1).astype(np.float32)
+    full = restore.load_pipeline(yaml.safe_load(spec.format(b=1.0)))(img)
+    none = restore.load_pipeline(yaml.safe_load(spec.format(b=0.0)))(img)
+    half = restore.load_pipeline(yaml.safe_load(spec.format(b=0.5)))(img)
+    assert full.shape == none.shape == half.shape == (32, 32, 3)
+    assert np.allclose(half, 0.5 * full + 0.5 * none, atol=2e-3)  # sRGB in and out: mixed in the model's encoding
+    assert np.abs(full - none).mean() > 1e-3  # the model does change the image
+    with pytest.raises(Exception, match="blend"):
+        restore.load_pipeline(yaml.safe_load(spec.format(b=1.5)))

@@ -42,6 +42,9 @@ class ModelOptions(_Strict):
     ``threads`` (CPU): intra-op threads; ``auto`` = the fastest count measured
     on a small tile at first use and cached per machine and model
     (:mod:`restore.threads`).
+    ``blend`` (strength, 0..1): the output is ``blend * model + (1 - blend) * input``, mixed in the model's
+    working encoding (the input upscaled with Lanczos for a super-resolution model); 1 = the model's output,
+    0 = the input unchanged (the network is not run).
     """
 
     name: str
@@ -56,6 +59,7 @@ class ModelOptions(_Strict):
     hdr: Literal["auto", "log", "clip"] = "auto"
     compile: bool = False
     threads: Union[int, Literal["auto"]] = "auto"
+    blend: float = Field(1.0, ge=0.0, le=1.0)
 
     vgg19: str | None = None  # ImageNet VGG19 weights (path) for models whose descriptor declares a VGG19 side input
 
@@ -84,6 +88,29 @@ class ModelOptions(_Strict):
             if parse_bytes(self.memory) <= 0:
                 raise ValueError("memory must be positive")
         return self
+
+
+def blend_with_input(y: np.ndarray | None, x: np.ndarray, scale: int, blend: float) -> np.ndarray:
+    """``blend * y + (1 - blend) * x`` in the model's working encoding (the ``blend`` option).
+
+    Args:
+        y: Model output, float32 ``(scale*H, scale*W, C)``; None when ``blend`` is 0 (the model was not run).
+        x: Model input, float32 ``(H, W, C)`` in the same encoding; upscaled with Lanczos when ``scale > 1``.
+        scale: Output/input size ratio of the model.
+        blend: Weight of the model output in [0, 1].
+
+    Returns:
+        float32 ``(scale*H, scale*W, C)``.
+    """
+    if scale > 1:
+        h, w = x.shape[:2]
+        up = cv2.resize(x, (w * scale, h * scale), interpolation=cv2.INTER_LANCZOS4)
+        x = (up[:, :, None] if up.ndim == 2 else up).astype(np.float32)
+    if y is None:
+        return np.ascontiguousarray(x, dtype=np.float32)
+    if y.shape != x.shape:  # a model with other output channels: nothing to mix with
+        raise RestoreError(f"blend needs the model's output channels ({y.shape[2]}) to equal its input's ({x.shape[2]})")
+    return (blend * y + (1.0 - blend) * x).astype(np.float32)
 
 
 @register_step("model", options=ModelOptions, model_option="name", order=20)
@@ -155,9 +182,12 @@ class ModelStage(Stage):
     def __call__(self, image: Image, ctx: Context) -> Image:
         self.prepare()
         px, back, enc = self._encode(image)
-        y = self._run(px, ctx)
-        if self.model.info.output_range != "unbounded":
+        blend = float(self.opts.blend)
+        y = self._run(px, ctx) if blend > 0 else None
+        if y is not None and self.model.info.output_range != "unbounded":
             y = np.clip(y, 0.0, 1.0)
+        if blend < 1:
+            y = blend_with_input(y, px, self.model.scale, blend)
         y = back(y)
         if image.alpha is not None:
             s = self.model.scale
