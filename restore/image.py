@@ -8,7 +8,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-__all__ = ["Encoding", "Metadata", "Image", "LINEAR_REC709", "SRGB", "CAMERA_LINEAR"]
+__all__ = ["Encoding", "Metadata", "Image", "LINEAR_REC709", "SRGB", "CAMERA_LINEAR", "CFA_MOSAIC"]
 
 Transfer = Literal["linear", "srgb"]
 Primaries = Literal["rec709", "rec2020", "ap0", "ap1", "camera", "xyz"]
@@ -28,19 +28,30 @@ class Encoding:
             matrix), ``"xyz"`` (CIE 1931 XYZ).
         referred: ``"scene"`` (values relate to scene radiance, may exceed 1)
             or ``"display"`` (bounded to [0, 1] for a display).
+        cfa: True for an undemosaiced colour-filter-array mosaic (one sample
+            per pixel, ``(H, W, 1)``, the colour given by ``meta.cfa_pattern``):
+            :data:`CFA_MOSAIC`, read by :func:`restore.io.raw.read_mosaic`.
+            Such pixels are not RGB; colour conversions do not apply.
     """
 
     transfer: Transfer = "srgb"
     primaries: Primaries = "rec709"
     referred: Referred = "display"
+    cfa: bool = False
 
     def __str__(self) -> str:
-        return f"{self.transfer}/{self.primaries}/{self.referred}-referred"
+        return f"{self.transfer}/{self.primaries}/{self.referred}-referred" + ("/cfa" if self.cfa else "")
+
+    def __repr__(self) -> str:  # ``cfa`` only when set: the RGB encodings read as they always did
+        cfa = ", cfa=True" if self.cfa else ""
+        return f"Encoding(transfer={self.transfer!r}, primaries={self.primaries!r}, referred={self.referred!r}{cfa})"
 
 
 SRGB = Encoding("srgb", "rec709", "display")
 LINEAR_REC709 = Encoding("linear", "rec709", "scene")
 CAMERA_LINEAR = Encoding("linear", "camera", "scene")
+#: A raw CFA mosaic: linear camera-native samples, 0 = black level, 1 = white level (see :class:`Encoding`).
+CFA_MOSAIC = Encoding("linear", "camera", "scene", cfa=True)
 
 
 @dataclass
@@ -68,6 +79,9 @@ class Metadata:
             header) to copy into outputs that can hold it.
         icc_profile: Embedded ICC profile bytes.
         extra: Anything else (EXR header attributes, RAW colour matrices...).
+        noise_profile: Poisson-Gaussian noise model in normalised raw units, a
+            :class:`restore.noise.NoiseProfile` (RAW inputs: the pipeline's
+            ``develop: {noise: ...}``, or estimated when a stage needs it).
     """
 
     source: Path | None = None
@@ -86,6 +100,7 @@ class Metadata:
     exif: bytes | None = None
     icc_profile: bytes | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    noise_profile: Any = None
 
     def summary(self) -> dict[str, Any]:
         """Printable fields as plain Python values (numbers, strings, lists, dicts; bytes as their length),

@@ -41,15 +41,15 @@ ALL = [
 SIGNATURES = {
     "Image": "(pixels: 'np.ndarray', encoding: 'Encoding' = Encoding(transfer='srgb', primaries='rec709', "
              "referred='display'), meta: 'Metadata' = <factory>) -> None",
-    "Encoding": "(transfer: 'Transfer' = 'srgb', primaries: 'Primaries' = 'rec709', referred: 'Referred' = 'display') -> None",
+    "Encoding": "(transfer: 'Transfer' = 'srgb', primaries: 'Primaries' = 'rec709', referred: 'Referred' = 'display', cfa: 'bool' = False) -> None",
     "Metadata": "(source: 'Path | None' = None, source_format: 'str | None' = None, bit_depth: 'int | None' = None, "
                 "exposure_time_s: 'float | None' = None, iso: 'float | None' = None, f_number: 'float | None' = None, "
                 "make: 'str | None' = None, model: 'str | None' = None, capture_time: 'str | None' = None, "
                 "cfa_pattern: 'str | None' = None, black_level: 'list[float] | None' = None, "
                 "white_level: 'float | None' = None, white_balance: 'list[float] | None' = None, "
-                "exif: 'bytes | None' = None, icc_profile: 'bytes | None' = None, extra: 'dict[str, Any]' = <factory>) -> None",
+                "exif: 'bytes | None' = None, icc_profile: 'bytes | None' = None, extra: 'dict[str, Any]' = <factory>, noise_profile: 'Any' = None) -> None",
     "RawOptions": "(white_balance: 'WhiteBalance | Sequence[float]' = 'auto', demosaic: 'str' = 'ahd', "
-                  "output: \"Literal['linear-rec709', 'camera']\" = 'linear-rec709', half_size: 'bool' = False) -> None",
+                  "output: \"Literal['linear-rec709', 'camera', 'cfa']\" = 'linear-rec709', half_size: 'bool' = False) -> None",
     "read": "(path: 'str | Path', raw: 'RawOptions | None' = None) -> 'Image'",
     "write": "(image: 'Image', path: 'str | Path', *, bit_depth: 'int | None' = None, dtype: 'str' = 'half', "
              "compression: 'str | None' = None, quality: 'int' = 95) -> 'Path'",

@@ -84,7 +84,8 @@ def pipeline_for(step: str, field: str, value, inputs) -> tuple[dict, list[Path]
     times = str(b / "times.csv")
     bracket_input = {"group": {"by": "all"}, "exposure_times": times}
     if step == "develop":
-        return {"version": 1, "steps": [{"develop": {field: value}}, {"write": {"path": "{stem}.exr"}}]}, [DNG]
+        out = "{stem}.dng" if (field, value) == ("output", "cfa") else "{stem}.exr"  # a mosaic is written as a CFA DNG
+        return {"version": 1, "steps": [{"develop": {field: value}}, {"write": {"path": out}}]}, [DNG]
     if step == "model":
         return {"version": 1, "steps": [{"model": {"name": str(inputs["model"]), "tile": 32, field: value}},
                                         {"write": {"path": "{stem}.png"}}]}, [png]

@@ -1,12 +1,13 @@
 """Reading and writing images: RAW (rawpy), PNG/TIFF/JPEG (OpenCV, Pillow, tifffile), EXR (OpenEXR),
-Radiance HDR (OpenCV).
+Radiance HDR (OpenCV); DNG written through tifffile (:mod:`restore.io.dng`).
 
 ``read`` takes files whose suffix a reader knows and picks the reader from
 the content (:mod:`restore.io.sniff`): a PNG named ``.jpg`` is read as the
 PNG it is; text, unknown bytes or camera RAW under a display suffix get a
 one-line reason.  ``write`` picks the format from the output suffix,
 converts the colour encoding the format needs (EXR, HDR: linear;
-PNG/JPEG/8-16-bit TIFF: sRGB-encoded, display-referred) and writes
+PNG/JPEG/8-16-bit TIFF: sRGB-encoded, display-referred; DNG: a CFA mosaic as
+it is, RGB as linear) and writes
 atomically (temporary file in the output folder, fsync, rename).
 """
 
@@ -18,9 +19,10 @@ from ..color import convert
 from ..errors import InputError, OutputError
 from ..image import SRGB, Encoding, Image
 from .atomic import TMP_MARK, atomic_path
+from .dng import DNG_BIT_DEPTHS, encode_dng
 from .exr import EXR_COMPRESSIONS, read_exr, write_exr
 from .ldr import LDR_READ_SUFFIXES, read_ldr, write_jpeg, write_png
-from .raw import RAW_SUFFIXES, RawOptions, read_raw
+from .raw import RAW_SUFFIXES, RawOptions, read_mosaic, read_raw
 from .paths import not_regular
 from .radiance import read_radiance, write_radiance
 from .sniff import mismatch, sniff
@@ -28,6 +30,7 @@ from .tiff import TIFF_COMPRESSIONS, write_tiff
 
 __all__ = [
     "read",
+    "read_mosaic",
     "write",
     "RawOptions",
     "READ_SUFFIXES",
@@ -49,6 +52,7 @@ FORMAT_OPTIONS: dict[str, dict[str, tuple]] = {
     ".tif": {"bit_depth": (8, 16, 32), "compression": TIFF_COMPRESSIONS},
     ".exr": {"dtype": ("half", "float"), "compression": EXR_COMPRESSIONS},
     ".hdr": {},
+    ".dng": {"bit_depth": DNG_BIT_DEPTHS},
 }
 FORMAT_OPTIONS[".jpeg"], FORMAT_OPTIONS[".tiff"] = FORMAT_OPTIONS[".jpg"], FORMAT_OPTIONS[".tif"]
 WRITE_SUFFIXES = set(FORMAT_OPTIONS)
@@ -144,9 +148,10 @@ def write(
     Args:
         image: The image; converted as the format needs.
         path: Destination.  Written atomically; parent folders are created.
-        bit_depth: PNG 8/16, TIFF 8/16/32 (32 = float, linear values kept).
-            Default: the source's bit depth (16-bit stays 16-bit), else 8
-            (TIFF: 16).
+        bit_depth: PNG 8/16, TIFF 8/16/32 (32 = float, linear values kept),
+            DNG 16/32 (32 = float LinearRaw).  Default: the source's bit depth
+            (16-bit stays 16-bit), else 8 (TIFF: 16; DNG: 16, or 32 for RGB
+            values above 1).
         dtype: EXR sample type, ``"half"`` or ``"float"``.
         compression: EXR compression (default ``"zip"``), TIFF compression
             (default ``"zlib"``) or PNG zlib level as a string ``"0"``-``"9"``.
@@ -155,8 +160,13 @@ def write(
     Returns:
         The final path.
 
+    A CFA mosaic (:data:`~restore.image.CFA_MOSAIC`) can only be written as
+    ``.dng`` (a CFA DNG); an RGB image becomes a LinearRaw DNG there
+    (:func:`restore.io.dng.write_dng`).
+
     Raises:
-        OutputError: unsupported suffix or options.
+        OutputError: unsupported suffix or options, a CFA mosaic to a format
+            other than DNG, an image a DNG cannot hold.
         ValueError: scene-referred values above 1 written to a display format
             (tone map first).
     """
@@ -169,6 +179,13 @@ def write(
     problems = write_option_problems(suffix, given)
     if problems:
         raise OutputError(path, "; ".join(problems))
+    if suffix == ".dng":
+        dng = encode_dng(image, path, bit_depth)  # refusals before any file exists
+        with atomic_path(path) as tmp:
+            dng.save(tmp)
+        return path
+    if image.encoding.cfa:
+        raise OutputError(path, f"a CFA mosaic can only be written as .dng, not {suffix}; develop it first")
     src_depth = image.meta.bit_depth if image.meta.bit_depth in (8, 16) else None
     if suffix in (".exr", ".hdr"):
         if image.encoding.primaries == "camera":

@@ -18,11 +18,11 @@ from typing import Literal, Sequence
 import numpy as np
 
 from ..errors import InputError
-from ..image import CAMERA_LINEAR, LINEAR_REC709, Image, Metadata
+from ..image import CAMERA_LINEAR, CFA_MOSAIC, LINEAR_REC709, Image, Metadata
 from .limits import check_size
 from .paths import native_path
 
-__all__ = ["RawOptions", "read_raw", "raw_metadata", "RAW_SUFFIXES"]
+__all__ = ["RawOptions", "read_raw", "read_mosaic", "raw_metadata", "RAW_SUFFIXES", "DNG_COLOR_TAGS"]
 
 RAW_SUFFIXES = {
     ".dng", ".nef", ".nrw", ".cr2", ".cr3", ".crw", ".arw", ".srf", ".sr2", ".raf", ".orf", ".rw2", ".pef",
@@ -49,15 +49,18 @@ class RawOptions:
             ``demosaicnet``) on the black-subtracted, white-balanced,
             clipped mosaic, followed by LibRaw's own camera-to-Rec.709 matrix
             (everything else as for the LibRaw algorithms).
-        output: ``"linear-rec709"`` (camera matrix applied) or ``"camera"``
-            (camera-native RGB, matrix not applied).
+        output: ``"linear-rec709"`` (camera matrix applied), ``"camera"``
+            (camera-native RGB, matrix not applied) or ``"cfa"``: no
+            development at all, the visible mosaic as :func:`read_mosaic`
+            gives it (``white_balance``, ``demosaic`` and ``half_size`` do
+            not apply).
         half_size: Take one pixel per 2x2 CFA block instead of demosaicing
             (takes precedence over ``demosaic``).
     """
 
     white_balance: WhiteBalance | Sequence[float] = "auto"
     demosaic: str = "ahd"
-    output: Literal["linear-rec709", "camera"] = "linear-rec709"
+    output: Literal["linear-rec709", "camera", "cfa"] = "linear-rec709"
     half_size: bool = False
 
 
@@ -101,6 +104,9 @@ def raw_metadata(raw, path: Path) -> Metadata:
     meta.extra["daylight_whitebalance"] = [float(v) for v in raw.daylight_whitebalance]
     meta.extra["rgb_xyz_matrix"] = np.asarray(raw.rgb_xyz_matrix).tolist()
     meta.extra["raw_type"] = str(raw.raw_type)
+    dng = _dng_tags(path)
+    if dng:
+        meta.extra["dng_tags"] = dng
     return meta
 
 
@@ -167,6 +173,41 @@ def read_raw(path: str | Path, options: RawOptions = RawOptions()) -> Image:
         InputError: unreadable/unsupported file, or an impossible white
             balance request.
     """
+    return _open(path, lambda raw, p: _mosaic(raw, p) if options.output == "cfa" else _develop(raw, p, options))
+
+
+def read_mosaic(path: str | Path) -> Image:
+    """Read a RAW file's visible CFA mosaic without developing it (no demosaic, white balance or matrix).
+
+    The same as ``read_raw(path, RawOptions(output="cfa"))`` and the ``develop: {output: cfa}`` step;
+    :func:`restore.io.dng.write_dng` writes such an image back to a CFA DNG, exactly.
+
+    Args:
+        path: Any Bayer or X-Trans file LibRaw reads.
+
+    Returns:
+        :class:`Image` float32 ``(H, W, 1)`` (LibRaw's ``raw_image_visible``, not rotated), encoding
+        :data:`~restore.image.CFA_MOSAIC`: ``(DN - black) / (white - black)`` with each pixel's own
+        per-CFA-cell black level, so 0 = black, 1 = white level; values below black stay negative, so
+        the DN round-trip exactly.  Metadata: ``cfa_pattern`` (R/G/B letters of the repeating tile, row
+        by row: 4 = Bayer, 36 = X-Trans), ``black_level`` (LibRaw's per colour index R, G, B, G2),
+        ``white_level``, ``white_balance`` (as-shot, R, G, B, G2), exposure, ISO, aperture, capture time,
+        make/model; ``extra``: ``cfa_colors`` (LibRaw colour index 0-3 per tile cell, row by row: it
+        tells the two greens apart), ``orientation`` (TIFF Orientation 1-8 to display the mosaic),
+        ``rgb_xyz_matrix`` (LibRaw's XYZ -> camera, D65; zeros when unknown), where that is zero for a
+        non-DNG file ``camera_to_rec709`` (the 3x3 camera -> linear Rec.709 matrix LibRaw applies
+        anyway, recovered from two half-size developments) and, for a DNG source, ``dng_tags`` (its
+        colour tags, :data:`DNG_COLOR_TAGS`, as stored).
+
+    Raises:
+        InputError: unreadable file, or data that is not a 2x2 or 6x6 R/G/B mosaic (Foveon, sRAW,
+            linear DNG, CMYG sensors).
+    """
+    return _open(Path(path), _mosaic)
+
+
+def _open(path: Path, body) -> Image:
+    """Open ``path`` with LibRaw and run ``body(raw, path)``; LibRaw's failures as one-line InputErrors."""
     import rawpy
 
     path = Path(path)
@@ -178,12 +219,75 @@ def read_raw(path: str | Path, options: RawOptions = RawOptions()) -> Image:
         except (rawpy.LibRawError, OSError, ValueError) as e:
             raise InputError(path, f"not a RAW file LibRaw can read ({type(e).__name__})") from None
         try:
-            return _develop(raw, path, options)
+            return body(raw, path)
         except rawpy.LibRawError as e:  # the header parsed but the data is truncated or corrupt (unpack fails)
             raise InputError(path, f"truncated or corrupt RAW data ({type(e).__name__})") from None
 
 
+#: DNG colour tags a CFA read of a DNG keeps (``meta.extra["dng_tags"]``) and a DNG write copies:
+#: UniqueCameraModel, ColorMatrix1/2, CameraCalibration1/2, AnalogBalance, BaselineExposure,
+#: CalibrationIlluminant1/2, ForwardMatrix1/2.
+DNG_COLOR_TAGS = (50708, 50721, 50722, 50723, 50724, 50727, 50730, 50778, 50779, 50964, 50965)
+
+#: LibRaw ``sizes.flip`` -> TIFF Orientation.
+_FLIP_TO_ORIENTATION = {0: 1, 1: 2, 2: 4, 3: 3, 4: 5, 5: 8, 6: 6, 7: 7}
+
+
+def _dng_tags(path: Path) -> dict[int, tuple]:
+    """The colour tags of a DNG's first IFD as ``{code: (tifffile dtype, count, value)}`` (empty if none)."""
+    try:
+        import tifffile
+
+        with tifffile.TiffFile(path) as tf:
+            tags = tf.pages[0].tags
+            if 50706 not in tags:  # DNGVersion: not a DNG
+                return {}
+            out = {}
+            for code in DNG_COLOR_TAGS:
+                t = tags.get(code)
+                if t is not None:
+                    out[code] = (int(t.dtype), int(t.count), t.value)
+            return out
+    except Exception:
+        return {}
+
+
+def _mosaic(raw, path: Path) -> Image:
+    """The visible mosaic of an opened ``rawpy.RawPy`` as a CFA :class:`Image` (see :func:`read_mosaic`)."""
+    import rawpy
+
+    with raw:
+        s = raw.sizes
+        check_size(path, int(s.width), int(s.height))
+        meta = raw_metadata(raw, path)
+        if raw.raw_type != rawpy.RawType.Flat or raw.raw_pattern is None:
+            raise InputError(path, "not CFA (mosaic) data; this file is already demosaiced (read it developed)")
+        desc = raw.color_desc.decode("ascii", "replace")
+        colors = np.asarray(raw.raw_colors_visible)
+        h, w = colors.shape
+        period = 2 if h >= 4 and w >= 4 and np.array_equal(colors[:2, :2], colors[2:4, 2:4]) else 6
+        tile = colors[:period, :period]
+        if h < period or w < period or not np.array_equal(np.tile(tile, (-(-h // period), -(-w // period)))[:h, :w], colors):
+            raise InputError(path, "the colour filter array does not repeat in 2x2 or 6x6 cells; not supported")
+        letters = [desc[i] if i < len(desc) else "?" for i in tile.ravel()]
+        if any(c not in "RGB" for c in letters):
+            raise InputError(path, f"colour filter array {desc!r} is not R/G/B; not supported")
+        black = np.asarray(raw.black_level_per_channel, np.float64)
+        white = float(raw.white_level)
+        dn = raw.raw_image_visible.astype(np.float64)
+        b = black[colors]
+        mosaic = ((dn - b) / np.maximum(white - b, 1.0)).astype(np.float32)
+        meta.cfa_pattern = "".join(letters)
+        meta.extra["cfa_colors"] = [int(v) for v in tile.ravel()]
+        meta.extra["orientation"] = _FLIP_TO_ORIENTATION.get(int(s.flip), 1)
+        if not _has_matrix(raw) and "dng_tags" not in meta.extra:
+            # LibRaw converts some makes (Kodak) with a matrix it does not expose; its AHD depends on it
+            meta.extra["camera_to_rec709"] = _camera_to_output_matrix(path, {"user_wb": [1.0, 1.0, 1.0, 1.0]}).tolist()
+    return Image(np.ascontiguousarray(mosaic[:, :, None]), CFA_MOSAIC, meta)
+
+
 def _develop(raw, path: Path, options: RawOptions) -> Image:
+    """Develop an opened ``rawpy.RawPy`` with LibRaw (or the learned demosaicker) as :func:`read_raw` says."""
     import rawpy
 
     with raw:
@@ -206,6 +310,8 @@ def _develop(raw, path: Path, options: RawOptions) -> Image:
             highlight_mode=rawpy.HighlightMode.Clip,
         )
         params.update(_wb_params(raw, path, options.white_balance))
+        applied = raw.camera_whitebalance if params.get("use_camera_wb") else params["user_wb"]
+        meta.extra["white_balance_applied"] = [float(v) for v in applied][:3]
         meta.extra["develop"] = {k: str(v) for k, v in params.items()}
         try:
             rgb = raw.postprocess(**params)
@@ -285,6 +391,7 @@ def _develop_learned(raw, path: Path, options: RawOptions, meta: Metadata) -> Im
         raise InputError(path, f"demosaic: learned does not know the CFA pattern {pattern}")
     flip = int(raw.sizes.flip)
     wb_params = _wb_params(raw, path, options.white_balance)
+    meta.extra["white_balance_applied"] = mul[:3].tolist()
     meta.extra["develop"] = {"demosaic": "learned (Gharbi et al. 2016, demosaicnet weights)", "white_balance": mul.tolist(),
                              "cfa": pattern}
     try:  # the network runs where demosaicnet chooses (CUDA when available)

@@ -51,6 +51,9 @@ class Stage:
 
     kind = "stage"
     stack = False
+    #: Whether the stage takes raw CFA mosaics (``Encoding.cfa``, from ``develop: {output: cfa}``); a stage that
+    #: does not is never handed one (resizing or colour-converting a mosaic would silently corrupt it).
+    accepts_cfa = False
 
     def __call__(self, image: Image, ctx: Context) -> Image:  # pragma: no cover - interface
         raise NotImplementedError

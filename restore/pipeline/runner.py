@@ -159,6 +159,10 @@ class Pipeline:
         """
         ctx = ctx or Context()
         for s in self.stages:
+            frames = image if isinstance(image, list) else [image]
+            if not s.accepts_cfa and any(getattr(f.encoding, "cfa", False) for f in frames):
+                raise RestoreError(f"{s.kind} does not take a raw CFA mosaic (develop output: cfa); "
+                                   "develop to RGB first, or write the mosaic to a .dng")
             if isinstance(image, list):
                 image = s(image, ctx) if s.stack else [s(f, ctx) for f in image]
             elif s.stack:

@@ -3,18 +3,31 @@
 from __future__ import annotations
 
 import math
-from typing import Literal, Union
+from dataclasses import replace
+from typing import Literal, Optional, Union
 
-from pydantic import field_validator
+from pydantic import Field, field_validator
 
 from ... import color
+from ...errors import InputError
 from ...image import Encoding, Image
 from ...io import RawOptions
+from ...noise import NoiseProfile
 from ..base import Context, Stage
 from ..options import _Strict
 from ..registry import register_step
 
-__all__ = ["DevelopOptions", "DevelopStage"]
+__all__ = ["NoiseOptions", "DevelopOptions", "DevelopStage"]
+
+
+class NoiseOptions(_Strict):
+    """A Poisson-Gaussian noise model ``var(x) = a * x + b`` given in the pipeline (:mod:`restore.noise`).
+
+    ``x`` is the black-subtracted raw signal normalised to [0, 1] (0 = black level, 1 = white level).
+    """
+
+    a: float = Field(ge=0, allow_inf_nan=False)  # photon-noise gain, normalised units
+    b: float = Field(allow_inf_nan=False)  # signal-independent variance at black, normalised units squared
 
 
 class DevelopOptions(_Strict):
@@ -22,8 +35,9 @@ class DevelopOptions(_Strict):
 
     white_balance: Union[Literal["auto", "camera", "daylight", "gray-world", "none"], list[float]] = "auto"
     demosaic: Literal["ahd", "dcb", "dht", "aahd", "vng", "ppg", "linear", "learned"] = "ahd"
-    output: Literal["linear-rec709", "camera"] = "linear-rec709"
+    output: Literal["linear-rec709", "camera", "cfa"] = "linear-rec709"  # cfa: the RAW's mosaic, undeveloped
     half_size: bool = False
+    noise: Optional[NoiseOptions] = None  # None: estimated from the RAW file when a stage needs it
 
     @field_validator("white_balance")
     @classmethod
@@ -42,6 +56,7 @@ class DevelopStage(Stage):
     """RAW development options (applied by the reader) and, for other inputs, conversion to linear."""
 
     kind = "develop"
+    accepts_cfa = True  # it is what makes the mosaic (output: cfa), passed on as read
 
     def __init__(self, opts: DevelopOptions):
         self.opts = opts
@@ -54,6 +69,22 @@ class DevelopStage(Stage):
         )
 
     def __call__(self, image: Image, ctx: Context) -> Image:
-        if image.meta.source_format == "raw" or self.opts.output == "camera":
+        if image.meta.source_format == "raw":
+            return self._with_noise(image)
+        if self.opts.output == "camera":
             return image
+        if self.opts.output == "cfa":
+            raise InputError(image.meta.source, "develop output: cfa needs a camera RAW input (a mosaic)")
         return color.convert(image, Encoding("linear", "rec709", image.encoding.referred))
+
+    def _with_noise(self, image: Image) -> Image:
+        """A RAW image with the pipeline's noise model recorded in ``meta.noise_profile`` (unchanged without one)."""
+        n = self.opts.noise
+        if n is None:
+            return image
+        m = image.meta
+        span = None
+        if m.white_level is not None and m.black_level:
+            span = float(m.white_level) - sum(m.black_level) / len(m.black_level)
+        profile = NoiseProfile(a=n.a, b=n.b, source="pipeline", scale_dn=span)
+        return replace(image, meta=replace(m, noise_profile=profile))

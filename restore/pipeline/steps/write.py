@@ -141,6 +141,7 @@ class WriteStage(Stage):
     """Write the current image (atomically) under the output folder."""
 
     kind = "write"
+    accepts_cfa = True  # a mosaic goes to .dng (io.write refuses it for other formats, naming the file)
 
     def __init__(self, opts: WriteOptions):
         self.opts = opts
