@@ -26,18 +26,12 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from restore.noise import NoiseProfile, estimate_noise, masked_pixels_noise  # noqa: E402
+from restore.noise import ISO_LEVELS, NoiseProfile, estimate_noise, masked_pixels_noise  # noqa: E402
 
 BLACK, WHITE = 512, 16383
 SPAN = WHITE - BLACK
-#: (label, a, b) in normalised units: a full-frame sensor with ~80 ke- full well at ISO 100 and 2.5-3 e- read noise.
-LEVELS = [
-    ("ISO 800", 1e-4, 1e-7),
-    ("ISO 3200", 4e-4, 1e-6),
-    ("ISO 12800", 1.6e-3, 1.6e-5),
-    ("ISO 51200", 6.4e-3, 2.5e-4),
-    ("read noise only", 0.0, 1e-5),
-]
+#: (label, a, b) in normalised units: the named ISO levels of restore.noise.ISO_LEVELS, and read noise alone.
+LEVELS = [(f"ISO {iso}", a, b) for iso, (a, b) in ISO_LEVELS.items()] + [("read noise only", 0.0, 1e-5)]
 
 
 def images() -> list[Path]:

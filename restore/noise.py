@@ -28,7 +28,17 @@ import numpy as np
 from .errors import InputError
 from .image import Image
 
-__all__ = ["NoiseProfile", "estimate_noise", "masked_pixels_noise", "noise_profile_for"]
+__all__ = ["NoiseProfile", "estimate_noise", "masked_pixels_noise", "noise_profile_for", "ISO_LEVELS"]
+
+#: Named noise levels ``ISO -> (a, b)`` in normalised units (``var = a*x + b``; 0 = black, 1 = white): a
+#: full-frame sensor with ~80 ke- full well at ISO 100 and 2.5-3 e- read noise.  Used by the noise-estimation
+#: benchmark, the denoiser's training data (``data_tools/unprocess.py``) and its evaluation: one place.
+ISO_LEVELS: dict[int, tuple[float, float]] = {
+    800: (1e-4, 1e-7),
+    3200: (4e-4, 1e-6),
+    12800: (1.6e-3, 1.6e-5),
+    51200: (6.4e-3, 2.5e-4),
+}
 
 #: ``b`` is kept >= ``-a * B_FLOOR_LEVEL``: the variance stays non-negative above 0.1 % of white (Foi et al. allow a
 #: slightly negative ``b`` from pedestal offsets and clipping; a more negative one is clamped, ``b_clamped``).
