@@ -69,7 +69,7 @@ class RestorationModel:
         """
         label = options.get("name") or self.name
         for side in self._active_side_inputs():
-            if side.name in self.side_modules:
+            if side.name in self.side_modules or side.from_image is not None:
                 continue
             value = options.get(side.option)
             if not value:
@@ -78,6 +78,22 @@ class RestorationModel:
                 self.side_modules[side.name] = side.load(value)
             except (ValueError, RuntimeError, OSError, TypeError) as e:
                 raise RestoreError(f"{value}: cannot use as {side.what}: {str(e).splitlines()[0]}") from None
+
+    def bind_image(self, image) -> None:
+        """Compute the side inputs the architecture derives from each image (:attr:`SideInput.from_image
+        <restore.models.archs.SideInput.from_image>`: the RAW denoiser's sigma map from the image's noise
+        profile) for the next :meth:`forward_for`.  A no-op for models without such side inputs.
+
+        Raises:
+            RestoreError: (one line) the image lacks what the side input needs.
+        """
+        for side in self._active_side_inputs():
+            if side.from_image is None:
+                continue
+            try:
+                self.side_modules[side.name] = side.from_image(image, self.input_channels)
+            except ValueError as e:
+                raise RestoreError(f"model {self.name!r}: {side.name}: {str(e).splitlines()[0]}") from None
 
     @property
     def compilable(self) -> bool:
@@ -107,7 +123,8 @@ class RestorationModel:
             return module
         side = active[0]
         if side.name not in self.side_modules:
-            raise RestoreError(f"model {self.name!r}: {side.name} not loaded; call prepare() first")
+            first = "bind_image(image)" if side.from_image is not None else "prepare()"
+            raise RestoreError(f"model {self.name!r}: {side.name} not loaded; call {first} first")
         net = self.side_modules[side.name].to(device)
 
         def forward(x: torch.Tensor, _module=module, _net=net, _build=side.build) -> torch.Tensor:

@@ -336,6 +336,18 @@ CASES: tuple[Case, ...] = (
         ModelTiling.SUPPORTED, before=("SwinIR",), params=None,
         calls={"features": lambda m, x: m.forward_features(m.check_image_size(x)), "res": lambda m, x: m.forward_residual(x)},
     ),
+    Case(
+        # restore's own RAW denoiser: no official release, no golden fixture (tests/test_raw_denoise.py)
+        "RawDenoiseUNet", "rawdenoise", "RawDenoiseUNet", (),
+        dict(task="raw-denoise", input_encoding="cfa-packed", output_range="unbounded", whole_image=False, overlap=8,
+             context=40, extra_inputs=("sigma-map",)),
+        ModelTiling.SUPPORTED, rt_input=lambda kw: (1, kw["in_planes"] + kw["sigma_channels"], 16, 24), rt_atol=1e-6,
+        variants=(
+            ("sigma4-depth3", dict(in_planes=4, base=8, depth=3, sigma_channels=4), None),
+            ("sigma1-depth2", dict(in_planes=4, base=6, depth=2, sigma_channels=1), None),
+            ("plain-depth1", dict(in_planes=4, base=4, depth=1, sigma_channels=0), None),
+        ),
+    ),
 )
 
 BY_ARCH = {c.arch: c for c in CASES}
@@ -505,7 +517,8 @@ def test_descriptor(case: Case):
     assert declared()[case.arch] is info
     for k, v in case.info.items():
         assert getattr(info, k) == v, k
-    if case.arch != "RRFormerSwinIR":  # an inspection sub-module, no checkpoint of its own
+    # RRFormerSwinIR: an inspection sub-module, no checkpoint of its own; RawDenoiseUNet: restore's own, not released
+    if case.arch not in ("RRFormerSwinIR", "RawDenoiseUNet"):
         assert info.official is not None and info.official.repo.startswith("https://github.com/") and info.official.checkpoints
     assert not info.cpu_bf16 and not info.attention  # measured / fused only for spandrel's archs so far
     assert info.overlap >= 0 and info.context >= 0 and info.window >= 1

@@ -68,7 +68,7 @@ __all__ = [
 
 M = TypeVar("M", bound=torch.nn.Module)
 
-InputEncoding = Literal["srgb", "linear", "raw-rgb", "hdr-ldr-pair"]
+InputEncoding = Literal["srgb", "linear", "raw-rgb", "hdr-ldr-pair", "cfa-packed"]
 OutputRange = Literal["clamped", "unbounded", "sigmoid"]
 
 
@@ -97,6 +97,13 @@ class SideInput:
         missing: The sentence shown when the option is not set, after
             "model 'NAME' " (e.g. "takes a VGG19 hypercolumn: set ...").
         what: What the weights are, for load errors ("VGG19 weights").
+        from_image: ``(image, input_channels) -> nn.Module`` for a side input
+            computed from each image's metadata rather than loaded from an
+            option (the RAW denoiser's noise-sigma map from the image's noise
+            profile): :meth:`~restore.models.RestorationModel.bind_image` calls
+            it per image, :meth:`~restore.models.RestorationModel.prepare`
+            skips it (``option`` and ``load`` unused).  Raises a one-line
+            ``RestoreError`` (or ``ValueError``) when the image lacks what it needs.
     """
 
     name: str
@@ -107,6 +114,7 @@ class SideInput:
     image_channels: int = 3
     missing: str = ""
     what: str = "weights"
+    from_image: Callable[[Any, int], torch.nn.Module] | None = None
 
 
 @dataclass(frozen=True)
@@ -161,7 +169,11 @@ class ArchInfo:
             display-referred sRGB-encoded values in [0, 1];  ``"linear"``:
             linear values in [0, 1];  ``"raw-rgb"``: camera-space linear RGB
             in [0, 1] (Rawformer);  ``"hdr-ldr-pair"``: per frame 6 channels,
-            ``cat(ldr**gamma / t, ldr)`` as in Kalantari's HDR pipeline.
+            ``cat(ldr**gamma / t, ldr)`` as in Kalantari's HDR pipeline;
+            ``"cfa-packed"``: a Bayer CFA mosaic (``develop: {output: cfa}``,
+            0 = black, 1 = white, unclipped) packed to 4 half-resolution planes
+            R, G1, G2, B (:mod:`restore.models.cfa`); overlap and context are
+            then in packed pixels.
         output_range: ``"clamped"`` - the official test clamps to [0, 1];
             ``"sigmoid"`` - the network already ends in a sigmoid;
             ``"unbounded"`` - linear output, never clamp.

@@ -69,6 +69,8 @@ class DevelopStage(Stage):
         )
 
     def __call__(self, image: Image, ctx: Context) -> Image:
+        if image.encoding.cfa:  # a mosaic from an earlier ``develop: {output: cfa}`` (e.g. denoised since)
+            return self._with_noise(image) if self.opts.output == "cfa" else self._develop_mosaic(image)
         if image.meta.source_format == "raw":
             return self._with_noise(image)
         if self.opts.output == "camera":
@@ -76,6 +78,35 @@ class DevelopStage(Stage):
         if self.opts.output == "cfa":
             raise InputError(image.meta.source, "develop output: cfa needs a camera RAW input (a mosaic)")
         return color.convert(image, Encoding("linear", "rec709", image.encoding.referred))
+
+    def _develop_mosaic(self, image: Image) -> Image:
+        """Develop a CFA mosaic image as the reader develops a RAW file (:func:`restore.io.read_raw`, LibRaw).
+
+        The mosaic goes through a temporary CFA DNG (:func:`restore.io.dng.write_dng`: the source's black and
+        white levels, CFA pattern, white balance and colour matrices; values rounded to whole DN), read back
+        with this step's options, so a denoised mosaic develops exactly like the original file.  The result
+        keeps the original ``meta.source`` and noise profile.
+
+        Raises:
+            InputError: the mosaic cannot be written as a DNG or developed.
+        """
+        import tempfile
+        from pathlib import Path
+
+        from ...io import read_raw
+        from ...io.dng import write_dng
+
+        with tempfile.TemporaryDirectory(prefix="restore-develop-") as tmp:
+            path = Path(tmp) / "mosaic.dng"
+            try:
+                write_dng(image, path)
+                out = read_raw(path, self.raw_options)
+            except InputError as e:  # OutputError included; named after the source, not the temporary file
+                raise InputError(image.meta.source, f"develop: cannot develop the mosaic: {e.problem}") from None
+            except ValueError as e:
+                raise InputError(image.meta.source, f"develop: cannot develop the mosaic: {str(e).splitlines()[0]}") from None
+        meta = replace(out.meta, source=image.meta.source, noise_profile=image.meta.noise_profile)
+        return replace(out, meta=meta)
 
     def _with_noise(self, image: Image) -> Image:
         """A RAW image with the pipeline's noise model recorded in ``meta.noise_profile`` (unchanged without one)."""

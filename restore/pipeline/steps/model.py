@@ -29,7 +29,7 @@ class ModelOptions(_Strict):
     discourages tiling - global attention - run on the whole image when its
     predicted peak memory fits that budget, else in the largest tiles that
     fit, with an overlap of at least 1/8 tile (unless ``tile`` is set
-    explicitly); ``overlap`` in input pixels (default: the architecture's own); ``alpha``: how an alpha channel is upscaled
+    explicitly); ``overlap`` in input pixels (packed pixels for a CFA model; default: the architecture's own); ``alpha``: how an alpha channel is upscaled
     (``resize`` = Lanczos, ``model`` = through the model as grey);
     ``hdr``: how linear values above 1 are encoded around a model trained on
     [0, 1] (``auto`` = the reversible peak-normalised log encoding of
@@ -118,6 +118,9 @@ class ModelStage(Stage):
     """Run a restoration model over the image, tiled (see :mod:`restore.tiling`)."""
 
     kind = "model"
+    #: A raw CFA mosaic goes to models whose input encoding is the packed CFA (``cfa-packed``,
+    #: :mod:`restore.models.cfa`); other models refuse it in :meth:`_encode`.
+    accepts_cfa = True
 
     def __init__(self, opts: ModelOptions):
         self.opts = opts
@@ -154,6 +157,8 @@ class ModelStage(Stage):
         want = self.model.info.input_encoding
         enc = image.encoding
         px = image.color
+        if want == "cfa-packed" or enc.cfa:
+            return self._encode_cfa(image, want)
         if want == "raw-rgb":
             if enc.transfer != "linear":
                 raise RestoreError(f"model {self.opts.name!r} takes linear camera RGB; develop the RAW with output: camera")
@@ -175,6 +180,20 @@ class ModelStage(Stage):
             return color.hdr_encode(px, peak), lambda y: color.hdr_decode(y, peak), enc
         return color.linear_to_srgb(np.clip(px, 0, 1)), color.srgb_to_linear, enc
 
+    def _encode_cfa(self, image: Image, want: str) -> tuple[np.ndarray, Callable[[np.ndarray], np.ndarray], Encoding]:
+        """A CFA mosaic packed to planes for a packed-CFA model (tiles, overlap and blend in packed pixels);
+        a one-line refusal for a mosaic to an RGB model or RGB to a CFA model."""
+        name = self.opts.name
+        if not image.encoding.cfa:
+            raise RestoreError(f"model {name!r} takes a raw CFA mosaic, not {image.encoding} RGB: "
+                               "start the pipeline with develop: {output: cfa}")
+        if want != "cfa-packed":
+            raise RestoreError(f"model {name!r} takes RGB ({want}), not a raw CFA mosaic: develop to RGB first")
+        from ...models.cfa import encode_for_model
+
+        planes, back = encode_for_model(image, name)
+        return planes, back, image.encoding
+
     def _run(self, hwc: np.ndarray, ctx: Context) -> np.ndarray:
         """The model over model-space pixels ``(H, W, C)`` (:func:`restore.pipeline.model_run.run_model`)."""
         return run_model(self.model, hwc, self.run_options, ctx=ctx, state=self.run_state, label=self.opts.name)
@@ -183,6 +202,8 @@ class ModelStage(Stage):
         self.prepare()
         px, back, enc = self._encode(image)
         blend = float(self.opts.blend)
+        if blend > 0:
+            self.model.bind_image(image)  # side inputs computed from the image (a noise profile), if any
         y = self._run(px, ctx) if blend > 0 else None
         if y is not None and self.model.info.output_range != "unbounded":
             y = np.clip(y, 0.0, 1.0)
