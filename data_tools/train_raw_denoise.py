@@ -1,0 +1,213 @@
+#!/usr/bin/env python3
+"""Train the RAW denoiser ``RawDenoiseUNet`` on unprocessed clean images (issue 19).
+
+    python data_tools/train_raw_denoise.py --out runs/raw-denoise --minutes 25 --seed 0 [--resume]
+
+Data (Brooks et al., "Unprocessing Images for Learned Raw Denoising", CVPR 2019; :mod:`data_tools.unprocess`):
+
+* ``2 * --patch`` px sRGB crops of the clean *training* images of ``data_tools/clean_data.py`` (the starters'
+  sources; held-out images and everything under ``../shared`` are never read), random 90-degree rotation / flip;
+* each crop unprocessed with its own random camera (CCM mix, brightening and white-balance gains, Bayer pattern
+  drawn uniformly from RGGB/GRBG/GBRG/BGGR) to a linear mosaic, packed to ``(4, patch, patch)`` R, G1, G2, B;
+* Poisson-Gaussian noise ``var = a*x + b`` (exact: ``a * Poisson(x/a) + N(0, b)``, clipped at white), the level
+  drawn per patch from an equal mix of
+
+  - the paper's ``sample_noise_level``: ``log a ~ U[log 1e-4, log 1.2e-2]``,
+    ``log b = 2.18 log a + 1.20 + N(0, 0.26)``;
+  - the ISO range of ``restore.noise.ISO_LEVELS`` (ISO 100 to ~80000 of a full-frame sensor):
+    ``log a ~ U[log 2.5e-5, log 1.2e-2]``, ``log b = s log a + c + N(0, 0.35)`` with ``(s, c)`` the
+    least-squares line through the four ``ISO_LEVELS`` points (s ~= 1.89, c ~= 1.19), which holds 5-16x more read
+    noise than the paper's line at the same ``a``;
+
+* conditioning: ``sigma_map(noisy, a, b, 4)`` (from the noisy planes, as at inference); input = noisy planes
+  concatenated with it, ``(B, 8, patch, patch)``; target the clean planes; L1 loss on packed planes.
+
+Defaults: packed patch 64 (128 px sRGB crops), batch 8, one thread.  Optimisation: Adam (lr ``--lr``, betas 0.9/0.99), linear warm-up then cosine decay to 2 % over the time budget,
+gradient-norm clip 1.0.  Determinism: ``--threads`` threads, ``torch.manual_seed``, one seeded numpy
+``Generator`` for all sampling, ``torch.use_deterministic_algorithms(True)``; only the late learning rates depend
+on the measured time.  Checkpoints (model, optimiser, step, elapsed time, RNG states) every ``--ckpt-minutes`` in
+``<out>/ckpt.pt``; ``--resume`` continues until the total elapsed training time reaches ``--minutes``.  Loss log
+``<out>/loss.csv``.  At the end the model is written to ``--weights`` (default
+``weights/raw-denoise.safetensors``), fp32, with the recipe in the safetensors metadata ``restore.train``; no
+``restore.hparams`` is needed (``RawDenoiseArch`` infers every constructor argument from the tensor shapes).  The
+MANIFEST recipe line is printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from data_tools import unprocess as up  # noqa: E402
+from data_tools.clean_data import REGISTRIES, load_images  # noqa: E402
+from data_tools.train import augment, lr_factor, random_crop  # noqa: E402
+from restore.noise import ISO_LEVELS  # noqa: E402
+
+#: Constructor kwargs of the shipped model (recorded in ``restore.train``; the loader infers them from shapes).
+MODEL_KWARGS = dict(in_planes=4, base=32, depth=3, sigma_channels=4)
+#: ISO-range sampler: log-uniform ``a`` over this range (ISO ~100 to ~80000 of ``ISO_LEVELS``' sensor).
+ISO_A_RANGE = (2.5e-5, 1.2e-2)
+ISO_B_STD = 0.35  # spread (natural-log sd) of b around the ISO_LEVELS line
+_LA = np.log([a for a, _ in ISO_LEVELS.values()])
+_LB = np.log([b for _, b in ISO_LEVELS.values()])
+ISO_SLOPE, ISO_OFFSET = (float(v) for v in np.polyfit(_LA, _LB, 1))
+PAPER_FRACTION = 0.5  # share of patches whose level comes from the paper's sample_noise_level
+
+
+def sample_level(rng: np.random.Generator) -> tuple[float, float]:
+    """``(a, b)`` from the mixed distribution described in the module docstring."""
+    if rng.random() < PAPER_FRACTION:
+        return up.sample_noise_level(rng)
+    log_a = rng.uniform(np.log(ISO_A_RANGE[0]), np.log(ISO_A_RANGE[1]))
+    log_b = ISO_SLOPE * log_a + ISO_OFFSET + rng.normal(0.0, ISO_B_STD)
+    return float(np.exp(log_a)), float(np.exp(log_b))
+
+
+def make_pair(img: np.ndarray, rng: np.random.Generator, patch: int) -> tuple[np.ndarray, np.ndarray]:
+    """One training pair: input ``(8, patch, patch)`` (noisy planes + sigma map), target ``(4, patch, patch)``."""
+    crop = augment(random_crop(img, 2 * patch, rng), rng)
+    mosaic, meta = up.unprocess(crop, rng, cfa_pattern=None)
+    clean = up.pack_bayer(mosaic, meta["cfa_pattern"])
+    a, b = sample_level(rng)
+    noisy = up.add_noise(clean, a, b, rng)
+    sig = up.sigma_map(noisy, a, b, channels=4)
+    return np.concatenate([noisy, sig]), clean
+
+
+def make_batch(images, rng, batch: int, patch: int):
+    xs, ys = zip(*(make_pair(images[int(rng.integers(len(images)))], rng, patch) for _ in range(batch)))
+    return torch.from_numpy(np.stack(xs)), torch.from_numpy(np.stack(ys))
+
+
+def build_model() -> torch.nn.Module:
+    from restore.models.archs.rawdenoise import RawDenoiseUNet
+
+    return RawDenoiseUNet(**MODEL_KWARGS)
+
+
+def save_weights(model: torch.nn.Module, path: Path, train_meta: dict) -> None:
+    from safetensors.torch import save_file
+
+    sd = {k: v.detach().contiguous().clone() for k, v in model.state_dict().items()}
+    meta = {"restore.task": "raw-denoise", "restore.train": json.dumps(train_meta, sort_keys=True)}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file(sd, str(path), metadata=meta)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", type=Path, required=True, help="run folder (ckpt.pt, loss.csv)")
+    ap.add_argument("--minutes", type=float, default=25.0, help="total training time budget")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--resume", action="store_true")
+    ap.add_argument("--patch", type=int, default=64, help="packed patch size (sRGB crop is twice this)")
+    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--warmup", type=int, default=50)
+    ap.add_argument("--threads", type=int, default=1,
+                    help="torch threads; 1 is steadier than 2 on a CPU shared with other jobs")
+    ap.add_argument("--log-every", type=int, default=10)
+    ap.add_argument("--ckpt-minutes", type=float, default=3.0)
+    ap.add_argument("--weights", type=Path, default=ROOT / "weights" / "raw-denoise.safetensors")
+    ap.add_argument("--images", choices=("all", "pypi"), default="all",
+                    help="clean training images: all (PyPI + Debian packages) or pypi (scikit-image only)")
+    args = ap.parse_args(argv)
+    if args.patch % 8:
+        ap.error("--patch must be a multiple of 8 (three 2x downsamplings)")
+
+    torch.set_num_threads(args.threads)
+    torch.set_flush_denormal(True)  # subnormal activations slow CPU convolutions many-fold
+    torch.use_deterministic_algorithms(True)
+    torch.manual_seed(args.seed)
+    rng = np.random.default_rng(args.seed)
+
+    images = load_images("train", registries=("pypi",) if args.images == "pypi" else REGISTRIES)
+    model = build_model()
+    n_params = sum(p.numel() for p in model.parameters())
+    opt = torch.optim.Adam(model.parameters(), lr=args.lr, betas=(0.9, 0.99))
+    args.out.mkdir(parents=True, exist_ok=True)
+    ckpt_path, log_path = args.out / "ckpt.pt", args.out / "loss.csv"
+    step, elapsed = 0, 0.0
+    if args.resume:
+        if not ckpt_path.is_file():
+            ap.error(f"--resume: no checkpoint {ckpt_path}")
+        ck = torch.load(ckpt_path, weights_only=True)
+        model.load_state_dict(ck["model"])
+        opt.load_state_dict(ck["opt"])
+        step, elapsed = int(ck["step"]), float(ck["elapsed"])
+        rng.bit_generator.state = ck["np_rng"]
+        torch.set_rng_state(ck["torch_rng"])
+        print(f"resumed at step {step}, {elapsed:.0f} s elapsed", flush=True)
+    else:
+        log_path.write_text("step,seconds,loss\n")
+    print(f"{len(images)} training images, {n_params / 1e6:.3f} M parameters, patch {args.patch} (packed), "
+          f"batch {args.batch}; ISO line log b = {ISO_SLOPE:.3f} log a + {ISO_OFFSET:.3f}", flush=True)
+
+    budget = args.minutes * 60.0
+
+    def save_ckpt():
+        torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "step": step, "elapsed": elapsed,
+                    "np_rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state(),
+                    "args": {k: str(v) for k, v in vars(args).items()}}, ckpt_path)
+
+    model.train()
+    t0 = time.perf_counter() - elapsed
+    last_ckpt = time.perf_counter()
+    acc, n_acc = 0.0, 0
+    with log_path.open("a", newline="") as logf:
+        writer = csv.writer(logf)
+        while True:
+            elapsed = time.perf_counter() - t0
+            if elapsed >= budget:
+                break
+            for g in opt.param_groups:
+                g["lr"] = args.lr * lr_factor(step, elapsed / budget, args.warmup)
+            x, y = make_batch(images, rng, args.batch, args.patch)
+            loss = torch.nn.functional.l1_loss(model(x), y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+            step += 1
+            acc += float(loss.detach())
+            n_acc += 1
+            if step % args.log_every == 0:
+                elapsed = time.perf_counter() - t0
+                writer.writerow([step, f"{elapsed:.1f}", f"{acc / n_acc:.6f}"])
+                logf.flush()
+                if step % (args.log_every * 10) == 0:
+                    print(f"step {step} {elapsed:.0f}s loss {acc / n_acc:.5f} lr {opt.param_groups[0]['lr']:.2e}",
+                          flush=True)
+                acc, n_acc = 0.0, 0
+            if time.perf_counter() - last_ckpt > args.ckpt_minutes * 60:
+                elapsed = time.perf_counter() - t0
+                save_ckpt()
+                last_ckpt = time.perf_counter()
+    elapsed = time.perf_counter() - t0
+    save_ckpt()
+    model.eval()
+    train_meta = {"steps": step, "seconds": round(elapsed), "seed": args.seed, "patch": args.patch,
+                  "batch": args.batch, "lr": args.lr, "images": args.images, "paper_fraction": PAPER_FRACTION,
+                  "iso_a_range": list(ISO_A_RANGE), "iso_line": [round(ISO_SLOPE, 4), round(ISO_OFFSET, 4)],
+                  "iso_b_std": ISO_B_STD, "model": MODEL_KWARGS}
+    save_weights(model, args.weights, train_meta)
+    print(f"done: {step} steps in {elapsed:.0f} s; wrote {args.weights} ({args.weights.stat().st_size / 1e6:.2f} MB)",
+          flush=True)
+    print(f"recipe: python data_tools/train_raw_denoise.py --out {args.out} --minutes {args.minutes:g} --seed {args.seed}"
+          f" --patch {args.patch} --batch {args.batch} --lr {args.lr:g} --threads {args.threads}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
