@@ -172,7 +172,9 @@ def test_a_slow_item_that_makes_progress_is_not_killed_a_stalled_one_is(tmp_path
         f"version: 1\nname: slow\nsteps:\n  - model: {{name: {w}, tile: 64, overlap: 8, precision: fp32, threads: 1}}\n"
         "  - write: {path: '{stem}_s.png'}\n")
     d = tmp_path / "in"
-    png(d / "big.png", 1, (704, 704))  # ~150 tiles of 0.03-0.1 s each: several times the limit in total
+    # ~600 tiles of 0.01-0.1 s each: several times the 1 s limit in total, also on a fast idle CPU (704 px took
+    # 1.6 s on an idle AMD EPYC Zen 4: too quick to show anything)
+    png(d / "big.png", 1, (1408, 1408))
     r = cli("run", tmp_path / "p.yaml", d, "-o", tmp_path / "out", "--timeout", "1")
     assert r.returncode == 0, r.stdout + r.stderr
     took = float(r.stdout.split("done     ")[1].split("(")[1].split(" s)")[0])
