@@ -259,7 +259,7 @@ def main(argv=None) -> int:
             lv[space]["ours_minus_noisy_worst"] = round(min(r[space]["ours"] - r[space]["noisy"] for r in rs), 3)
         levels[str(iso)] = lv
 
-    print(f"\nnoise levels (var = a*x + b):  " + ", ".join(f"ISO {k}: a={v[0]:g} b={v[1]:g}" for k, v in ISO_LEVELS.items()))
+    print("\nnoise levels (var = a*x + b):  " + ", ".join(f"ISO {k}: a={v[0]:g} b={v[1]:g}" for k, v in ISO_LEVELS.items()))
     for space, unit in (("raw", "linear raw, peak 1"), ("srgb", "developed sRGB 8-bit, peak 255")):
         print(f"\nPSNR dB, {unit}: mean / worst image")
         print(f"{'ISO':>6} | {'noisy':>13} | {'NLM':>13} | {'ours':>13} | {'BM3D (subset)':>13} | {'ours (subset)':>13}")

@@ -345,42 +345,19 @@ def masked_pixels_noise(raw) -> float | None:
     return (_MAD * mad / span) ** 2
 
 
-def _raw_mosaic(raw, path: Path) -> tuple[np.ndarray, str, float]:
-    """Normalised mosaic (0 = black, 1 = white), CFA pattern string, ``white - black`` in DN."""
-    import rawpy
-
-    if raw.raw_type != rawpy.RawType.Flat or raw.raw_pattern is None:
-        raise InputError(path, "noise profile: the file holds no CFA mosaic (already demosaiced)")
-    colors = np.asarray(raw.raw_colors_visible)
-    black = np.asarray(raw.black_level_per_channel, np.float32)
-    white = float(raw.white_level)
-    span = np.maximum(white - black, 1.0).astype(np.float32)
-    mosaic = (raw.raw_image_visible.astype(np.float32) - black[colors]) / span[colors]
-    desc = raw.color_desc.decode("ascii", "replace")
-    pattern = "".join(desc[i] for i in np.asarray(raw.raw_pattern).ravel())
-    return mosaic, pattern, float(white - black.mean())
-
-
 def _from_file(path: Path, clip: float) -> NoiseProfile:
-    import rawpy
+    """Open the RAW once through the reader's own LibRaw path (same mosaic, same one-line errors)."""
+    from .io.raw import _mosaic, _open
 
-    from .io.paths import native_path
+    def body(raw, p):
+        image = _mosaic(raw, p)  # normalised per CFA cell: 0 = black, 1 = white
+        return image, masked_pixels_noise(raw)
 
-    if not path.is_file():
-        raise InputError(path, "file not found")
-    with native_path(path) as native:
-        try:
-            raw = rawpy.imread(native)
-        except (rawpy.LibRawError, OSError, ValueError) as e:
-            raise InputError(path, f"not a RAW file LibRaw can read ({type(e).__name__})") from None
-        with raw:
-            try:
-                mosaic, pattern, span = _raw_mosaic(raw, path)
-                b = masked_pixels_noise(raw)
-            except rawpy.LibRawError as e:
-                raise InputError(path, f"truncated or corrupt RAW data ({type(e).__name__})") from None
+    image, b = _open(path, body)
+    meta = image.meta
+    span = float(meta.white_level - np.mean(meta.black_level))
     try:
-        return estimate_noise(mosaic, pattern, clip=clip, b=b, scale_dn=span)
+        return estimate_noise(image.pixels[:, :, 0], meta.cfa_pattern, clip=clip, b=b, scale_dn=span)
     except ValueError as e:
         raise InputError(path, f"noise profile: {e}") from None
 
