@@ -50,24 +50,29 @@ def esrgan_tile_loop(forward, image: torch.Tensor, scale: int, tile: int, tile_p
     return out
 
 
-def synthetic_image(width: int, height: int, seed: int = 0) -> np.ndarray:
-    """Smooth colour waves plus Gaussian noise (sigma 0.05): float32 ``(H, W, 3)`` in [0, 1].
+def synthetic_image(width: int, height: int, seed: int = 0, channels: int = 3) -> np.ndarray:
+    """Smooth colour waves plus Gaussian noise (sigma 0.05): float32 ``(H, W, channels)`` in [0, 1].
 
     Built row band by row band in float32, so the only large allocation is the
     image itself (the peak-RSS figures then measure the inference, not this).
+    Channels past the third repeat the three waves (the packed Bayer planes of a CFA model).
     """
     rng = np.random.default_rng(seed)
-    img = np.empty((height, width, 3), np.float32)
+    img = np.empty((height, width, channels), np.float32)
     x = np.arange(width, dtype=np.float32)[None, :]
     for y0 in range(0, height, 256):
         y = np.arange(y0, min(height, y0 + 256), dtype=np.float32)[:, None]
         band = img[y0 : y0 + y.shape[0]]
-        band[..., 0] = 0.5 + 0.3 * np.sin(x / 9)
-        band[..., 1] = 0.5 + 0.3 * np.cos(y / 7)
-        band[..., 2] = 0.5 + 0.2 * np.sin((x + y) / 13)
+        for c in range(channels):
+            band[..., c] = (0.5 + 0.3 * np.sin(x / 9), 0.5 + 0.3 * np.cos(y / 7), 0.5 + 0.2 * np.sin((x + y) / 13))[c % 3]
         band += 0.05 * rng.standard_normal(band.shape, dtype=np.float32)
         np.clip(band, 0, 1, out=band)
     return img
+
+
+#: The noise profile a benchmark binds to models whose side input is computed from the image's noise profile
+#: (the RAW denoiser's sigma map): ISO 3200 of :data:`restore.noise.ISO_LEVELS`.
+BENCH_ISO = 3200
 
 
 def bench_method(model_name: str, method: str, width: int, height: int, tile: int, overlap: int, repeat: int, precision: str, device: str) -> dict:
@@ -88,9 +93,14 @@ def _bench_method(m, method: str, width: int, height: int, tile: int, overlap: i
     from .pipeline.model_run import RunOptions, device_and_dtype, run_model
 
     run = RunOptions(tile=0 if method == "whole" else tile, overlap=overlap, precision=precision, device=device)
+    from .image import SRGB, Image, Metadata
+    from .noise import ISO_LEVELS, NoiseProfile
+
+    img = synthetic_image(width, height, channels=m.tile_input_channels)
+    a, b = ISO_LEVELS[BENCH_ISO]  # side inputs computed from the image (noise profile / level), as the model step does
+    m.bind_image(Image(img, SRGB, Metadata(noise_profile=NoiseProfile(a=a, b=b, source="pipeline"))), img, {})
     dev, dtype = device_and_dtype(m, run)
     forward = m.forward_for(dev)
-    img = synthetic_image(width, height)
     best = float("inf")
     for _ in range(repeat):
         if dev.type == "cuda":

@@ -361,7 +361,8 @@ def info(files: tuple[Path, ...], as_json: bool) -> None:
     """Show size, colour encoding and metadata of image files as the reader sees them.
 
     For RAW files also the Poisson-Gaussian noise model var(x) = a x + b (x = black-subtracted raw normalised to
-    0 = black, 1 = white; a, b also in DN), sigma at 1, 10 and 50 % of white, and where it comes from.
+    0 = black, 1 = white; a, b also in DN), sigma at 1, 10 and 50 % of white, and where it comes from; for
+    sRGB-encoded images the noise level the RGB denoiser would use (restore.noise.estimate_sigma).
     """
     import numpy as np
     from rich.markup import escape
@@ -389,6 +390,12 @@ def info(files: tuple[Path, ...], as_json: bool) -> None:
         }
         if im.meta.source_format == "raw":
             d["noise"] = _noise_summary(f, as_json)
+        elif im.encoding.transfer == "srgb" and min(im.height, im.width) >= 2:
+            from .noise import estimate_sigma
+
+            sigma = estimate_sigma(im.color)
+            d["noise"] = ({"sigma": round(sigma, 6), "sigma_8bit": round(sigma * 255, 3)} if as_json else
+                          f"sigma {sigma:.5f} ({sigma * 255:.2f}/255), wavelet estimate; the RGB denoiser's level")
         out.append(d)
     if as_json:
         click.echo(json.dumps(out, indent=2, default=str))

@@ -28,7 +28,8 @@ import numpy as np
 from .errors import InputError
 from .image import Image
 
-__all__ = ["NoiseProfile", "estimate_noise", "masked_pixels_noise", "noise_profile_for", "ISO_LEVELS"]
+__all__ = ["NoiseProfile", "estimate_noise", "masked_pixels_noise", "noise_profile_for", "estimate_sigma",
+           "ISO_LEVELS"]
 
 #: Named noise levels ``ISO -> (a, b)`` in normalised units (``var = a*x + b``; 0 = black, 1 = white): a
 #: full-frame sensor with ~80 ke- full well at ISO 100 and 2.5-3 e- read noise.  Used by the noise-estimation
@@ -384,3 +385,49 @@ def noise_profile_for(source: str | Path | Image, *, clip: float = 0.95) -> Nois
         meta.noise_profile = _from_file(Path(meta.source), clip)
         return meta.noise_profile
     return _from_file(Path(source), clip)
+
+
+# --------------------------------------------------------------------------- display-referred images
+
+
+def estimate_sigma(pixels: np.ndarray) -> float:
+    """Noise level of a display-referred (e.g. sRGB-encoded) image, one number: the RGB denoiser's conditioning.
+
+    The wavelet estimator of Donoho and Johnstone ("Ideal spatial adaptation by wavelet shrinkage",
+    Biometrika 81(3), 1994), as ``skimage.restoration.estimate_sigma`` computes it, with the orthonormal Haar
+    wavelet: the finest diagonal detail ``HH = (p00 - p01 - p10 + p11) / 2`` over non-overlapping 2x2 blocks has
+    the noise's standard deviation for white noise and little image content, and ``sigma = median(|HH|) /
+    0.6745`` ignores the coefficients that do carry edges.  Per channel, then averaged.
+
+    The value is what the denoiser was trained with (``data_tools/train_denoise.py --task rgb-denoise`` computes
+    it on every noisy training patch), so it is the right conditioning even where it is not the per-pixel
+    standard deviation: noise that a camera's demosaicing and sharpening made spatially correlated reads lower
+    than its per-pixel standard deviation, and strong fine texture reads as a little noise.  A pipeline overrides
+    it with the model step's ``noise_sigma``.
+
+    Args:
+        pixels: ``(H, W)`` or ``(H, W, C)`` float, the encoded values (0..1), H and W >= 2.  Images above 16 MP
+            are measured on a regular subsample of 2x2 blocks (at most 4 M blocks per channel).
+
+    Returns:
+        sigma in the pixels' units (0..1 scale), >= 0.
+
+    Raises:
+        ValueError: fewer than 2 rows or columns.
+    """
+    x = np.asarray(pixels)
+    if x.ndim == 2:
+        x = x[:, :, None]
+    if x.ndim != 3 or x.shape[0] < 2 or x.shape[1] < 2:
+        raise ValueError(f"estimate_sigma needs an (H, W[, C]) image of at least 2x2 pixels, got shape {x.shape}")
+    h, w = x.shape[0] // 2 * 2, x.shape[1] // 2 * 2
+    blocks = (h // 2) * (w // 2)
+    step = max(1, int(math.ceil(math.sqrt(blocks / 4_000_000))))  # every step-th block row and column
+    sig = []
+    for c in range(x.shape[2]):
+        p = x[:h, :w, c]
+        p00, p01 = p[0::2 * step, 0::2 * step], p[0::2 * step, 1::2 * step]
+        p10, p11 = p[1::2 * step, 0::2 * step], p[1::2 * step, 1::2 * step]
+        hh = (p00.astype(np.float32) - p01 - p10 + p11) * np.float32(0.5)
+        sig.append(float(np.median(np.abs(hh))) / 0.6744897501960817)
+    return float(np.mean(sig))

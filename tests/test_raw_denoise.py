@@ -241,7 +241,7 @@ def test_exr_pipeline_develops_the_denoised_mosaic_as_raw_to_exr(models, tmp_pat
 
 
 @pytest.mark.skipif(not WEIGHTS.is_file(), reason="weights/raw-denoise.safetensors not trained yet "
-                    "(python data_tools/train_raw_denoise.py); the shipped pipelines name catalogue entry raw-denoise")
+                    "(python data_tools/train_denoise.py --task raw-denoise); the shipped pipelines name catalogue entry raw-denoise")
 def test_shipped_weights_denoise_the_example_dng(tmp_path):
     r = load_pipeline(ROOT / "pipelines" / "raw-denoise-dng.yaml").run([DNG], tmp_path)
     assert r.ok, r.results[0].error

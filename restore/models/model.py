@@ -6,6 +6,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from ..errors import RestoreError
@@ -79,19 +80,29 @@ class RestorationModel:
             except (ValueError, RuntimeError, OSError, TypeError) as e:
                 raise RestoreError(f"{value}: cannot use as {side.what}: {str(e).splitlines()[0]}") from None
 
-    def bind_image(self, image) -> None:
+    def bind_image(self, image, pixels: np.ndarray | None = None,
+                   options: Mapping[str, object] | None = None) -> None:
         """Compute the side inputs the architecture derives from each image (:attr:`SideInput.from_image
         <restore.models.archs.SideInput.from_image>`: the RAW denoiser's sigma map from the image's noise
-        profile) for the next :meth:`forward_for`.  A no-op for models without such side inputs.
+        profile, the RGB denoiser's noise level) for the next :meth:`forward_for`.  A no-op for models without
+        such side inputs.
+
+        Args:
+            image: The :class:`~restore.image.Image` about to be run.
+            pixels: Its whole pixels as the model sees them, ``(H, W, C)`` float32 in the model's input encoding
+                (default: ``image.pixels``).  Side inputs measured from the image use the whole image, so
+                every tile sees the same value.
+            options: The model step's options (overrides such as ``noise_sigma``).
 
         Raises:
             RestoreError: (one line) the image lacks what the side input needs.
         """
+        px = image.pixels if pixels is None else pixels
         for side in self._active_side_inputs():
             if side.from_image is None:
                 continue
             try:
-                self.side_modules[side.name] = side.from_image(image, self.input_channels)
+                self.side_modules[side.name] = side.from_image(image, self.input_channels, px, options or {})
             except ValueError as e:
                 raise RestoreError(f"model {self.name!r}: {side.name}: {str(e).splitlines()[0]}") from None
 

@@ -348,6 +348,17 @@ CASES: tuple[Case, ...] = (
             ("plain-depth1", dict(in_planes=4, base=4, depth=1, sigma_channels=0), None),
         ),
     ),
+    Case(
+        # restore's own RGB denoiser: no official release, no golden fixture (tests/test_denoise.py)
+        "DenoiseUNet", "rgbdenoise", "DenoiseUNet", (),
+        dict(task="denoise", input_encoding="srgb", output_range="clamped", whole_image=False, overlap=16,
+             context=80, extra_inputs=("noise-level",)),
+        ModelTiling.SUPPORTED, rt_input=lambda kw: (1, kw["channels"] + 1, 16, 32), rt_atol=1e-6,
+        variants=(
+            ("rgb-depth3", dict(channels=3, base=8, depth=3), None),
+            ("grey-depth2", dict(channels=1, base=6, depth=2), None),
+        ),
+    ),
 )
 
 BY_ARCH = {c.arch: c for c in CASES}
@@ -517,8 +528,8 @@ def test_descriptor(case: Case):
     assert declared()[case.arch] is info
     for k, v in case.info.items():
         assert getattr(info, k) == v, k
-    # RRFormerSwinIR: an inspection sub-module, no checkpoint of its own; RawDenoiseUNet: restore's own, not released
-    if case.arch not in ("RRFormerSwinIR", "RawDenoiseUNet"):
+    # RRFormerSwinIR: an inspection sub-module, no checkpoint of its own; RawDenoiseUNet, DenoiseUNet: restore's own, not released
+    if case.arch not in ("RRFormerSwinIR", "RawDenoiseUNet", "DenoiseUNet"):
         assert info.official is not None and info.official.repo.startswith("https://github.com/") and info.official.checkpoints
     assert not info.cpu_bf16 and not info.attention  # measured / fused only for spandrel's archs so far
     assert info.overlap >= 0 and info.context >= 0 and info.window >= 1

@@ -46,7 +46,7 @@ sidecar JSON (``<checkpoint>.json`` or ``config.json`` beside it; its
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
 
@@ -97,13 +97,17 @@ class SideInput:
         missing: The sentence shown when the option is not set, after
             "model 'NAME' " (e.g. "takes a VGG19 hypercolumn: set ...").
         what: What the weights are, for load errors ("VGG19 weights").
-        from_image: ``(image, input_channels) -> nn.Module`` for a side input
-            computed from each image's metadata rather than loaded from an
-            option (the RAW denoiser's noise-sigma map from the image's noise
-            profile): :meth:`~restore.models.RestorationModel.bind_image` calls
-            it per image, :meth:`~restore.models.RestorationModel.prepare`
-            skips it (``option`` and ``load`` unused).  Raises a one-line
-            ``RestoreError`` (or ``ValueError``) when the image lacks what it needs.
+        from_image: ``(image, input_channels, pixels, options) -> nn.Module``
+            for a side input computed from each image rather than loaded from
+            an option (the RAW denoiser's noise-sigma map from the image's noise
+            profile; the RGB denoiser's noise level, estimated from ``pixels``
+            unless ``options[side.option]`` sets it):
+            :meth:`~restore.models.RestorationModel.bind_image` calls it per
+            image with the whole image's pixels as the model sees them
+            (``(H, W, C)`` float32, the model's input encoding) and the model
+            step's options; :meth:`~restore.models.RestorationModel.prepare`
+            skips it (``load`` unused).  Raises a one-line ``RestoreError`` (or
+            ``ValueError``) when the image lacks what it needs.
     """
 
     name: str
@@ -114,7 +118,7 @@ class SideInput:
     image_channels: int = 3
     missing: str = ""
     what: str = "weights"
-    from_image: Callable[[Any, int], torch.nn.Module] | None = None
+    from_image: Callable[[Any, int, Any, Mapping[str, Any]], torch.nn.Module] | None = None
 
 
 @dataclass(frozen=True)

@@ -239,7 +239,7 @@ def _no_weights(value: Any) -> nn.Module:
     raise ValueError("the sigma map is computed from the image's noise profile, not loaded")
 
 
-def _sigma_from_image(image: Any, input_channels: int) -> nn.Module:
+def _sigma_from_image(image: Any, input_channels: int, pixels: Any, options: Mapping[str, Any]) -> nn.Module:
     from ..cfa import sigma_side_module  # torch-only module; imported when a model runs
 
     return sigma_side_module(image, input_channels)

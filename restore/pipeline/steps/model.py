@@ -45,6 +45,9 @@ class ModelOptions(_Strict):
     ``blend`` (strength, 0..1): the output is ``blend * model + (1 - blend) * input``, mixed in the model's
     working encoding (the input upscaled with Lanczos for a super-resolution model); 1 = the model's output,
     0 = the input unchanged (the network is not run).
+    ``noise_sigma`` (0..1, models conditioned on a noise level: the RGB denoiser): the image's noise level in
+    the model's input encoding, as :func:`restore.noise.estimate_sigma` measures it; default: estimated from
+    each whole image.
     """
 
     name: str
@@ -60,7 +63,7 @@ class ModelOptions(_Strict):
     compile: bool = False
     threads: Union[int, Literal["auto"]] = "auto"
     blend: float = Field(1.0, ge=0.0, le=1.0)
-
+    noise_sigma: float | None = Field(None, ge=0.0, le=1.0)
     vgg19: str | None = None  # ImageNet VGG19 weights (path) for models whose descriptor declares a VGG19 side input
 
     @field_validator("device")
@@ -203,7 +206,8 @@ class ModelStage(Stage):
         px, back, enc = self._encode(image)
         blend = float(self.opts.blend)
         if blend > 0:
-            self.model.bind_image(image)  # side inputs computed from the image (a noise profile), if any
+            # side inputs computed from the whole image (a noise profile, a noise level), if any
+            self.model.bind_image(image, px, self.opts.model_dump())
         y = self._run(px, ctx) if blend > 0 else None
         if y is not None and self.model.info.output_range != "unbounded":
             y = np.clip(y, 0.0, 1.0)

@@ -1,14 +1,16 @@
 #!/usr/bin/env python3
-"""Train the RAW denoiser ``RawDenoiseUNet`` on unprocessed clean images (issue 19).
+"""Train the denoisers on unprocessed clean images (issue 19): ``--task raw-denoise`` (``RawDenoiseUNet``, packed
+Bayer RAW) or ``--task rgb-denoise`` (``DenoiseUNet``, sRGB photos).
 
-    python data_tools/train_raw_denoise.py --out runs/raw-denoise --minutes 25 --seed 0 [--resume]
+    python data_tools/train_denoise.py --task raw-denoise --out runs/raw-denoise --minutes 25 --seed 0 [--resume]
+    python data_tools/train_denoise.py --task rgb-denoise --out runs/denoise --minutes 25 --seed 0
 
 Data (Brooks et al., "Unprocessing Images for Learned Raw Denoising", CVPR 2019; :mod:`data_tools.unprocess`):
 
 * ``2 * --patch`` px sRGB crops of the clean *training* images of ``data_tools/clean_data.py`` (the starters'
   sources; held-out images and everything under ``../shared`` are never read), random 90-degree rotation / flip;
 * each crop unprocessed with its own random camera (CCM mix, brightening and white-balance gains, Bayer pattern
-  drawn uniformly from RGGB/GRBG/GBRG/BGGR) to a linear mosaic, packed to ``(4, patch, patch)`` R, G1, G2, B;
+  drawn uniformly from RGGB/GRBG/GBRG/BGGR) to a linear mosaic;
 * Poisson-Gaussian noise ``var = a*x + b`` (exact: ``a * Poisson(x/a) + N(0, b)``, clipped at white), the level
   drawn per patch from an equal mix of
 
@@ -19,17 +21,31 @@ Data (Brooks et al., "Unprocessing Images for Learned Raw Denoising", CVPR 2019;
     least-squares line through the four ``ISO_LEVELS`` points (s ~= 1.89, c ~= 1.19), which holds 5-16x more read
     noise than the paper's line at the same ``a``;
 
-* conditioning: ``sigma_map(noisy, a, b, 4)`` (from the noisy planes, as at inference); input = noisy planes
-  concatenated with it, ``(B, 8, patch, patch)``; target the clean planes; L1 loss on packed planes.
+* ``raw-denoise``: the clean and noisy mosaics packed to ``(4, patch, patch)`` R, G1, G2, B; conditioning
+  ``sigma_map(noisy, a, b, 4)`` (from the noisy planes, as at inference); input ``(B, 8, patch, patch)``;
+* ``rgb-denoise``: both mosaics developed back to sRGB by the same camera (:func:`data_tools.unprocess.process`:
+  white balance, bilinear demosaic, colour matrix, gamma, tone curve), so the noise is a camera's
+  (signal-dependent, spatially correlated by demosaicing); ``CLEAN_FRACTION`` of the patches get no noise at
+  all (the denoiser must leave a clean photo alone); conditioning: one plane holding
+  :func:`restore.noise.estimate_sigma` of the noisy patch (what inference computes on the whole image);
+  input ``(B, 4, 2 * patch, 2 * patch)``; target the clean development;
 
-Defaults: packed patch 64 (128 px sRGB crops), batch 8, one thread.  Optimisation: Adam (lr ``--lr``, betas 0.9/0.99), linear warm-up then cosine decay to 2 % over the time budget,
+* loss on the model's output: ``--loss l1`` (plain L1) or ``--loss l1-sigma`` (default: L1 of the error in
+  units of the noise sigma, ``|out - clean| / max(sigma, floor)``, the sigma map's per-pixel value for RAW, the
+  estimated level for sRGB).  Plain L1 is dominated by the noisiest patches, whose errors are 100x larger: the
+  first RAW starter, trained with it, learnt to smooth low-ISO texture and fell below its input at ISO 800 on 2
+  of 15 held-out images.  The sigma-normalised loss weighs a low-ISO patch's error like a high-ISO one's,
+  relative to the noise it started with.  ``--init W`` starts from the weights ``W`` (fine-tuning; the recipe
+  and the weights' metadata record it).
+
+Defaults: patch 64 (half-resolution: packed planes for RAW, 2x2-folded for sRGB; 128 px sRGB crops), batch 8, one thread.  Optimisation: Adam (lr ``--lr``, betas 0.9/0.99), linear warm-up then cosine decay to 2 % over the time budget,
 gradient-norm clip 1.0.  Determinism: ``--threads`` threads, ``torch.manual_seed``, one seeded numpy
 ``Generator`` for all sampling, ``torch.use_deterministic_algorithms(True)``; only the late learning rates depend
 on the measured time.  Checkpoints (model, optimiser, step, elapsed time, RNG states) every ``--ckpt-minutes`` in
 ``<out>/ckpt.pt``; ``--resume`` continues until the total elapsed training time reaches ``--minutes``.  Loss log
 ``<out>/loss.csv``.  At the end the model is written to ``--weights`` (default
-``weights/raw-denoise.safetensors``), fp32, with the recipe in the safetensors metadata ``restore.train``; no
-``restore.hparams`` is needed (``RawDenoiseArch`` infers every constructor argument from the tensor shapes).  The
+``weights/<task>.safetensors``), fp32, with the recipe in the safetensors metadata ``restore.train``; no
+``restore.hparams`` is needed (both architectures infer every constructor argument from the tensor shapes).  The
 MANIFEST recipe line is printed.
 """
 
@@ -53,8 +69,13 @@ from data_tools.clean_data import REGISTRIES, load_images  # noqa: E402
 from data_tools.train import augment, lr_factor, random_crop  # noqa: E402
 from restore.noise import ISO_LEVELS  # noqa: E402
 
-#: Constructor kwargs of the shipped model (recorded in ``restore.train``; the loader infers them from shapes).
-MODEL_KWARGS = dict(in_planes=4, base=32, depth=3, sigma_channels=4)
+#: Constructor kwargs of the shipped models (recorded in ``restore.train``; the loader infers them from shapes).
+MODEL_KWARGS = {
+    "raw-denoise": dict(in_planes=4, base=32, depth=3, sigma_channels=4),
+    "rgb-denoise": dict(channels=3, base=32, depth=3),
+}
+#: sRGB task: share of patches without noise (the identity must be learnt: do no harm on clean photos).
+CLEAN_FRACTION = 0.1
 #: ISO-range sampler: log-uniform ``a`` over this range (ISO ~100 to ~80000 of ``ISO_LEVELS``' sensor).
 ISO_A_RANGE = (2.5e-5, 1.2e-2)
 ISO_B_STD = 0.35  # spread (natural-log sd) of b around the ISO_LEVELS line
@@ -62,10 +83,24 @@ _LA = np.log([a for a, _ in ISO_LEVELS.values()])
 _LB = np.log([b for _, b in ISO_LEVELS.values()])
 ISO_SLOPE, ISO_OFFSET = (float(v) for v in np.polyfit(_LA, _LB, 1))
 PAPER_FRACTION = 0.5  # share of patches whose level comes from the paper's sample_noise_level
+#: Lower bound of the sigma that normalises the ``l1-sigma`` loss, per task: RAW (normalised raw units) about
+#: the noise of a dark pixel at ISO 400, so the darkest ISO-100 pixels (sigma ~1e-4) do not take the whole
+#: gradient; sRGB: half a level of 8-bit, below which an estimate is texture rather than noise.
+SIGMA_FLOOR = {"raw-denoise": 5e-4, "rgb-denoise": 0.5 / 255}
 
 
-def sample_level(rng: np.random.Generator) -> tuple[float, float]:
-    """``(a, b)`` from the mixed distribution described in the module docstring."""
+#: ``--low-iso`` sampler: log-uniform ``a`` over ISO ~100 to ~3200 (``b`` from the ISO line), for fine-tuning
+#: where plain sampling gives few low-ISO patches (about 11 % below ISO 800).
+LOW_ISO_A_RANGE = (2.5e-5, 4e-4)
+
+
+def sample_level(rng: np.random.Generator, low_iso: float = 0.0) -> tuple[float, float]:
+    """``(a, b)`` from the mixed distribution described in the module docstring; with probability ``low_iso``
+    from ``LOW_ISO_A_RANGE`` instead."""
+    if low_iso > 0 and rng.random() < low_iso:
+        log_a = rng.uniform(np.log(LOW_ISO_A_RANGE[0]), np.log(LOW_ISO_A_RANGE[1]))
+        log_b = ISO_SLOPE * log_a + ISO_OFFSET + rng.normal(0.0, ISO_B_STD)
+        return float(np.exp(log_a)), float(np.exp(log_b))
     if rng.random() < PAPER_FRACTION:
         return up.sample_noise_level(rng)
     log_a = rng.uniform(np.log(ISO_A_RANGE[0]), np.log(ISO_A_RANGE[1]))
@@ -73,57 +108,99 @@ def sample_level(rng: np.random.Generator) -> tuple[float, float]:
     return float(np.exp(log_a)), float(np.exp(log_b))
 
 
-def make_pair(img: np.ndarray, rng: np.random.Generator, patch: int) -> tuple[np.ndarray, np.ndarray]:
-    """One training pair: input ``(8, patch, patch)`` (noisy planes + sigma map), target ``(4, patch, patch)``."""
+def make_pair(img: np.ndarray, rng: np.random.Generator, patch: int, low_iso: float = 0.0
+              ) -> tuple[np.ndarray, np.ndarray]:
+    """RAW pair: input ``(8, patch, patch)`` (noisy planes + sigma map), target ``(4, patch, patch)``."""
     crop = augment(random_crop(img, 2 * patch, rng), rng)
     mosaic, meta = up.unprocess(crop, rng, cfa_pattern=None)
     clean = up.pack_bayer(mosaic, meta["cfa_pattern"])
-    a, b = sample_level(rng)
+    a, b = sample_level(rng, low_iso)
     noisy = up.add_noise(clean, a, b, rng)
     sig = up.sigma_map(noisy, a, b, channels=4)
     return np.concatenate([noisy, sig]), clean
 
 
-def make_batch(images, rng, batch: int, patch: int):
-    xs, ys = zip(*(make_pair(images[int(rng.integers(len(images)))], rng, patch) for _ in range(batch)))
+def make_pair_srgb(img: np.ndarray, rng: np.random.Generator, patch: int, low_iso: float = 0.0
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """sRGB pair: input ``(4, 2*patch, 2*patch)`` (noisy development + noise-level plane), target ``(3, ...)``."""
+    from restore.noise import estimate_sigma
+
+    crop = augment(random_crop(img, 2 * patch, rng), rng)
+    mosaic, meta = up.unprocess(crop, rng, cfa_pattern=None)
+    noisy_m = mosaic if rng.random() < CLEAN_FRACTION else up.add_noise(mosaic, *sample_level(rng, low_iso), rng)
+    clean, noisy = up.process(mosaic, meta), up.process(noisy_m, meta)
+    level = np.full(noisy.shape[:2], estimate_sigma(noisy), np.float32)
+    return np.concatenate([noisy.transpose(2, 0, 1), level[None]]), np.ascontiguousarray(clean.transpose(2, 0, 1))
+
+
+PAIRS = {"raw-denoise": make_pair, "rgb-denoise": make_pair_srgb}
+
+
+def make_batch(images, rng, batch: int, patch: int, task: str = "raw-denoise", low_iso: float = 0.0):
+    pair = PAIRS[task]
+    xs, ys = zip(*(pair(images[int(rng.integers(len(images)))], rng, patch, low_iso) for _ in range(batch)))
     return torch.from_numpy(np.stack(xs)), torch.from_numpy(np.stack(ys))
 
 
-def build_model() -> torch.nn.Module:
+def loss_fn(kind: str, out: torch.Tensor, x: torch.Tensor, y: torch.Tensor, floor: float = 5e-4) -> torch.Tensor:
+    """Training loss: ``l1`` or ``l1-sigma`` (module docstring); ``x`` is the input (image/planes + sigma)."""
+    err = (out - y).abs()
+    if kind == "l1":
+        return err.mean()
+    sigma = x[:, y.shape[1]:].clamp_min(floor)
+    if sigma.shape[1] != 1 and sigma.shape[1] != y.shape[1]:
+        raise ValueError(f"sigma planes {sigma.shape[1]} do not match the target's {y.shape[1]}")
+    return (err / sigma).mean()
+
+
+def build_model(task: str = "raw-denoise") -> torch.nn.Module:
+    if task == "rgb-denoise":
+        from restore.models.archs.rgbdenoise import DenoiseUNet
+
+        return DenoiseUNet(**MODEL_KWARGS[task])
     from restore.models.archs.rawdenoise import RawDenoiseUNet
 
-    return RawDenoiseUNet(**MODEL_KWARGS)
+    return RawDenoiseUNet(**MODEL_KWARGS[task])
 
 
 def save_weights(model: torch.nn.Module, path: Path, train_meta: dict) -> None:
     from safetensors.torch import save_file
 
     sd = {k: v.detach().contiguous().clone() for k, v in model.state_dict().items()}
-    meta = {"restore.task": "raw-denoise", "restore.train": json.dumps(train_meta, sort_keys=True)}
+    meta = {"restore.task": train_meta.get("task", "raw-denoise"),
+            "restore.train": json.dumps(train_meta, sort_keys=True)}
     path.parent.mkdir(parents=True, exist_ok=True)
     save_file(sd, str(path), metadata=meta)
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--task", choices=tuple(MODEL_KWARGS), default="raw-denoise")
     ap.add_argument("--out", type=Path, required=True, help="run folder (ckpt.pt, loss.csv)")
     ap.add_argument("--minutes", type=float, default=25.0, help="total training time budget")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--resume", action="store_true")
-    ap.add_argument("--patch", type=int, default=64, help="packed patch size (sRGB crop is twice this)")
+    ap.add_argument("--patch", type=int, default=64,
+                    help="half-resolution patch size (packed RAW planes / folded sRGB; the sRGB crop is twice this)")
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--warmup", type=int, default=50)
+    ap.add_argument("--loss", choices=("l1", "l1-sigma"), default="l1-sigma")
+    ap.add_argument("--low-iso", type=float, default=0.0,
+                    help="share of patches with ISO ~100-3200 noise (LOW_ISO_A_RANGE), e.g. 0.3 when fine-tuning")
+    ap.add_argument("--init", type=Path, default=None, help="start from these weights (safetensors)")
     ap.add_argument("--threads", type=int, default=1,
                     help="torch threads; 1 is steadier than 2 on a CPU shared with other jobs")
     ap.add_argument("--log-every", type=int, default=10)
     ap.add_argument("--ckpt-minutes", type=float, default=3.0)
-    ap.add_argument("--weights", type=Path, default=ROOT / "weights" / "raw-denoise.safetensors")
+    ap.add_argument("--weights", type=Path, default=None, help="output weights (default weights/<task>.safetensors)")
     ap.add_argument("--images", choices=("all", "pypi"), default="all",
                     help="clean training images: all (PyPI + Debian packages) or pypi (scikit-image only)")
     args = ap.parse_args(argv)
     if args.patch % 8:
         ap.error("--patch must be a multiple of 8 (three 2x downsamplings)")
+    if args.weights is None:
+        args.weights = ROOT / "weights" / f"{args.task}.safetensors"
 
     torch.set_num_threads(args.threads)
     torch.set_flush_denormal(True)  # subnormal activations slow CPU convolutions many-fold
@@ -132,7 +209,12 @@ def main(argv=None) -> int:
     rng = np.random.default_rng(args.seed)
 
     images = load_images("train", registries=("pypi",) if args.images == "pypi" else REGISTRIES)
-    model = build_model()
+    model = build_model(args.task)
+    if args.init is not None and not args.resume:
+        from safetensors.torch import load_file
+
+        model.load_state_dict(load_file(str(args.init)))
+        print(f"initialised from {args.init}", flush=True)
     n_params = sum(p.numel() for p in model.parameters())
     opt = torch.optim.Adam(model.parameters(), lr=args.lr, betas=(0.9, 0.99))
     args.out.mkdir(parents=True, exist_ok=True)
@@ -172,8 +254,8 @@ def main(argv=None) -> int:
                 break
             for g in opt.param_groups:
                 g["lr"] = args.lr * lr_factor(step, elapsed / budget, args.warmup)
-            x, y = make_batch(images, rng, args.batch, args.patch)
-            loss = torch.nn.functional.l1_loss(model(x), y)
+            x, y = make_batch(images, rng, args.batch, args.patch, args.task, args.low_iso)
+            loss = loss_fn(args.loss, model(x), x, y, SIGMA_FLOOR[args.task])
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -196,15 +278,21 @@ def main(argv=None) -> int:
     elapsed = time.perf_counter() - t0
     save_ckpt()
     model.eval()
-    train_meta = {"steps": step, "seconds": round(elapsed), "seed": args.seed, "patch": args.patch,
+    train_meta = {"task": args.task, "steps": step, "seconds": round(elapsed), "seed": args.seed, "patch": args.patch,
                   "batch": args.batch, "lr": args.lr, "images": args.images, "paper_fraction": PAPER_FRACTION,
                   "iso_a_range": list(ISO_A_RANGE), "iso_line": [round(ISO_SLOPE, 4), round(ISO_OFFSET, 4)],
-                  "iso_b_std": ISO_B_STD, "model": MODEL_KWARGS}
+                  "iso_b_std": ISO_B_STD, "model": MODEL_KWARGS[args.task],
+                  "loss": args.loss, "sigma_floor": SIGMA_FLOOR[args.task],
+                  "low_iso": args.low_iso, "clean_fraction": CLEAN_FRACTION if args.task == "rgb-denoise" else 0.0,
+                  "init": None if args.init is None else args.init.name}
     save_weights(model, args.weights, train_meta)
     print(f"done: {step} steps in {elapsed:.0f} s; wrote {args.weights} ({args.weights.stat().st_size / 1e6:.2f} MB)",
           flush=True)
-    print(f"recipe: python data_tools/train_raw_denoise.py --out {args.out} --minutes {args.minutes:g} --seed {args.seed}"
-          f" --patch {args.patch} --batch {args.batch} --lr {args.lr:g} --threads {args.threads}", flush=True)
+    print(f"recipe: python data_tools/train_denoise.py --task {args.task} --out {args.out} --minutes {args.minutes:g}"
+          f" --seed {args.seed}"
+          f" --patch {args.patch} --batch {args.batch} --lr {args.lr:g} --threads {args.threads} --loss {args.loss}"
+          + (f" --low-iso {args.low_iso:g}" if args.low_iso else "")
+          + (f" --init {args.init}" if args.init is not None else ""), flush=True)
     return 0
 
 
