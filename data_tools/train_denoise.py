@@ -26,7 +26,10 @@ Data (Brooks et al., "Unprocessing Images for Learned Raw Denoising", CVPR 2019;
 * ``rgb-denoise``: both mosaics developed back to sRGB by the same camera (:func:`data_tools.unprocess.process`:
   white balance, bilinear demosaic, colour matrix, gamma, tone curve), so the noise is a camera's
   (signal-dependent, spatially correlated by demosaicing); ``CLEAN_FRACTION`` of the patches get no noise at
-  all (the denoiser must leave a clean photo alone); conditioning: one plane holding
+  all (the denoiser must leave a clean photo alone); ``--grain-fraction`` of the crops get *scene* grain before
+  unprocessing (:func:`add_grain`: spatially correlated Gaussian texture, 1-10/255, in the input *and* the
+  target, like the film grain of a scanned photo: Set5/head.png), so the network learns to remove only the noise
+  its conditioning level stands for and to keep texture that merely looks noisy; conditioning: one plane holding
   :func:`restore.noise.estimate_sigma` of the noisy patch (what inference computes on the whole image);
   input ``(B, 4, 2 * patch, 2 * patch)``; target the clean development;
 
@@ -74,8 +77,11 @@ MODEL_KWARGS = {
     "raw-denoise": dict(in_planes=4, base=32, depth=3, sigma_channels=4),
     "rgb-denoise": dict(channels=3, base=32, depth=3),
 }
-#: sRGB task: share of patches without noise (the identity must be learnt: do no harm on clean photos).
+#: sRGB task: default share of patches without noise (the identity must be learnt: do no harm on clean photos);
+#: ``--clean-fraction`` sets it.
 CLEAN_FRACTION = 0.1
+#: sRGB task: default share of crops with scene grain (:func:`add_grain`); ``--grain-fraction`` sets it.
+GRAIN_FRACTION = 0.0
 #: ISO-range sampler: log-uniform ``a`` over this range (ISO ~100 to ~80000 of ``ISO_LEVELS``' sensor).
 ISO_A_RANGE = (2.5e-5, 1.2e-2)
 ISO_B_STD = 0.35  # spread (natural-log sd) of b around the ISO_LEVELS line
@@ -120,14 +126,31 @@ def make_pair(img: np.ndarray, rng: np.random.Generator, patch: int, low_iso: fl
     return np.concatenate([noisy, sig]), clean
 
 
-def make_pair_srgb(img: np.ndarray, rng: np.random.Generator, patch: int, low_iso: float = 0.0
+def add_grain(crop: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Scene grain on an sRGB crop ``(H, W, 3)`` float32 in [0, 1]: Gaussian noise blurred by a Gaussian of
+    0.7-1.8 px (so a wavelet noise estimate sees little of it), luminance-only or per channel, standard deviation
+    1-10/255 (log-uniform); clipped to [0, 1].  It becomes image content: the target keeps it."""
+    import cv2
+
+    amp = float(np.exp(rng.uniform(np.log(1.0), np.log(10.0)))) / 255.0
+    blur = float(rng.uniform(0.7, 1.8))
+    g = rng.standard_normal(crop.shape[:2] + ((1,) if rng.random() < 0.5 else (3,))).astype(np.float32)
+    g = cv2.GaussianBlur(g, (0, 0), blur).reshape(crop.shape[:2] + (-1,))
+    g /= max(float(g.std()), 1e-6)
+    return np.clip(crop + amp * g, 0.0, 1.0).astype(np.float32)
+
+
+def make_pair_srgb(img: np.ndarray, rng: np.random.Generator, patch: int, low_iso: float = 0.0,
+                   clean_fraction: float = CLEAN_FRACTION, grain_fraction: float = GRAIN_FRACTION
                    ) -> tuple[np.ndarray, np.ndarray]:
     """sRGB pair: input ``(4, 2*patch, 2*patch)`` (noisy development + noise-level plane), target ``(3, ...)``."""
     from restore.noise import estimate_sigma
 
     crop = augment(random_crop(img, 2 * patch, rng), rng)
+    if grain_fraction and rng.random() < grain_fraction:
+        crop = add_grain(crop, rng)
     mosaic, meta = up.unprocess(crop, rng, cfa_pattern=None)
-    noisy_m = mosaic if rng.random() < CLEAN_FRACTION else up.add_noise(mosaic, *sample_level(rng, low_iso), rng)
+    noisy_m = mosaic if rng.random() < clean_fraction else up.add_noise(mosaic, *sample_level(rng, low_iso), rng)
     clean, noisy = up.process(mosaic, meta), up.process(noisy_m, meta)
     level = np.full(noisy.shape[:2], estimate_sigma(noisy), np.float32)
     return np.concatenate([noisy.transpose(2, 0, 1), level[None]]), np.ascontiguousarray(clean.transpose(2, 0, 1))
@@ -136,9 +159,11 @@ def make_pair_srgb(img: np.ndarray, rng: np.random.Generator, patch: int, low_is
 PAIRS = {"raw-denoise": make_pair, "rgb-denoise": make_pair_srgb}
 
 
-def make_batch(images, rng, batch: int, patch: int, task: str = "raw-denoise", low_iso: float = 0.0):
+def make_batch(images, rng, batch: int, patch: int, task: str = "raw-denoise", low_iso: float = 0.0,
+               clean_fraction: float = CLEAN_FRACTION, grain_fraction: float = GRAIN_FRACTION):
     pair = PAIRS[task]
-    xs, ys = zip(*(pair(images[int(rng.integers(len(images)))], rng, patch, low_iso) for _ in range(batch)))
+    extra = (clean_fraction, grain_fraction) if task == "rgb-denoise" else ()
+    xs, ys = zip(*(pair(images[int(rng.integers(len(images)))], rng, patch, low_iso, *extra) for _ in range(batch)))
     return torch.from_numpy(np.stack(xs)), torch.from_numpy(np.stack(ys))
 
 
@@ -188,6 +213,10 @@ def main(argv=None) -> int:
     ap.add_argument("--loss", choices=("l1", "l1-sigma"), default="l1-sigma")
     ap.add_argument("--low-iso", type=float, default=0.0,
                     help="share of patches with ISO ~100-3200 noise (LOW_ISO_A_RANGE), e.g. 0.3 when fine-tuning")
+    ap.add_argument("--clean-fraction", type=float, default=CLEAN_FRACTION,
+                    help="rgb-denoise: share of patches without noise (the identity)")
+    ap.add_argument("--grain-fraction", type=float, default=GRAIN_FRACTION,
+                    help="rgb-denoise: share of crops with scene grain kept in the target (add_grain)")
     ap.add_argument("--init", type=Path, default=None, help="start from these weights (safetensors)")
     ap.add_argument("--threads", type=int, default=1,
                     help="torch threads; 1 is steadier than 2 on a CPU shared with other jobs")
@@ -254,7 +283,8 @@ def main(argv=None) -> int:
                 break
             for g in opt.param_groups:
                 g["lr"] = args.lr * lr_factor(step, elapsed / budget, args.warmup)
-            x, y = make_batch(images, rng, args.batch, args.patch, args.task, args.low_iso)
+            x, y = make_batch(images, rng, args.batch, args.patch, args.task, args.low_iso, args.clean_fraction,
+                              args.grain_fraction)
             loss = loss_fn(args.loss, model(x), x, y, SIGMA_FLOOR[args.task])
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -283,7 +313,8 @@ def main(argv=None) -> int:
                   "iso_a_range": list(ISO_A_RANGE), "iso_line": [round(ISO_SLOPE, 4), round(ISO_OFFSET, 4)],
                   "iso_b_std": ISO_B_STD, "model": MODEL_KWARGS[args.task],
                   "loss": args.loss, "sigma_floor": SIGMA_FLOOR[args.task],
-                  "low_iso": args.low_iso, "clean_fraction": CLEAN_FRACTION if args.task == "rgb-denoise" else 0.0,
+                  "low_iso": args.low_iso, "clean_fraction": args.clean_fraction if args.task == "rgb-denoise" else 0.0,
+                  "grain_fraction": args.grain_fraction if args.task == "rgb-denoise" else 0.0,
                   "init": None if args.init is None else args.init.name}
     save_weights(model, args.weights, train_meta)
     print(f"done: {step} steps in {elapsed:.0f} s; wrote {args.weights} ({args.weights.stat().st_size / 1e6:.2f} MB)",
@@ -292,6 +323,8 @@ def main(argv=None) -> int:
           f" --seed {args.seed}"
           f" --patch {args.patch} --batch {args.batch} --lr {args.lr:g} --threads {args.threads} --loss {args.loss}"
           + (f" --low-iso {args.low_iso:g}" if args.low_iso else "")
+          + (f" --clean-fraction {args.clean_fraction:g}" if args.task == "rgb-denoise" else "")
+          + (f" --grain-fraction {args.grain_fraction:g}" if args.task == "rgb-denoise" and args.grain_fraction else "")
           + (f" --init {args.init}" if args.init is not None else ""), flush=True)
     return 0
 
