@@ -249,3 +249,8 @@ def test_shipped_weights_denoise_the_example_dng(tmp_path):
         x, y = a.raw_image_visible.astype(np.float64), b.raw_image_visible.astype(np.float64)
     assert x.shape == y.shape and not np.array_equal(x, y)
     assert np.abs(x - y).mean() < 0.05 * (x.max() - x.min())  # denoised, not replaced
+    # the file's own noise estimate (Foi et al. fit) falls: sigma at 10 % of white at least halves
+    from restore.noise import noise_profile_for
+
+    before, after = noise_profile_for(DNG), noise_profile_for(tmp_path / "coffee_raw_denoised.dng")
+    assert after.a * 0.1 + after.b < (before.a * 0.1 + before.b) / 4, (before, after)
