@@ -39,6 +39,14 @@ fine-tune: new optimiser, warm-up and schedule; ``--resume`` takes precedence);
 ``--mix`` sets the weather task's degradation probabilities (kinds left out are
 never drawn), e.g. to spend a fine-tune mostly on raindrops.
 
+Do no harm (issue 20): a starter must leave a photo with little or none of its degradation alone, so
+``--identity`` of the pairs are clean/clean (default 0.15) and ``--light`` of the degraded ones are lightened
+(:func:`data_tools.synth.lighten`, strength uniform in [0.05, 0.6]; default 0.35); the rest carry the full
+degradation.  ``--consistency W`` (default 1.0) adds ``W`` times the L1 distance of the 8x8 box-filtered output
+and target, which weighs a global brightness or colour shift (the first derain starter darkened light-rain
+photos by ~15 levels) twice as much as the Charbonnier term alone.  ``--identity 0 --light 0 --consistency 0``
+is the training of the first starters (and draws the same random stream).
+
 ``--minutes`` is the total budget of the run: ``--resume`` continues from
 ``<out>/ckpt.pt`` (same step count, RNG states, schedule) until the total
 elapsed training time reaches it.  At the end the model is written to
@@ -161,16 +169,31 @@ def augment(p: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return np.ascontiguousarray(p)
 
 
+#: Strength range of the lightened degradations of ``--light`` (:func:`data_tools.synth.lighten`).
+LIGHT_RANGE = (0.05, 0.6)
+
+
 def make_batch(task: str, images: list[np.ndarray], rng: np.random.Generator, batch: int, patch: int,
-               mix: tuple[float, ...] = DEFAULT_MIX):
+               mix: tuple[float, ...] = DEFAULT_MIX, identity: float = 0.0, light: float = 0.0):
+    """``(x, y)`` float32 ``(batch, 3, patch, patch)`` in [0, 1]: degraded inputs and clean targets.
+
+    ``identity`` of the pairs are clean/clean, ``light`` of the others lightened (module docstring); with both 0
+    no extra random numbers are drawn (the first starters' stream)."""
     xs, ys = [], []
     for _ in range(batch):
         clean = augment(random_crop(images[int(rng.integers(len(images)))], patch, rng), rng)
+        if identity and rng.random() < identity:
+            xs.append(clean)
+            ys.append(clean)
+            continue
         other = None
         if task == "reflection":
             # reflection layer: another image, a larger crop (out of focus, different framing)
             other = augment(random_crop(images[int(rng.integers(len(images)))], patch, rng), rng)
-        xs.append(degrade(task, clean, rng, other, mix))
+        x = degrade(task, clean, rng, other, mix)
+        if light and rng.random() < light:
+            x = synth.lighten(clean, x, float(rng.uniform(*LIGHT_RANGE)))
+        xs.append(x)
         ys.append(clean)
     x = torch.from_numpy(np.stack(xs)).permute(0, 3, 1, 2).contiguous()
     y = torch.from_numpy(np.stack(ys)).permute(0, 3, 1, 2).contiguous()
@@ -179,6 +202,12 @@ def make_batch(task: str, images: list[np.ndarray], rng: np.random.Generator, ba
 
 def charbonnier(a: torch.Tensor, b: torch.Tensor, eps: float = 1e-3) -> torch.Tensor:
     return torch.sqrt((a - b) ** 2 + eps * eps).mean()
+
+
+def low_pass_l1(a: torch.Tensor, b: torch.Tensor, k: int = 8) -> torch.Tensor:
+    """L1 distance of the ``k`` x ``k`` box-filtered images: global brightness / colour shifts, not detail."""
+    return (torch.nn.functional.avg_pool2d(a, k, ceil_mode=True)
+            - torch.nn.functional.avg_pool2d(b, k, ceil_mode=True)).abs().mean()
 
 
 def lr_factor(step: int, frac: float, warmup: int) -> float:
@@ -221,7 +250,18 @@ def main(argv=None) -> int:
     ap.add_argument("--mix", default=None,
                     help="weather only: degradation probabilities, e.g. rain=0.15,haze=0.1,snow=0.15,raindrop=0.6 "
                          f"(default {','.join(f'{k}={q:g}' for k, q in zip(WEATHER_KINDS, DEFAULT_MIX))})")
+    ap.add_argument("--identity", type=float, default=0.15,
+                    help="share of clean/clean pairs (the model must leave a clean photo alone)")
+    ap.add_argument("--light", type=float, default=0.35,
+                    help=f"share of degraded pairs lightened to a strength in {list(LIGHT_RANGE)} (synth.lighten)")
+    ap.add_argument("--consistency", type=float, default=1.0,
+                    help="weight of the L1 loss on 8x8 box-filtered output vs target (brightness and colour)")
     args = ap.parse_args(argv)
+    for flag in ("identity", "light"):
+        if not 0.0 <= getattr(args, flag) <= 1.0:
+            ap.error(f"--{flag} must lie in [0, 1]")
+    if args.consistency < 0:
+        ap.error("--consistency must be >= 0")
 
     cfg = CONFIGS[args.task]
     patch = args.patch or cfg["patch"]
@@ -304,9 +344,11 @@ def main(argv=None) -> int:
                 frac = elapsed / budget
             for g in opt.param_groups:
                 g["lr"] = lr * lr_factor(step, frac, args.warmup)
-            x, y = make_batch(args.task, images, rng, batch, patch, mix)
+            x, y = make_batch(args.task, images, rng, batch, patch, mix, args.identity, args.light)
             out = model(x)
             loss = charbonnier(out, y)
+            if args.consistency:
+                loss = loss + args.consistency * low_pass_l1(out, y)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 0.5)
@@ -331,6 +373,8 @@ def main(argv=None) -> int:
     model.eval()
     save_weights(model, weights, args.task, {"steps": step, "seconds": round(elapsed), "seed": args.seed,
                                              "patch": patch, "batch": batch, "lr": lr, "config": CONFIGS[args.task]["arch"],
+                                             "identity": args.identity, "light": args.light,
+                                             "consistency": args.consistency,
                                              **({"init": args.init.name} if args.init else {}),
                                              **({"mix": dict(zip(WEATHER_KINDS, mix))} if args.task == "weather" else {})})
     print(f"done: {step} steps in {elapsed:.0f} s; wrote {weights} ({weights.stat().st_size / 1e6:.2f} MB)", flush=True)

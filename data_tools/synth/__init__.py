@@ -13,6 +13,8 @@ Modules: :mod:`.rain` (streaks + veiling), :mod:`.haze` (atmospheric
 scattering), :mod:`.snow` (particle layers), :mod:`.raindrop` (refracting
 drops on glass), :mod:`.reflection` (T + K*R).  :func:`weather` draws one of
 rain / haze / snow / raindrop (optionally combined) for all-weather training.
+:func:`lighten` turns any of them into a light degradation (issue 20: starters must leave a photo with little or
+no degradation alone, so training and the do-no-harm evaluation cover the whole range).
 """
 
 from __future__ import annotations
@@ -25,12 +27,41 @@ from .raindrop import add_raindrops
 from .reflection import add_reflection
 from .snow import add_snow
 
-__all__ = ["add_rain", "add_haze", "add_snow", "add_raindrops", "add_reflection", "weather", "DEGRADATIONS",
-           "WEATHER_KINDS", "WEATHER_MIX"]
+__all__ = ["add_rain", "add_haze", "add_snow", "add_raindrops", "add_reflection", "weather", "lighten",
+           "DEGRADATIONS", "WEATHER_KINDS", "WEATHER_MIX", "LIGHT_STRENGTH"]
 
 DEGRADATIONS = {"rain": add_rain, "haze": add_haze, "snow": add_snow, "raindrop": add_raindrops}
 WEATHER_KINDS = ("rain", "haze", "snow", "raindrop")
 WEATHER_MIX = (0.25, 0.15, 0.2, 0.4)  # default probabilities of WEATHER_KINDS in weather()
+#: Strength of the "light" degradations of the do-no-harm evaluation (``benchmarks/starter_eval.py``); training
+#: draws strengths from (0, 1] (``data_tools/train.py --light``).
+LIGHT_STRENGTH = 0.3
+
+
+def lighten(clean: np.ndarray, degraded: np.ndarray, strength: float) -> np.ndarray:
+    """A lighter version of a degradation: ``clean + strength * (degraded - clean)``.
+
+    For the additive and alpha-blended models of this package (streaks, veil, haze airlight, snow, reflection
+    layer) this is the same degradation with its amplitudes scaled by ``strength`` (fainter streaks, thinner veil,
+    weaker reflection); for refracting raindrops it fades the drops.
+
+    Args:
+        clean: float32 ``(H, W, 3)`` in [0, 1].
+        degraded: float32 ``(H, W, 3)`` in [0, 1], a degradation of ``clean``.
+        strength: 0 (the clean image) to 1 (``degraded`` unchanged).
+
+    Returns:
+        float32 ``(H, W, 3)`` in [0, 1].
+
+    Raises:
+        ValueError: shapes differ or ``strength`` outside [0, 1].
+    """
+    if clean.shape != degraded.shape:
+        raise ValueError(f"lighten: shapes differ {clean.shape} vs {degraded.shape}")
+    if not 0.0 <= strength <= 1.0:
+        raise ValueError(f"lighten: strength {strength} outside [0, 1]")
+    out = clean.astype(np.float32) + np.float32(strength) * (degraded.astype(np.float32) - clean.astype(np.float32))
+    return np.clip(out, 0.0, 1.0).astype(np.float32)
 
 
 def weather(clean: np.ndarray, rng: np.random.Generator, kinds=WEATHER_KINDS,
