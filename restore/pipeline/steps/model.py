@@ -45,6 +45,10 @@ class ModelOptions(_Strict):
     ``blend`` (strength, 0..1): the output is ``blend * model + (1 - blend) * input``, mixed in the model's
     working encoding (the input upscaled with Lanczos for a super-resolution model); 1 = the model's output,
     0 = the input unchanged (the network is not run).
+    ``guard`` (``auto`` | ``off``): for models whose catalogue entry has measured guard thresholds (the
+    starters), leave an image alone when the model finds little to undo and mix in between
+    (:mod:`restore.guard`); the file's notes say the evidence and the weight used. ``off`` always uses the
+    model's output.
     ``noise_sigma`` (0..1, models conditioned on a noise level: the RGB denoiser): the image's noise level in
     the model's input encoding, as :func:`restore.noise.estimate_sigma` measures it; default: estimated from
     each whole image.
@@ -63,6 +67,7 @@ class ModelOptions(_Strict):
     compile: bool = False
     threads: Union[int, Literal["auto"]] = "auto"
     blend: float = Field(1.0, ge=0.0, le=1.0)
+    guard: Literal["auto", "off"] = "auto"
     noise_sigma: float | None = Field(None, ge=0.0, le=1.0)
     vgg19: str | None = None  # ImageNet VGG19 weights (path) for models whose descriptor declares a VGG19 side input
 
@@ -130,6 +135,7 @@ class ModelStage(Stage):
         self.model = None
         self.run_options = RunOptions.from_options(opts)
         self.run_state = RunState()
+        self.guard = None
 
     @property
     def _compiled(self) -> dict | None:
@@ -152,6 +158,13 @@ class ModelStage(Stage):
             if model.info.frames != 1:
                 raise RestoreError(f"model {self.opts.name!r} takes {model.info.frames} frames; use it in a merge step")
             model.prepare(self.opts.model_dump())  # side inputs the architecture declares (RestoreError if unusable)
+            if self.opts.guard == "auto" and model.scale == 1:
+                from ...guard import guard_for
+
+                try:
+                    self.guard = guard_for(self.opts.name)
+                except ValueError as e:
+                    raise RestoreError(f"model {self.opts.name!r}: weights/MANIFEST: {e}") from None
             self.model = model
 
     # -- colour handling -------------------------------------------------
@@ -211,6 +224,15 @@ class ModelStage(Stage):
         y = self._run(px, ctx) if blend > 0 else None
         if y is not None and self.model.info.output_range != "unbounded":
             y = np.clip(y, 0.0, 1.0)
+        if y is not None and self.guard is not None and y.shape == px.shape:
+            from ...guard import guard_weight
+
+            w, e = guard_weight(px, y, self.guard)
+            ctx.notes.append(f"guard: residual {e * 255:.2f}/255 (thresholds {self.guard.low * 255:.2f}-"
+                             f"{self.guard.high * 255:.2f}) -> model weight {w:.2f}"
+                             + (" (image left unchanged)" if w == 0 else ""))
+            if w < 1:
+                y = (px + w * (y - px)).astype(np.float32)
         if blend < 1:
             y = blend_with_input(y, px, self.model.scale, blend)
         y = back(y)
