@@ -57,6 +57,57 @@ def test_starter_loads_and_improves(name):
     assert after > before + 0.5, (before, after)
 
 
+#: PSNR(output, input) on a clean crop the starters never saw: the issue-20 target is 40 dB (nothing visible);
+#: the shipped fine-tunes reach it for weather only. The floors keep them from sliding back towards the first
+#: starters (21.8 / 31.1 / 19.7 dB here, darkening by up to 15 levels).
+CLEAN_TARGET_DB = 40.0
+CLEAN_FLOOR_DB = {"derain-starter": 32.0, "weather-starter": 40.0, "reflection-starter": 30.0}
+
+
+def _clean_run(name):
+    from restore import load_model
+
+    clean = _crop(skimage.data.chelsea(), 100, 120)
+    m = load_model(name)
+    torch.set_num_threads(1)
+    with torch.inference_mode():
+        out = m.module(torch.from_numpy(clean).permute(2, 0, 1)[None]).clamp(0, 1)[0].permute(1, 2, 0).numpy()
+    return out, clean
+
+
+@pytest.mark.parametrize("name", sorted(STARTERS))
+def test_starter_changes_a_clean_photo_little(name):
+    out, clean = _clean_run(name)
+    assert psnr(out, clean, y_channel=False) >= CLEAN_FLOOR_DB[name]
+    assert abs(float(out.mean() - clean.mean())) * 255 < 4.0  # no global darkening
+
+
+@pytest.mark.parametrize("name", [
+    pytest.param(n, marks=pytest.mark.xfail(strict=True, reason="issue 20 open: below 40 dB on clean photos "
+                                            "(benchmarks/starter_eval.py --do-no-harm)"))
+    if CLEAN_FLOOR_DB[n] < CLEAN_TARGET_DB else n for n in sorted(STARTERS)])
+def test_starter_leaves_a_clean_photo_alone(name):
+    """Issue 20's target: on a photo without the degradation nothing visible changes (>= 40 dB)."""
+    out, clean = _clean_run(name)
+    assert psnr(out, clean, y_channel=False) >= CLEAN_TARGET_DB
+
+
+def test_training_pairs_cover_clean_light_and_heavy():
+    from data_tools.train import make_batch
+
+    img = skimage.data.astronaut().astype(np.float32) / 255.0
+    x, y = make_batch("derain", [img], np.random.default_rng(0), 4, 64, identity=1.0)
+    assert torch.equal(x, y)
+    for seed in range(3):  # one pair per batch: the same crop and rain, lightened after the degradation is drawn
+        full, y1 = make_batch("derain", [img], np.random.default_rng(seed), 1, 64)
+        light, y2 = make_batch("derain", [img], np.random.default_rng(seed), 1, 64, light=1.0)
+        assert torch.equal(y1, y2)
+        d_full, d_light = (full - y1).abs().mean(), (light - y2).abs().mean()
+        assert 0 < d_light < 0.65 * d_full
+    with pytest.raises(ValueError, match="strength"):
+        synth.lighten(img, img, 1.5)
+
+
 def _train(tmp_path, *extra):
     cmd = [sys.executable, str(ROOT / "data_tools/train.py"), "--task", "reflection", "--out", str(tmp_path / "run"),
            "--seed", "0", "--patch", "32", "--batch", "2", "--log-every", "1", "--ckpt-minutes", "0.05",
