@@ -97,13 +97,7 @@ def run_ffdnet(net, noisy: np.ndarray, sigma: float, f: float) -> np.ndarray:
 
 
 def load_ours(path: Path) -> torch.nn.Module:
-    from restore.models.loader import detect, load_state_dict, read_hparams
-
-    sd, meta = load_state_dict(path)
-    desc = detect(sd, path, read_hparams(path, meta))
-    if str(desc.architecture.id) != "DenoiseUNet":
-        raise SystemExit(f"{path}: detected {desc.architecture.id}, expected DenoiseUNet")
-    return desc.model.float().eval()
+    return rde.load_ours(path, "DenoiseUNet")
 
 
 def ours(model: torch.nn.Module, noisy: np.ndarray, sigma: float) -> np.ndarray:

@@ -111,13 +111,14 @@ def bm3d_gat(noisy: np.ndarray, a: float, b: float) -> np.ndarray:
     return out
 
 
-def load_ours(path: Path) -> torch.nn.Module:
+def load_ours(path: Path, arch: str = "RawDenoiseUNet") -> torch.nn.Module:
+    """The network in ``path`` (fp32, eval mode), refused in one line unless it is an ``arch``."""
     from restore.models.loader import detect, load_state_dict, read_hparams
 
     sd, meta = load_state_dict(path)
     desc = detect(sd, path, read_hparams(path, meta))
-    if str(desc.architecture.id) != "RawDenoiseUNet":
-        raise SystemExit(f"{path}: detected {desc.architecture.id}, expected RawDenoiseUNet")
+    if str(desc.architecture.id) != arch:
+        raise SystemExit(f"{path}: detected {desc.architecture.id}, expected {arch}")
     return desc.model.float().eval()
 
 
