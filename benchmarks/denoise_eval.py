@@ -170,7 +170,12 @@ def main(argv=None) -> int:
     print(f"CPU: {cpu}", flush=True)
     images = rde.eval_images()[: args.max_images]
     model = load_ours(args.weights)
-    prev = json.loads(args.baselines_from.read_text()) if args.baselines_from else None
+    prev = None
+    if args.baselines_from is not None:
+        try:
+            prev = json.loads(args.baselines_from.read_text())
+        except (OSError, ValueError) as e:
+            ap.error(f"--baselines-from {args.baselines_from}: not a readable JSON of this script ({e})")
     if prev is not None:
         return ours_only(args, prev, model, images, cpu)
     ffd = load_ffdnet()
@@ -223,6 +228,8 @@ def ours_only(args, prev: dict, model: torch.nn.Module, images, cpu: str) -> int
     if prev["images"] != [n for n, _ in images]:
         raise SystemExit(f"{args.baselines_from}: evaluated other images; run without --baselines-from")
     by_key = {(r["image"], r["level"]): r for r in prev["rows"]}
+    if any((n, str(level)) not in by_key for n, _ in images for level in LEVELS):
+        raise SystemExit(f"{args.baselines_from}: evaluated other noise levels; run without --baselines-from")
     secs = mps = 0.0
     rows = []
     for i, (name, img) in enumerate(images):

@@ -100,7 +100,7 @@ sys.path.insert(0, str(ROOT))
 from data_tools import baselines, synth  # noqa: E402
 from data_tools.clean_data import MANIFEST, load_images  # noqa: E402
 from restore import load_model  # noqa: E402
-from restore.guard import guard_for, guard_weight  # noqa: E402
+from restore.guard import apply_guard, guard_for  # noqa: E402
 from restore.metrics import psnr  # noqa: E402
 
 
@@ -247,8 +247,8 @@ def guarded(module, x: np.ndarray, guard) -> tuple[np.ndarray, float, float]:
     y = np.clip(run_model(module, x), 0.0, 1.0)
     if guard is None:
         return y, float(np.mean(np.abs(y.astype(np.float64) - x))), 1.0
-    w, e = guard_weight(x, y, guard)
-    return (x + w * (y - x)).astype(np.float32), e, w
+    out, w, e = apply_guard(x, y, guard)
+    return out, e, w
 
 
 def measure(starter: str, model: str, group: str, kind: str, image: str, module, x: np.ndarray,

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["Guard", "guard_weight", "guard_for"]
+__all__ = ["Guard", "guard_weight", "apply_guard", "guard_for"]
 
 
 @dataclass(frozen=True)
@@ -74,6 +74,20 @@ def guard_weight(x: np.ndarray, y: np.ndarray, guard: Guard) -> tuple[float, flo
     e = float(np.mean(np.abs(y.astype(np.float64) - x.astype(np.float64))))
     w = (e - guard.low) / (guard.high - guard.low)
     return float(min(max(w, 0.0), 1.0)), e
+
+
+def apply_guard(x: np.ndarray, y: np.ndarray, guard: Guard) -> tuple[np.ndarray, float, float]:
+    """The guarded output ``x + w * (y - x)`` (what the ``model`` step returns) with its weight and evidence.
+
+    Args and errors: as :func:`guard_weight`.
+
+    Returns:
+        ``(out, w, e)``: ``out`` float32 like ``x`` (``y`` itself when ``w`` is 1, ``x`` when 0).
+    """
+    w, e = guard_weight(x, y, guard)
+    if w >= 1.0:
+        return y, w, e
+    return (x + np.float32(w) * (y - x)).astype(np.float32), w, e
 
 
 def guard_for(name: str) -> Guard | None:

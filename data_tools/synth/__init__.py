@@ -34,7 +34,7 @@ DEGRADATIONS = {"rain": add_rain, "haze": add_haze, "snow": add_snow, "raindrop"
 WEATHER_KINDS = ("rain", "haze", "snow", "raindrop")
 WEATHER_MIX = (0.25, 0.15, 0.2, 0.4)  # default probabilities of WEATHER_KINDS in weather()
 #: Strength of the "light" degradations of the do-no-harm evaluation (``benchmarks/starter_eval.py``); training
-#: draws strengths from (0, 1] (``data_tools/train.py --light``).
+#: draws strengths from ``data_tools.train.LIGHT_RANGE`` (``--light``).
 LIGHT_STRENGTH = 0.3
 
 

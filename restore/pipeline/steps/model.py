@@ -45,8 +45,8 @@ class ModelOptions(_Strict):
     ``blend`` (strength, 0..1): the output is ``blend * model + (1 - blend) * input``, mixed in the model's
     working encoding (the input upscaled with Lanczos for a super-resolution model); 1 = the model's output,
     0 = the input unchanged (the network is not run).
-    ``guard`` (``auto`` | ``off``): for models whose catalogue entry has measured guard thresholds (the
-    starters), leave an image alone when the model finds little to undo and mix in between
+    ``guard`` (``auto`` | ``off``): for models whose catalogue entry has measured guard thresholds (none of
+    the shipped ones yet: ``docs/checkpoints.md``), leave an image alone when the model finds little to undo and mix in between
     (:mod:`restore.guard`); the file's notes say the evidence and the weight used. ``off`` always uses the
     model's output.
     ``noise_sigma`` (0..1, models conditioned on a noise level: the RGB denoiser): the image's noise level in
@@ -225,14 +225,12 @@ class ModelStage(Stage):
         if y is not None and self.model.info.output_range != "unbounded":
             y = np.clip(y, 0.0, 1.0)
         if y is not None and self.guard is not None and y.shape == px.shape:
-            from ...guard import guard_weight
+            from ...guard import apply_guard
 
-            w, e = guard_weight(px, y, self.guard)
+            y, w, e = apply_guard(px, y, self.guard)
             ctx.notes.append(f"guard: residual {e * 255:.2f}/255 (thresholds {self.guard.low * 255:.2f}-"
                              f"{self.guard.high * 255:.2f}) -> model weight {w:.2f}"
                              + (" (image left unchanged)" if w == 0 else ""))
-            if w < 1:
-                y = (px + w * (y - px)).astype(np.float32)
         if blend < 1:
             y = blend_with_input(y, px, self.model.scale, blend)
         y = back(y)
