@@ -23,7 +23,8 @@ import time
 import numpy as np
 import torch
 
-__all__ = ["esrgan_tile_loop", "synthetic_image", "bench_method", "run_bench"]
+__all__ = ["PEER", "bench_backend", "bench_method", "esrgan_tile_loop", "machine_rates", "run_backend_bench", "run_bench",
+           "set5_psnr", "synthetic_image"]
 
 
 def esrgan_tile_loop(forward, image: torch.Tensor, scale: int, tile: int, tile_pad: int = 10) -> torch.Tensor:
@@ -142,3 +143,206 @@ def run_bench(model_name: str, width: int, height: int, tile: int = 128, overlap
             r["ratio_to_whole"] = r["seconds"] / whole["seconds"]
             r["overlap_factor"] = factor if r["method"] == "tiled" else ((tile + 20) / tile) ** 2
     return out
+
+
+# ------------------------------------------------------------------------------------------ backends (issue 21)
+
+#: The peer every backend is compared with: spandrel's own model (official forwards, no fused attention), fp32.
+PEER = "spandrel"
+
+
+def _peer_model(model_name: str):
+    """spandrel's descriptor for ``model_name`` as a script gets it: ``ModelLoader().load_from_state_dict``,
+    official forwards (this process must have ``RESTORE_FUSED_ATTENTION=0``)."""
+    import spandrel
+
+    from .models import resolve
+    from .models.loader import load_state_dict
+
+    return spandrel.ModelLoader().load_from_state_dict(load_state_dict(resolve(model_name)[1])[0]).eval()
+
+
+def bench_backend(model_name: str, backend: str, tile: int, repeat: int, out_npy: str | None = None) -> dict:
+    """Time one backend (or :data:`PEER`) on one seeded ``tile`` x ``tile`` input in this process.
+
+    One warm-up call (compiles, exports, builds kernels), then ``repeat`` timed calls; returns
+    ``{"backend", "seconds": best, "times": [...]}`` and writes the float32 output to ``out_npy``.
+    """
+    from .backends import _call, build_forward
+    from .models import load_model
+
+    dev = torch.device("cpu")
+    if backend == PEER:
+        desc = _peer_model(model_name)
+        channels, dtype = int(desc.input_channels), torch.float32
+
+        def forward(x):
+            return desc(x)
+    else:
+        m = load_model(model_name)
+        forward, dtype = build_forward(m, backend, dev)
+        channels = m.tile_input_channels
+    x = torch.rand(1, channels, tile, tile, generator=torch.Generator().manual_seed(0))
+    y = _call(forward, x, dtype)
+    times = []
+    for _ in range(max(1, repeat)):
+        t0 = time.perf_counter()
+        _call(forward, x, dtype)
+        times.append(time.perf_counter() - t0)
+    if out_npy:
+        np.save(out_npy, y.numpy())
+    return {"backend": backend, "seconds": min(times), "times": times}
+
+
+def machine_rates(model_name: str, tile: int) -> dict:
+    """This machine's fp32 (and, where native, bf16) GEMM rate in GFLOP/s, the model's FLOPs per ``tile``
+    input, CPU name and flags that matter, threads and versions (for :func:`run_backend_bench`)."""
+    from .backends import gemm_rate, model_flops
+    from .models import load_model
+    from .threads import _cpu_name
+    from .tiling import cpu_has_fast_bf16
+
+    flags = []
+    try:
+        text = open("/proc/cpuinfo").read()
+        flags = sorted({f for f in ("avx2", "fma", "avx512f", "avx512_bf16", "amx_bf16", "avx512_vnni") if f" {f}" in text})
+    except OSError:
+        pass
+    out = {"cpu": _cpu_name(), "flags": flags, "threads": torch.get_num_threads(), "torch": torch.__version__,
+           "gemm_fp32_gflops": gemm_rate(torch.float32)}
+    if cpu_has_fast_bf16():
+        out["gemm_bf16_gflops"] = gemm_rate(torch.bfloat16)
+    m = load_model(model_name)
+    out["flops_per_tile"] = model_flops(m, (tile, tile))
+    for mod in ("onnxruntime", "openvino"):
+        try:
+            out[mod] = __import__(mod).__version__
+        except ImportError:
+            pass
+    return out
+
+
+def set5_psnr(model_name: str, backend: str, set5: str, tile: int) -> dict:
+    """Mean PSNR-Y (crop = scale) of ``backend`` on Set5 (``<set5>/LR_bicubic/X<s>`` against ``<set5>/HR``),
+    tiled at ``tile`` with the model step's defaults; :data:`PEER` runs spandrel's model on each whole image."""
+    from pathlib import Path
+
+    from .io import read
+    from .metrics import psnr
+    from .models import load_model
+    from .pipeline.model_run import RunOptions, run_model
+
+    root = Path(set5)
+    if backend == PEER:
+        desc = _peer_model(model_name)
+        scale = int(desc.scale)
+
+        def up(lr):
+            with torch.inference_mode():
+                return desc(torch.from_numpy(lr.transpose(2, 0, 1).copy())[None])[0].permute(1, 2, 0).numpy()
+    else:
+        m = load_model(model_name)
+        scale = m.scale
+
+        def up(lr):
+            return run_model(m, lr, RunOptions(tile=tile, backend=backend, precision="fp32"))
+    vals = []
+    for p in sorted((root / "LR_bicubic" / f"X{scale}").glob("*.png")):
+        stem = p.stem[: -len(f"x{scale}")] if p.stem.endswith(f"x{scale}") else p.stem
+        sr = np.clip(up(read(p).color), 0, 1)
+        hr = read(root / "HR" / f"{stem}.png").color[: sr.shape[0], : sr.shape[1]]
+        vals.append(psnr(sr, hr, crop_border=scale))
+    if not vals:
+        raise FileNotFoundError(f"{root}: no LR_bicubic/X{scale}/*.png")
+    return {"backend": backend, "psnr_y": float(np.mean(vals)), "images": len(vals)}
+
+
+def _fresh(code: str, env: dict | None = None) -> dict:
+    import os
+
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env={**os.environ, **(env or {})})
+    if p.returncode != 0:
+        return {"error": (p.stderr.strip().splitlines() or ["failed"])[-1][:300]}
+    return json.loads(p.stdout.strip().splitlines()[-1])
+
+
+def run_backend_bench(model_name: str, tile: int = 128, rounds: int = 3, repeat: int = 3,
+                      backends: tuple[str, ...] | None = None, set5: str | None = None) -> dict:
+    """``restore bench --backends``: every path on the same tile, interleaved (A B C .. A B C .., one fresh
+    process per backend and round), best and median of the rounds' bests, each path's max difference to fp32
+    ``torch``, its fraction of the fp32 GEMM peak, and its mean PSNR-Y on Set5 when ``set5`` is given.
+
+    Args:
+        model_name: Catalogue name or checkpoint path.
+        tile: Edge of the square input tile (input pixels).
+        rounds: Interleaved rounds (fresh processes each).
+        repeat: Timed calls per process (after one warm-up); the process's best counts.
+        backends: Paths to time (default: :data:`PEER` and every backend in :data:`restore.backends.BACKENDS`
+            that :func:`restore.backends.unavailable` allows here).
+        set5: Set5 folder (``HR/`` and ``LR_bicubic/X<scale>/``) for the PSNR-Y column, or None.
+
+    Returns:
+        ``{"machine": machine_rates(...), "rows": [{"backend", "best", "median", "max_diff", "peak_fraction",
+        "psnr_y", "psnr_cost", ...} or {"backend", "error"}]}``.
+    """
+    import statistics
+    import tempfile
+
+    from .backends import BACKENDS, unavailable
+    from .models import load_model
+
+    m = load_model(model_name)
+    dev = torch.device("cpu")
+    skipped = {}
+    if backends is None:
+        backends = (PEER,) + tuple(b for b in BACKENDS if not unavailable(m, b, dev))
+        skipped = {b: unavailable(m, b, dev) for b in BACKENDS if unavailable(m, b, dev)}
+    machine = _fresh(f"import json; from restore.bench import machine_rates; print(json.dumps(machine_rates({model_name!r}, {tile})))")
+    times: dict[str, list[float]] = {b: [] for b in backends}
+    errors: dict[str, str] = {}
+    with tempfile.TemporaryDirectory() as d:
+        for _ in range(max(1, rounds)):
+            for b in backends:
+                if b in errors:
+                    continue
+                npy = f"{d}/{b}.npy"
+                r = _fresh(f"import json; from restore.bench import bench_backend; "
+                           f"print(json.dumps(bench_backend({model_name!r}, {b!r}, {tile}, {repeat}, {npy!r})))",
+                           env={"RESTORE_FUSED_ATTENTION": "0"} if b == PEER else None)
+                if "error" in r:
+                    errors[b] = r["error"]
+                else:
+                    times[b].append(r["seconds"])
+        ref = np.load(f"{d}/torch.npy") if "torch" in times and times["torch"] else None
+        rows = []
+        for b in backends:
+            if b in errors:
+                rows.append({"backend": b, "error": errors[b]})
+                continue
+            row = {"backend": b, "best": min(times[b]), "median": statistics.median(times[b]), "rounds": len(times[b])}
+            if ref is not None:
+                row["max_diff"] = float(np.abs(np.load(f"{d}/{b}.npy") - ref).max())
+            if "flops_per_tile" in machine and "gemm_fp32_gflops" in machine:
+                row["gflops"] = machine["flops_per_tile"] / row["best"] / 1e9
+                row["peak_fraction"] = row["gflops"] / machine["gemm_fp32_gflops"]
+            rows.append(row)
+    if set5:
+        base = None
+        for row in rows:
+            if "error" in row:
+                continue
+            r = _fresh(f"import json; from restore.bench import set5_psnr; "
+                       f"print(json.dumps(set5_psnr({model_name!r}, {row['backend']!r}, {set5!r}, {tile})))",
+                       env={"RESTORE_FUSED_ATTENTION": "0"} if row["backend"] == PEER else None)
+            if "error" in r:
+                row["psnr_error"] = r["error"]
+                continue
+            row["psnr_y"] = r["psnr_y"]
+            if row["backend"] == "torch":
+                base = r["psnr_y"]
+        for row in rows:
+            if base is not None and "psnr_y" in row:
+                row["psnr_cost"] = row["psnr_y"] - base
+    for b, why in skipped.items():
+        rows.append({"backend": b, "skipped": why})
+    return {"model": model_name, "tile": tile, "machine": machine, "rows": rows}

@@ -443,10 +443,22 @@ def eval_cmd(outputs: Path, truth: Path, crop: int, rgb: bool, as_json: bool) ->
 @click.option("--device", default="cpu", show_default=True)
 @click.option("--methods", default="whole,tiled,esrgan-loop", show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output: one entry per method.")
-def bench(model: str, size: str, tile: int, overlap: int, repeat: int, precision: str, device: str, methods: str, as_json: bool) -> None:
-    """Time MODEL whole-image, tiled, and with the reference SR scripts' tile loop, `esrgan-loop` (each in a fresh process)."""
+@click.option("--backends", "backends", is_flag=True,
+              help="Time every inference path on one --tile input instead (spandrel's model, torch fp32/bf16/compile, "
+                   "ONNX Runtime, OpenVINO), interleaved over --rounds fresh processes, against this CPU's GEMM peak.")
+@click.option("--rounds", type=int, default=3, show_default=True, help="--backends: interleaved rounds.")
+@click.option("--set5", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
+              help="--backends: Set5 folder (HR/, LR_bicubic/X<scale>/) for each path's mean PSNR-Y.")
+@click.option("--only", default=None, help="--backends: comma-separated paths to time (default: all available).")
+def bench(model: str, size: str, tile: int, overlap: int, repeat: int, precision: str, device: str, methods: str, as_json: bool,
+          backends: bool, rounds: int, set5: Path | None, only: str | None) -> None:
+    """Time MODEL whole-image, tiled, and with the reference SR scripts' tile loop, `esrgan-loop` (each in a fresh
+    process); with --backends, time each inference path on one tile."""
     from .bench import run_bench
 
+    if backends:
+        _bench_backends(model, tile, rounds, repeat, set5, only, as_json)
+        return
     try:
         w, h = (int(v) for v in size.lower().split("x"))
     except ValueError:
@@ -464,6 +476,104 @@ def bench(model: str, size: str, tile: int, overlap: int, repeat: int, precision
         extra = f", {r['ratio_to_whole']:.2f}x whole (overlap factor {r['overlap_factor']:.2f})" if "ratio_to_whole" in r else ""
         gpu = f", peak GPU {r['peak_gpu_mib']:.0f} MiB" if "peak_gpu_mib" in r else ""
         con.print(f"  {r['method']:12s} {r['seconds']:8.2f} s  {r['mpx_per_s']:.4f} Mpx/s  peak RSS {r['peak_rss_mib']:.0f} MiB{gpu}{extra}", markup=False)
+
+
+def _bench_backends(model: str, tile: int, rounds: int, repeat: int, set5: Path | None, only: str | None, as_json: bool) -> None:
+    from .backends import BACKENDS
+    from .bench import PEER, run_backend_bench
+    from .models import load_model
+
+    chosen = None
+    if only:
+        chosen = tuple(b.strip() for b in only.split(",") if b.strip())
+        bad = [b for b in chosen if b not in (PEER, *BACKENDS)]
+        if bad:
+            _fail(f"--only: unknown path {bad[0]!r}; use {', '.join((PEER, *BACKENDS))}")
+    try:
+        load_model(model)
+    except RestoreError as e:
+        _fail(str(e))
+    res = run_backend_bench(model, tile, rounds, repeat, chosen, str(set5) if set5 else None)
+    if as_json:
+        click.echo(json.dumps(res, indent=2))
+        return
+    con = _console()
+    mach = res["machine"]
+    if "error" in mach:
+        _fail(f"measuring the machine failed: {mach['error']}")
+    bf16 = f", bf16 {mach['gemm_bf16_gflops']:.1f} GFLOP/s" if "gemm_bf16_gflops" in mach else ""
+    con.print(f"{mach['cpu']} ({' '.join(mach['flags']) or 'no AVX2'}), {mach['threads']} threads, torch {mach['torch']}; "
+              f"GEMM 2048^2 fp32 {mach['gemm_fp32_gflops']:.1f} GFLOP/s{bf16}", markup=False)
+    con.print(f"{model}: {tile}x{tile} tile, {mach['flops_per_tile'] / 1e9:.2f} GFLOP per tile; best / median of {rounds} "
+              "interleaved fresh-process rounds", markup=False)
+    peer = next((r for r in res["rows"] if r["backend"] == PEER and "best" in r), None)
+    for r in res["rows"]:
+        if "skipped" in r:
+            con.print(f"  {r['backend']:14s} not available: {r['skipped']}", markup=False)
+            continue
+        if "error" in r:
+            con.print(f"  {r['backend']:14s} failed: {r['error']}", markup=False)
+            continue
+        line = (f"  {r['backend']:14s} {r['best']:7.3f} s  median {r['median']:7.3f} s  {r.get('gflops', 0):6.1f} GFLOP/s "
+                f"({100 * r.get('peak_fraction', 0):4.1f} % of fp32 peak)")
+        if peer and r is not peer:
+            line += f"  {peer['best'] / r['best']:.2f}x {PEER}"
+        if "max_diff" in r:
+            line += f"  max diff {r['max_diff']:.1e}"
+        if "psnr_y" in r:
+            line += f"  Set5 PSNR-Y {r['psnr_y']:.3f} dB ({r.get('psnr_cost', 0):+.3f})"
+        con.print(line, markup=False)
+
+
+@cli.command("export")
+@click.argument("model")
+@click.argument("out", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--size", default=None, help="Input WxH of the graph: the tile size [default: 128x128; a fixed-size model's native size].")
+@click.option("--batch", type=click.IntRange(1, 64), default=1, show_default=True)
+@click.option("--opset", type=click.IntRange(14, 23), default=17, show_default=True)
+@click.option("--check/--no-check", default=True, show_default=True,
+              help="Run the export in ONNX Runtime (when installed) and compare it with PyTorch.")
+def export_cmd(model: str, out: Path, size: str | None, batch: int, opset: int, check: bool) -> None:
+    """Write MODEL's network as an ONNX graph for one input size (as darktable and chaiNNer run models)."""
+    import io
+
+    from .models import load_model
+    from .models.onnx import export_onnx, onnx_session, runtime_missing
+
+    try:
+        w, h = (int(v) for v in (size or "128x128").lower().split("x"))
+    except ValueError:
+        _fail(f"--size must be WIDTHxHEIGHT, got {size!r}")
+    if out.suffix.lower() != ".onnx":
+        _fail(f"{out}: the output must end in .onnx")
+    try:
+        m = load_model(model)
+        if m.fixed_size and size is None:
+            h, w = m.fixed_size
+        buf = io.BytesIO()
+        export_onnx(m, buf, (h, w), batch=batch, opset=opset)
+        note = ""
+        if check and runtime_missing("onnxruntime") is None:
+            import numpy as np
+            import torch
+
+            x = torch.rand(batch, m.input_channels, h, w, generator=torch.Generator().manual_seed(0))
+            with torch.inference_mode():
+                ref = m.module(x).float().numpy()
+            diff = float(np.abs(onnx_session(buf.getvalue(), "onnxruntime", torch.get_num_threads())(x.numpy()) - ref).max())
+            if not diff <= 1e-3 * max(1.0, float(np.abs(ref).max())):
+                _fail(f"{model}: the ONNX export differs from PyTorch by {diff:.2e} (max abs); not written")
+            note = f"; ONNX Runtime matches PyTorch (max abs difference {diff:.1e})"
+        from .io.atomic import atomic_path
+
+        with atomic_path(out) as tmp:
+            Path(tmp).write_bytes(buf.getvalue())
+    except RestoreError as e:
+        _fail(str(e))
+    except OSError as e:
+        _fail(f"{out}: cannot write ({e.strerror or e})")
+    _console().print(f"{out}: input 'input' float32 {batch}x{m.input_channels}x{h}x{w}, output 'output' "
+                     f"{batch}x{m.output_channels}x{h * m.scale}x{w * m.scale}, opset {opset}{note}", markup=False)
 
 
 def main() -> None:

@@ -210,8 +210,11 @@ def _attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tenso
 
     full = (m.unsqueeze(1) + bias.unsqueeze(0)).repeat(b, 1, 1, 1)  # (B*nE, heads, N, N)
     edge = F.scaled_dot_product_attention(pick(q), pick(k), pick(v), attn_mask=full, scale=scale)
+    edge = edge.unflatten(0, (b, idx.numel()))
+    if torch.jit.is_tracing():  # the ONNX export's tracer drops the in-place write into a view: copy instead
+        return out.unflatten(0, (b, nw)).index_copy(1, idx, edge).flatten(0, 1)
     out = out.contiguous()
-    out.unflatten(0, (b, nw))[:, idx] = edge.unflatten(0, (b, idx.numel()))
+    out.unflatten(0, (b, nw))[:, idx] = edge
     return out
 
 

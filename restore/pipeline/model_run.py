@@ -57,7 +57,10 @@ class RunOptions:
         device: ``auto``, ``cpu``, ``cuda[:N]``, ``mps``; a context's device overrides it.
         threads: CPU intra-op threads: a count, ``"auto"`` (measured once, cached), or None (leave
             torch's setting alone).
-        compile: Run through ``torch.compile`` where the model allows it.
+        compile: Run through ``torch.compile`` where the model allows it (with ``backend: torch``).
+        backend: ``torch`` (PyTorch, ``precision`` and ``compile`` as set), ``auto`` (the fastest path measured
+            on this machine, :func:`restore.backends.backend_for`), or a named backend of
+            :data:`restore.backends.BACKENDS`, which overrides ``precision`` and ``compile``.
         whole_if_fits: The tile was not chosen by the user: an architecture that discourages tiling
             (global attention) runs on the whole image when it fits the memory budget
             (:func:`whole_or_large_tiles`).
@@ -72,6 +75,7 @@ class RunOptions:
     device: str = "auto"
     threads: int | Literal["auto"] | None = None
     compile: bool = False
+    backend: str = "torch"
     whole_if_fits: bool = False
 
     @classmethod
@@ -89,12 +93,15 @@ class RunOptions:
 @dataclass
 class RunState:
     """What a step keeps between images for :func:`run_model`: the ``tile: auto`` choice per device and
-    dtype, the measured thread count, the compiled forward."""
+    dtype, the measured thread count, the compiled forward, the ``backend: auto`` choice and the forward of a
+    named backend."""
 
     auto_tile: dict[tuple[str, str], tuple[int, str]] = field(default_factory=dict)
     threads: tuple[int, str] | None = None
     threads_noted: bool = False
     compiled: dict | None = None
+    backend: Any = None  # restore.backends.Choice once ``backend: auto`` chose
+    backend_forward: dict = field(default_factory=dict)  # (backend, device) -> (forward, dtype)
 
 
 def wide_overlap(model: RestorationModel, tile: int, overlap: int) -> int:
@@ -238,9 +245,6 @@ def run_model(
     c = pixels.shape[axis]
     cin = m.tile_input_channels
     eager_forward = m.forward_for(device)
-    forward = eager_forward
-    if run.compile and m.compilable:
-        forward = _compiled_forward(m.module.to(device), state, ctx)
     if cin == c:
         groups = [pixels]
     elif cin == 3 and c == 1:
@@ -254,6 +258,7 @@ def run_model(
         # timed eagerly: a compiled forward would compile once more for the timing tile's shape
         torch.set_num_threads(_threads(m, run, eager_forward, cin, dtype, ctx, state))
     try:
+        forward, dtype = _backend_forward(m, run, device, dtype, eager_forward, state, ctx)
         outs = _run_groups(m, forward, groups, spec, device, dtype, ctx, layout)
     finally:
         torch.set_num_threads(threads_before)
@@ -263,6 +268,35 @@ def run_model(
     if cin == 3 and c == 1:
         out = out.mean(axis=axis, keepdims=True)
     return out
+
+
+def _backend_forward(m, run: RunOptions, device, dtype, eager: Callable, state: RunState, ctx: Context):
+    """The forward and compute dtype of ``run.backend`` (:mod:`restore.backends`); ``auto`` is measured once
+    per machine and model (cached), its choice noted once per state."""
+    import torch
+
+    from ..backends import backend_for, build_forward
+
+    def compiled(module):
+        return _compiled_forward(module, state, ctx)
+
+    name = run.backend
+    if name == "auto":
+        if state.backend is None:
+            with warmup(ctx):  # timed once per machine and model, cached
+                state.backend = backend_for(m, device, run.precision, compiled)
+            ctx.notes.append(state.backend.reason)
+        name = state.backend.backend
+        if name == "torch":  # on the CPU auto's torch is fp32 (bf16 is its own candidate, torch-bf16)
+            return eager, (dtype if device.type != "cpu" else torch.float32)
+    elif name == "torch":
+        if run.compile and m.compilable:
+            return _compiled_forward(m.module.to(device), state, ctx), dtype
+        return eager, dtype
+    key = (name, str(device))
+    if key not in state.backend_forward:
+        state.backend_forward[key] = build_forward(m, name, device, compiled)
+    return state.backend_forward[key]
 
 
 def _run_groups(m, forward: Callable, groups: list[np.ndarray], spec, device, dtype, ctx: Context, layout: str) -> list[np.ndarray]:

@@ -39,6 +39,10 @@ class ModelOptions(_Strict):
     the first run compiles for each tile shape (tens of seconds to minutes on
     a CPU), the compiled kernels are cached in ``~/.cache/restore/inductor``
     and reused by later runs; worth it for large batches, not for a few files.
+    ``backend``: how the network runs (:mod:`restore.backends`): ``torch`` (PyTorch with ``precision`` and
+    ``compile``), ``auto`` (the fastest path timed on a probe tile at first use on this machine, within the
+    quality rule, cached per CPU and model), or one path by name (``torch-bf16``, ``torch-compile``,
+    ``onnxruntime``, ``openvino``; the last two are optional extras).
     ``threads`` (CPU): intra-op threads; ``auto`` = the fastest count measured
     on a small tile at first use and cached per machine and model
     (:mod:`restore.threads`).
@@ -65,6 +69,7 @@ class ModelOptions(_Strict):
     alpha: Literal["resize", "model"] = "resize"
     hdr: Literal["auto", "log", "clip"] = "auto"
     compile: bool = False
+    backend: Literal["torch", "auto", "torch-bf16", "torch-compile", "onnxruntime", "openvino"] = "torch"
     threads: Union[int, Literal["auto"]] = "auto"
     blend: float = Field(1.0, ge=0.0, le=1.0)
     guard: Literal["auto", "off"] = "auto"

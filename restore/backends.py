@@ -1,0 +1,323 @@
+"""Inference backends on the CPU: which paths exist, how fast each is here, and ``backend: auto`` (issue 21).
+
+A *backend* is one way of running a loaded model's forward on tiles:
+
+=================  ==========================================================================================
+``torch``          the network in PyTorch, fp32 (with the fused window attention the architecture declares,
+                   :mod:`restore.models.fused_attention`); the reference every other path is compared to
+``torch-bf16``     the same under ``torch.autocast(bfloat16)``: only on CPUs with native bf16 (AMX or
+                   AVX512-BF16, :func:`restore.tiling.cpu_has_fast_bf16`; elsewhere bf16 is emulated, about
+                   500x slower), and for ``auto`` only for architectures whose bf16 cost was measured and
+                   accepted (the descriptor's ``cpu_bf16`` verdict: <= 0.02 dB PSNR-Y on Set5)
+``torch-compile``  ``torch.compile`` (TorchInductor) of the fp32 network, kernels cached on disk
+``onnxruntime``    the ONNX export (:mod:`restore.models.onnx`) in ONNX Runtime, fp32
+``openvino``       the ONNX export in OpenVINO, fp32 (precision hint f32)
+=================  ==========================================================================================
+
+``backend: auto`` (:func:`backend_for`) times every path available here on one probe tile
+(:data:`PROBE_TILE` px, the thread count the run uses), checks each fp32 path's output against ``torch`` (max
+absolute difference <= :data:`MAX_DIFF`), and keeps the fastest, but moves off ``torch`` only for a path at
+least :data:`MARGIN` faster (timing noise never picks a slower path).  The choice is cached in
+``~/.cache/restore/backends.json`` per CPU model, usable CPU count, architecture and weight shapes, torch
+and runtime versions, like the thread count (:mod:`restore.threads`).  On CUDA and MPS ``auto`` is
+``torch`` (the ``precision`` option then decides fp16/bf16).
+
+:func:`gemm_rate` measures this machine's matrix-multiply rate, the ceiling the model figures of
+``restore bench --backends`` are a fraction of (:func:`model_flops` counts a forward's FLOPs).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Callable, Mapping
+
+import torch
+
+from .errors import RestoreError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .models import RestorationModel
+
+__all__ = [
+    "BACKENDS",
+    "MARGIN",
+    "MAX_DIFF",
+    "PROBE_TILE",
+    "Choice",
+    "backend_for",
+    "build_forward",
+    "choose",
+    "eligible",
+    "gemm_rate",
+    "measure",
+    "model_flops",
+    "unavailable",
+]
+
+#: Every backend name, in the order ``auto`` times them (``torch`` first: it is the reference).
+BACKENDS = ("torch", "torch-bf16", "torch-compile", "onnxruntime", "openvino")
+
+#: Largest max absolute difference to fp32 ``torch`` an fp32 backend may have on the probe tile (values in
+#: the model's [0, 1] encoding) to be chosen by ``auto``: the issue-21 rule for restoration models, and far
+#: below what costs an SR model 0.02 dB PSNR-Y.
+MAX_DIFF = 1e-4
+
+#: ``auto`` leaves ``torch`` only for a path at least this much faster on the probe tile (5 %).
+MARGIN = 0.05
+
+#: Edge of the probe tile ``auto`` times, in input pixels (rounded up to the model's size multiple; a
+#: fixed-size model's native size): the tile the issue-21 figures are quoted at.
+PROBE_TILE = 128
+
+_TABLE = "backends.json"
+
+
+def unavailable(model: RestorationModel, backend: str, device: torch.device) -> str | None:
+    """Why ``backend`` cannot run ``model`` on ``device`` here (one line), or None when it can.
+
+    Raises:
+        RestoreError: ``backend`` is not one of :data:`BACKENDS`.
+    """
+    from .models.onnx import runtime_missing
+    from .tiling import cpu_has_fast_bf16
+
+    if backend not in BACKENDS:
+        raise RestoreError(f"unknown backend {backend!r}; use auto or one of {', '.join(BACKENDS)}")
+    if backend == "torch":
+        return None
+    if backend == "torch-bf16":
+        if not model.supports_bfloat16:
+            return "the architecture is not safe in bfloat16"
+        if device.type == "cpu" and not cpu_has_fast_bf16():
+            return "this CPU has neither AMX nor AVX512-BF16: bf16 would be emulated"
+        return None
+    if backend == "torch-compile":
+        return None if model.compilable else "the forward wraps a side-input network"
+    if device.type != "cpu":
+        return f"{backend} runs here on the CPU only"
+    if not model.compilable:
+        return "the model has a side input the export cannot carry"
+    return runtime_missing(backend)
+
+
+def eligible(model: RestorationModel, backend: str, device: torch.device, precision: str = "auto") -> str | None:
+    """Why ``auto`` must not pick ``backend`` (one line), or None when it may (it still has to be measured).
+
+    Beyond :func:`unavailable`: bf16 only where the architecture's CPU bf16 cost was measured and accepted
+    (``model.info.cpu_bf16_ok``) and ``precision`` is ``auto`` or ``bf16``; fp32 backends not when
+    ``precision`` is ``bf16``.
+    """
+    why = unavailable(model, backend, device)
+    if why:
+        return why
+    if backend == "torch-bf16":
+        if precision not in ("auto", "bf16"):
+            return f"precision {precision}"
+        if not model.info.cpu_bf16_ok:
+            return "bf16 cost not measured for this architecture"
+    elif precision == "bf16":
+        return "precision bf16"
+    return None
+
+
+def build_forward(model: RestorationModel, backend: str, device: torch.device,
+                  compiled: Callable[[torch.nn.Module], Callable] | None = None) -> tuple[Callable, torch.dtype]:
+    """The tiler forward and compute dtype of ``backend``.
+
+    Args:
+        model: The loaded model (side inputs bound).
+        backend: One of :data:`BACKENDS`.
+        device: Where it runs.
+        compiled: How ``torch-compile`` compiles the module (the model step passes its cached wrapper,
+            :func:`restore.pipeline.model_run._compiled_forward`); default ``torch.compile(dynamic=False)``.
+
+    Returns:
+        ``(forward, dtype)``: ``forward`` maps ``(B, C, h, w)`` tensors to the output; ``dtype`` is what the
+        tiler autocasts to (``torch.bfloat16`` for ``torch-bf16``, else ``torch.float32``).
+
+    Raises:
+        RestoreError: the backend cannot run here (:func:`unavailable`).
+    """
+    why = unavailable(model, backend, device)
+    if why:
+        raise RestoreError(f"backend {backend}: {why}")
+    if backend in ("torch", "torch-bf16"):
+        return model.forward_for(device), torch.bfloat16 if backend == "torch-bf16" else torch.float32
+    if backend == "torch-compile":
+        module = model.module.to(device)
+        return (compiled(module) if compiled else torch.compile(module, dynamic=False)), torch.float32
+    from .models.onnx import OnnxForward
+
+    return OnnxForward(model, backend), torch.float32
+
+
+def probe_shape(model: RestorationModel) -> tuple[int, int]:
+    """``(H, W)`` of the probe tile: :data:`PROBE_TILE` rounded up to the size multiple, or the native size."""
+    if model.fixed_size:
+        return tuple(model.fixed_size)  # type: ignore[return-value]
+    mult = max(1, model.multiple_of)
+    edge = max(-(-PROBE_TILE // mult) * mult, model.min_size)
+    return edge, edge
+
+
+def _call(forward: Callable, x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    with torch.inference_mode(), torch.autocast(x.device.type, dtype=dtype, enabled=dtype != torch.float32):
+        return forward(x).float()
+
+
+def measure(model: RestorationModel, backends: list[str], device: torch.device, repeat: int = 2,
+            compiled: Callable[[torch.nn.Module], Callable] | None = None) -> dict[str, dict]:
+    """Time each backend on the probe tile (best of ``repeat`` after one warm-up call) and compare its
+    output with fp32 ``torch``.
+
+    Returns:
+        ``{backend: {"seconds": float, "max_diff": float}}``, or ``{"error": "one line"}`` for a backend that
+        failed to build or run.  Torch's thread count is left as it is.
+    """
+    h, w = probe_shape(model)
+    x = torch.rand(1, model.tile_input_channels, h, w, generator=torch.Generator().manual_seed(0)).to(device)
+    ref = None
+    out: dict[str, dict] = {}
+    for name in ["torch"] + [b for b in backends if b != "torch"]:
+        try:
+            forward, dtype = build_forward(model, name, device, compiled)
+            y = _call(forward, x, dtype)  # warm-up: compiles, exports, builds kernels
+            best = float("inf")
+            for _ in range(max(1, repeat)):
+                if device.type == "cuda":
+                    torch.cuda.synchronize()
+                t0 = time.perf_counter()
+                _call(forward, x, dtype)
+                if device.type == "cuda":
+                    torch.cuda.synchronize()
+                best = min(best, time.perf_counter() - t0)
+        except (MemoryError, RestoreError, RuntimeError, ValueError, TypeError, ImportError, OSError) as e:
+            if name == "torch":
+                raise
+            out[name] = {"error": (str(e).strip().splitlines() or [type(e).__name__])[0][:200]}
+            continue
+        if ref is None:
+            ref = y
+        out[name] = {"seconds": best, "max_diff": float((y - ref).abs().max())}
+    return out
+
+
+@dataclass(frozen=True)
+class Choice:
+    """What ``backend: auto`` chose: the backend and a one-line reason (timings or why measuring was skipped)."""
+
+    backend: str
+    reason: str
+
+
+def choose(table: Mapping[str, Mapping], allowed: Mapping[str, str | None], max_diff: float = MAX_DIFF,
+           margin: float = MARGIN) -> Choice:
+    """Pick the backend from a timing table (:func:`measure`'s result).
+
+    The fastest of the backends that ran, that ``allowed`` permits (``allowed[name]`` None; a string is the
+    reason not to), and, for fp32 backends, whose ``max_diff`` is within ``max_diff`` (``torch-bf16``'s
+    quality is the architecture's measured verdict instead, checked by :func:`eligible`); a path other than
+    ``torch`` only when at least ``margin`` faster than ``torch``.  Without a ``torch`` timing, ``torch``.
+
+    Returns:
+        :class:`Choice` naming the backend, with every timing in the reason.
+    """
+    base = table.get("torch", {}).get("seconds")
+    parts = []
+    for name, row in table.items():
+        if "seconds" in row:
+            parts.append(f"{name} {row['seconds'] * 1000:.0f} ms")
+        else:
+            parts.append(f"{name} failed")
+    timings = ", ".join(parts)
+    if base is None:
+        return Choice("torch", f"torch (no timing of torch: {timings or 'nothing measured'})")
+    best, best_s = "torch", float(base)
+    for name, row in table.items():
+        if name == "torch" or "seconds" not in row or allowed.get(name, "not allowed") is not None:
+            continue
+        if name != "torch-bf16" and not row.get("max_diff", float("inf")) <= max_diff:
+            continue
+        if row["seconds"] <= base * (1 - margin) and row["seconds"] < best_s:
+            best, best_s = name, float(row["seconds"])
+    skipped = [f"{n}: {why}" for n, why in allowed.items() if why]
+    why = f"; not tried: {'; '.join(skipped)}" if skipped else ""
+    return Choice(best, f"backend auto: {best} ({timings} per {PROBE_TILE}-px probe tile{why})")
+
+
+def backend_for(model: RestorationModel, device: torch.device, precision: str = "auto",
+                compiled: Callable[[torch.nn.Module], Callable] | None = None,
+                measure_fn: Callable[..., dict] | None = None) -> Choice:
+    """``backend: auto``: the fastest allowed backend for ``model`` here, measured once and cached.
+
+    Args:
+        model: The loaded model (side inputs bound).
+        device: Where it runs; not the CPU: ``torch``.
+        precision: The step's ``precision`` option (``fp32`` excludes ``torch-bf16``; ``bf16`` allows only it).
+        compiled: The step's ``torch.compile`` wrapper (see :func:`build_forward`).
+        measure_fn: Replaces :func:`measure` (tests give a mocked timing table).
+
+    Returns:
+        :class:`Choice`; its reason says whether it was measured now or read from the cache.
+    """
+    import torch as _torch
+
+    from .cache import read_table, update_table
+    from .threads import _cpu_name, _usable_cpus
+
+    if device.type != "cpu":
+        return Choice("torch", f"backend auto: torch on {device.type}")
+    if precision == "bf16":
+        why = unavailable(model, "torch-bf16", device)
+        if why:
+            raise RestoreError(f"precision bf16: {why}")
+        return Choice("torch-bf16", "backend auto: torch-bf16 (precision bf16)")
+    allowed = {b: eligible(model, b, device, precision) for b in BACKENDS}
+    candidates = [b for b in BACKENDS if allowed[b] is None]
+    if candidates == ["torch"]:
+        return Choice("torch", "backend auto: torch (" + "; ".join(f"{b}: {w}" for b, w in allowed.items() if w) + ")")
+    versions = [f"torch-{_torch.__version__}"]
+    for mod in ("onnxruntime", "openvino"):
+        if allowed.get(mod) is None:
+            try:
+                versions.append(f"{mod}-{__import__(mod).__version__}")
+            except Exception:  # pragma: no cover - allowed means importable
+                pass
+    key = (f"{_cpu_name()}/{_usable_cpus()}cpu/{_torch.get_num_threads()}threads/{model.arch}/{model.shape_key}/"
+           f"{precision}/{'+'.join(candidates)}/{'/'.join(versions)}")
+    hit = read_table(_TABLE).get(key)
+    if isinstance(hit, dict) and hit.get("backend") in candidates:
+        return Choice(hit["backend"], f"{hit.get('reason', 'backend auto: ' + hit['backend'])} (measured before)")
+    table = (measure_fn or measure)(model, candidates, device, compiled=compiled)
+    choice = choose(table, allowed)
+    update_table(_TABLE, key, {"backend": choice.backend, "reason": choice.reason})
+    return Choice(choice.backend, f"{choice.reason} (measured now)")
+
+
+def gemm_rate(dtype: torch.dtype = torch.float32, n: int = 2048, repeat: int = 3) -> float:
+    """This machine's square matrix-multiply rate in GFLOP/s (``2 n^3`` FLOPs per product, best of ``repeat``
+    after one warm-up; torch's current thread count): the ceiling a model's FLOP rate is compared with."""
+    a = torch.rand(n, n).to(dtype)
+    b = torch.rand(n, n).to(dtype)
+    torch.mm(a, b)
+    best = float("inf")
+    for _ in range(max(1, repeat)):
+        t0 = time.perf_counter()
+        torch.mm(a, b)
+        best = min(best, time.perf_counter() - t0)
+    return 2 * n**3 / best / 1e9
+
+
+def model_flops(model: RestorationModel, shape: tuple[int, int]) -> float:
+    """FLOPs of one fp32 forward of ``model`` on a ``(1, C, H, W)`` input (``shape`` = ``(H, W)``), as
+    :class:`torch.utils.flop_counter.FlopCounterMode` counts them: matrix products and convolutions (2 per
+    multiply-add, including the fused attention's), not element-wise work."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    x = torch.rand(1, model.tile_input_channels, *shape)
+    forward = model.forward_for(torch.device("cpu"))
+    counter = FlopCounterMode(display=False)
+    with torch.inference_mode(), counter:
+        forward(x)
+    return float(counter.get_total_flops())
