@@ -136,3 +136,24 @@ def test_descriptors_declare_the_patches():
         assert apply_patches(_tiny(arch).eval(), patches) > 0
         other = "DAT" if arch != "DAT" else "HAT"
         assert apply_patches(_tiny(other).eval(), patches) == 0  # patches are per architecture
+
+
+@pytest.mark.parametrize("arch", ["SwinIR", "HAT", "DAT", "RGT"])
+def test_fused_forward_compiles_as_one_graph(arch):
+    """Under torch.compile the fused forwards skip their caches (a lock, weight versions, data-dependent edge
+    windows) and use dense masks: one graph, no breaks, the official output.  Traced by dynamo with the
+    ``eager`` backend (no code generation), which runs exactly the graph inductor would compile."""
+    import torch._dynamo as dynamo
+
+    ref = _tiny(arch).eval()
+    _randomise(ref)
+    fused = copy.deepcopy(ref)
+    fuse_attention(fused)
+    x = torch.rand(2, 3, 20, 28, generator=torch.Generator().manual_seed(1))
+    dynamo.reset()
+    with torch.inference_mode():
+        explained = dynamo.explain(fused)(x)
+        got = torch.compile(fused, backend="eager", dynamic=False)(x)
+        want = ref(x)
+    assert explained.graph_break_count == 0, [str(b.reason)[:200] for b in explained.break_reasons]
+    assert torch.allclose(got, want, atol=1e-5, rtol=0), (got - want).abs().max()

@@ -47,6 +47,7 @@ if TYPE_CHECKING:
     from .archs._base import AttentionPatch
 
 __all__ = [
+    "compiling",
     "fuse_attention",
     "apply_patches",
     "attend",
@@ -85,9 +86,19 @@ def clear_mask_cache() -> None:
         _mask_bytes = 0
 
 
+def compiling() -> bool:
+    """True while ``torch.compile`` traces: the caches (a lock, weight versions, data-dependent edge-window
+    indices) are skipped then, so the whole network is one graph; the compiled graph computes the masks and
+    biases itself."""
+    return torch.compiler.is_compiling()
+
+
 def _cached_mask(key: tuple, make: Callable[[], object]):
-    """``make()`` memoised under ``key`` in a process-wide LRU bounded by :data:`MASK_CACHE_BYTES`."""
+    """``make()`` memoised under ``key`` in a process-wide LRU bounded by :data:`MASK_CACHE_BYTES`
+    (not while compiling: :func:`compiling`)."""
     global _mask_bytes
+    if compiling():
+        return make()
     with _lock:
         hit = _masks.get(key)
         if hit is not None:
@@ -119,7 +130,9 @@ def _weights_key(params) -> tuple:
 
 def _cached_bias(module: nn.Module, params, make: Callable[[], torch.Tensor], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
     """The ``(heads, N, N)`` position bias ``make()`` cast to ``dtype``, cached on ``module``
-    until its weights change."""
+    until its weights change (not while compiling: :func:`compiling`)."""
+    if compiling():
+        return make().to(device=device, dtype=dtype)
     key = (_weights_key(params), dtype, device)
     hit = module.__dict__.get("_restore_bias")
     if hit is not None and hit[0] == key:
@@ -195,6 +208,12 @@ def _attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tenso
     Returns:
         ``(B*nW, heads, N, d)``.
     """
+    if mask is not None and compiling():  # one dense masked call: no data-dependent window selection in the graph
+        nw = mask.shape[0]
+        full = mask.to(bias.dtype).unsqueeze(1) + bias.unsqueeze(0)  # (nW, heads, N, N)
+        out = F.scaled_dot_product_attention(q.unflatten(0, (-1, nw)), k.unflatten(0, (-1, nw)), v.unflatten(0, (-1, nw)),
+                                             attn_mask=full, scale=scale)
+        return out.flatten(0, 1)
     out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias.unsqueeze(0), scale=scale)
     if mask is None:
         return out

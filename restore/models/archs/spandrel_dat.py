@@ -20,7 +20,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ..fused_attention import EdgeMask, attend, cached_bias, cached_mask, inference_only
+from ..fused_attention import EdgeMask, attend, cached_bias, cached_mask, compiling, inference_only
 from ._base import ArchInfo, AttentionPatch, Official, declare
 
 __all__ = ["DAT", "RGT"]
@@ -118,10 +118,16 @@ def _dat_region_ids(h: int, w: int, split: tuple[int, int], shift: tuple[int, in
     return img.view(h // split[0], split[0], w // split[1], split[1]).permute(0, 2, 1, 3).reshape(-1, split[0] * split[1])
 
 
-def _dat_edge_masks(self, H: int, W: int, device) -> tuple[EdgeMask, EdgeMask]:
+def _dat_edge_masks(self, H: int, W: int, device) -> tuple[EdgeMask, EdgeMask] | tuple[torch.Tensor, torch.Tensor]:
     """DAT ``Adaptive_Spatial_Attention.calculate_mask(H, W)`` as two :class:`EdgeMask` (branch 0 uses
-    ``split_size``/``shift_size``, branch 1 the transposed window), memoised per size and device."""
+    ``split_size``/``shift_size``, branch 1 the transposed window), memoised per size and device; dense
+    ``(nW, N, N)`` masks while compiling."""
     (s0, s1), (t0, t1) = self.split_size, self.shift_size
+    if compiling():  # dense (nW, N, N) masks, computed in the compiled graph
+        def dense(ids):
+            return (ids.unsqueeze(1) != ids.unsqueeze(2)).float() * -100.0
+        return (dense(_dat_region_ids(H, W, (s0, s1), (t0, t1), device)),
+                dense(_dat_region_ids(H, W, (s1, s0), (t1, t0), device)))
     key = ("dat-edges", s0, s1, t0, t1, H, W, str(device))
     return cached_mask(key, lambda: (EdgeMask.from_region_ids(_dat_region_ids(H, W, (s0, s1), (t0, t1), device)),
                                       EdgeMask.from_region_ids(_dat_region_ids(H, W, (s1, s0), (t1, t0), device))))
