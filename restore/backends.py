@@ -101,16 +101,20 @@ def unavailable(model: RestorationModel, backend: str, device: torch.device) -> 
     return runtime_missing(backend)
 
 
-def eligible(model: RestorationModel, backend: str, device: torch.device, precision: str = "auto") -> str | None:
+def eligible(model: RestorationModel, backend: str, device: torch.device, precision: str = "auto",
+             compile: bool = False) -> str | None:
     """Why ``auto`` must not pick ``backend`` (one line), or None when it may (it still has to be measured).
 
     Beyond :func:`unavailable`: bf16 only where the architecture's CPU bf16 cost was measured and accepted
     (``model.info.cpu_bf16_ok``) and ``precision`` is ``auto`` or ``bf16``; fp32 backends not when
-    ``precision`` is ``bf16``.
+    ``precision`` is ``bf16``; ``torch-compile`` only with ``compile`` (the step's ``compile: true``: compiling
+    to measure takes minutes on a CPU, and it measured no faster than ``torch`` on DAT-light, benchmarks/RESULTS.md).
     """
     why = unavailable(model, backend, device)
     if why:
         return why
+    if backend == "torch-compile" and not compile:
+        return "compile: false"
     if backend == "torch-bf16":
         if precision not in ("auto", "bf16"):
             return f"precision {precision}"
@@ -205,10 +209,14 @@ def measure(model: RestorationModel, backends: list[str], device: torch.device, 
 
 @dataclass(frozen=True)
 class Choice:
-    """What ``backend: auto`` chose: the backend and a one-line reason (timings or why measuring was skipped)."""
+    """What ``backend: auto`` chose: the backend, a one-line reason (timings or why measuring was skipped), and
+    the fastest PyTorch path (``fallback``), used instead of a separate runtime for an image that runs as one
+    whole tile: each such image is a new shape, and a runtime spends seconds per shape on its session
+    (ONNX Runtime, DAT-light: 2-6 s per shape on the 2-core development VM, benchmarks/RESULTS.md)."""
 
     backend: str
     reason: str
+    fallback: str = "torch"
 
 
 def choose(table: Mapping[str, Mapping], allowed: Mapping[str, str | None], max_diff: float = MAX_DIFF,
@@ -217,8 +225,10 @@ def choose(table: Mapping[str, Mapping], allowed: Mapping[str, str | None], max_
 
     The fastest of the backends that ran, that ``allowed`` permits (``allowed[name]`` None; a string is the
     reason not to), and, for fp32 backends, whose ``max_diff`` is within ``max_diff`` (``torch-bf16``'s
-    quality is the architecture's measured verdict instead, checked by :func:`eligible`); a path other than
-    ``torch`` only when at least ``margin`` faster than ``torch``.  Without a ``torch`` timing, ``torch``.
+    quality is the architecture's measured verdict instead, checked by :func:`eligible`); a PyTorch path
+    other than ``torch`` only when at least ``margin`` faster than ``torch``, and a separate runtime (ONNX
+    Runtime, OpenVINO: an export and a session per tile shape, seconds each) only when at least ``margin``
+    faster than the best PyTorch path.  Without a ``torch`` timing, ``torch``.
 
     Returns:
         :class:`Choice` naming the backend, with every timing in the reason.
@@ -226,29 +236,41 @@ def choose(table: Mapping[str, Mapping], allowed: Mapping[str, str | None], max_
     base = table.get("torch", {}).get("seconds")
     parts = []
     for name, row in table.items():
-        if "seconds" in row:
-            parts.append(f"{name} {row['seconds'] * 1000:.0f} ms")
-        else:
+        if "seconds" not in row:
             parts.append(f"{name} failed")
+            continue
+        off = name != "torch-bf16" and not row.get("max_diff", float("inf")) <= max_diff
+        parts.append(f"{name} {row['seconds'] * 1000:.0f} ms" + (f" (max diff {row.get('max_diff', float('nan')):.1e}: excluded)" if off else ""))
     timings = ", ".join(parts)
     if base is None:
         return Choice("torch", f"torch (no timing of torch: {timings or 'nothing measured'})")
+
+    def usable(name: str) -> bool:
+        row = table.get(name, {})
+        if "seconds" not in row or allowed.get(name, "not allowed") is not None:
+            return False
+        return name == "torch-bf16" or row.get("max_diff", float("inf")) <= max_diff
+
+    # in-process PyTorch paths first: another must beat torch fp32 by the margin
     best, best_s = "torch", float(base)
+    for name in ("torch-bf16", "torch-compile"):
+        if name in table and usable(name) and table[name]["seconds"] <= base * (1 - margin) and table[name]["seconds"] < best_s:
+            best, best_s = name, float(table[name]["seconds"])
+    # a separate runtime (per-shape export and session set-up) must beat the best PyTorch path by the margin
+    torch_best, torch_fallback = best_s, best
     for name, row in table.items():
-        if name == "torch" or "seconds" not in row or allowed.get(name, "not allowed") is not None:
+        if name in ("torch", "torch-bf16", "torch-compile") or not usable(name):
             continue
-        if name != "torch-bf16" and not row.get("max_diff", float("inf")) <= max_diff:
-            continue
-        if row["seconds"] <= base * (1 - margin) and row["seconds"] < best_s:
+        if row["seconds"] <= torch_best * (1 - margin) and row["seconds"] < best_s:
             best, best_s = name, float(row["seconds"])
     skipped = [f"{n}: {why}" for n, why in allowed.items() if why]
     why = f"; not tried: {'; '.join(skipped)}" if skipped else ""
-    return Choice(best, f"backend auto: {best} ({timings} per {PROBE_TILE}-px probe tile{why})")
+    return Choice(best, f"backend auto: {best} ({timings} per {PROBE_TILE}-px probe tile{why})", fallback=torch_fallback)
 
 
 def backend_for(model: RestorationModel, device: torch.device, precision: str = "auto",
                 compiled: Callable[[torch.nn.Module], Callable] | None = None,
-                measure_fn: Callable[..., dict] | None = None) -> Choice:
+                measure_fn: Callable[..., dict] | None = None, compile: bool = False) -> Choice:
     """``backend: auto``: the fastest allowed backend for ``model`` here, measured once and cached.
 
     Args:
@@ -257,6 +279,7 @@ def backend_for(model: RestorationModel, device: torch.device, precision: str = 
         precision: The step's ``precision`` option (``fp32`` excludes ``torch-bf16``; ``bf16`` allows only it).
         compiled: The step's ``torch.compile`` wrapper (see :func:`build_forward`).
         measure_fn: Replaces :func:`measure` (tests give a mocked timing table).
+        compile: Also consider ``torch-compile`` (the step's ``compile: true``).
 
     Returns:
         :class:`Choice`; its reason says whether it was measured now or read from the cache.
@@ -273,7 +296,7 @@ def backend_for(model: RestorationModel, device: torch.device, precision: str = 
         if why:
             raise RestoreError(f"precision bf16: {why}")
         return Choice("torch-bf16", "backend auto: torch-bf16 (precision bf16)")
-    allowed = {b: eligible(model, b, device, precision) for b in BACKENDS}
+    allowed = {b: eligible(model, b, device, precision, compile) for b in BACKENDS}
     candidates = [b for b in BACKENDS if allowed[b] is None]
     if candidates == ["torch"]:
         return Choice("torch", "backend auto: torch (" + "; ".join(f"{b}: {w}" for b, w in allowed.items() if w) + ")")
@@ -287,12 +310,13 @@ def backend_for(model: RestorationModel, device: torch.device, precision: str = 
     key = (f"{_cpu_name()}/{_usable_cpus()}cpu/{_torch.get_num_threads()}threads/{model.arch}/{model.shape_key}/"
            f"{precision}/{'+'.join(candidates)}/{'/'.join(versions)}")
     hit = read_table(_TABLE).get(key)
-    if isinstance(hit, dict) and hit.get("backend") in candidates:
-        return Choice(hit["backend"], f"{hit.get('reason', 'backend auto: ' + hit['backend'])} (measured before)")
+    if isinstance(hit, dict) and hit.get("backend") in candidates and hit.get("fallback", "torch") in candidates:
+        return Choice(hit["backend"], f"{hit.get('reason', 'backend auto: ' + hit['backend'])} (measured before)",
+                      hit.get("fallback", "torch"))
     table = (measure_fn or measure)(model, candidates, device, compiled=compiled)
     choice = choose(table, allowed)
-    update_table(_TABLE, key, {"backend": choice.backend, "reason": choice.reason})
-    return Choice(choice.backend, f"{choice.reason} (measured now)")
+    update_table(_TABLE, key, {"backend": choice.backend, "reason": choice.reason, "fallback": choice.fallback})
+    return Choice(choice.backend, f"{choice.reason} (measured now)", choice.fallback)
 
 
 def gemm_rate(dtype: torch.dtype = torch.float32, n: int = 2048, repeat: int = 3) -> float:

@@ -19,8 +19,6 @@ from restore.models.onnx import OnnxForward, export_onnx, onnx_session, runtime_
 from tests.archs.test_contract import CASES
 from tests.test_fused_attention import _randomise, _tiny
 
-pytestmark = pytest.mark.skipif(runtime_missing("onnxruntime") is not None,
-                                reason="onnxruntime is not installed (the [onnx] extra)")
 
 #: Max abs difference allowed between ONNX Runtime and PyTorch fp32 (outputs of order 1).
 ATOL = 1e-4

@@ -87,10 +87,11 @@ def clear_mask_cache() -> None:
 
 
 def compiling() -> bool:
-    """True while ``torch.compile`` traces: the caches (a lock, weight versions, data-dependent edge-window
-    indices) are skipped then, so the whole network is one graph; the compiled graph computes the masks and
-    biases itself."""
-    return torch.compiler.is_compiling()
+    """True while ``torch.compile`` or the ONNX exporter's tracer traces: the caches (a lock, weight versions,
+    data-dependent edge-window indices, tensors made under inference mode) are skipped then, so the whole
+    network is one graph that computes its masks and biases itself (dense masks: no data-dependent window
+    selection)."""
+    return torch.compiler.is_compiling() or torch.jit.is_tracing()
 
 
 def _cached_mask(key: tuple, make: Callable[[], object]):
@@ -229,11 +230,8 @@ def _attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tenso
 
     full = (m.unsqueeze(1) + bias.unsqueeze(0)).repeat(b, 1, 1, 1)  # (B*nE, heads, N, N)
     edge = F.scaled_dot_product_attention(pick(q), pick(k), pick(v), attn_mask=full, scale=scale)
-    edge = edge.unflatten(0, (b, idx.numel()))
-    if torch.jit.is_tracing():  # the ONNX export's tracer drops the in-place write into a view: copy instead
-        return out.unflatten(0, (b, nw)).index_copy(1, idx, edge).flatten(0, 1)
     out = out.contiguous()
-    out.unflatten(0, (b, nw))[:, idx] = edge
+    out.unflatten(0, (b, nw))[:, idx] = edge.unflatten(0, (b, idx.numel()))
     return out
 
 

@@ -12,8 +12,8 @@ concatenated after the image's, as the network takes them.
 :class:`OnnxForward` is a forward for the tiler (``torch.Tensor (B, C, h, w) -> (B, C_out, h*s, w*s)``)
 that exports once per input shape and runs the graph in ONNX Runtime (``CPUExecutionProvider``) or OpenVINO
 (``CPU`` device, ``INFERENCE_PRECISION_HINT=f32``: OpenVINO otherwise runs bf16 on CPUs with AMX or
-AVX512-BF16, which would bypass the project's measured bf16 verdicts).  Both runtimes are optional extras
-(``pip install "restore-imaging[onnx]"`` / ``[openvino]``); :func:`runtime_missing` says what is absent.
+AVX512-BF16, which would bypass the project's measured bf16 verdicts).  ONNX Runtime is a dependency, OpenVINO
+the optional extra ``[openvino]``; :func:`runtime_missing` says what is absent.
 
 The exporter is torch's TorchScript-based ``torch.onnx.export(dynamo=False)`` (seconds for DAT-light);
 where a torch version no longer has it, the ``torch.export``-based exporter (``dynamo=True``; needs the
@@ -36,13 +36,16 @@ from ..errors import RestoreError
 if TYPE_CHECKING:  # pragma: no cover
     from .model import RestorationModel
 
-__all__ = ["OPSET", "RUNTIMES", "OnnxForward", "export_onnx", "runtime_missing", "onnx_session"]
+__all__ = ["OPSET", "RUNTIMES", "OnnxForward", "cached_export", "export_onnx", "onnx_session", "runtime_missing",
+           "weights_digest"]
 
 #: ONNX opset of the exports (17: LayerNormalization as one op; ONNX Runtime and OpenVINO both run it).
 OPSET = 17
 
-#: The runtimes :class:`OnnxForward` can use, with the module each needs and the extra that installs it.
-RUNTIMES = {"onnxruntime": ("onnxruntime", "onnx"), "openvino": ("openvino", "openvino")}
+#: The runtimes :class:`OnnxForward` can use, with the module each needs and how to install it (ONNX Runtime
+#: is a dependency of restore; OpenVINO the ``[openvino]`` extra).
+RUNTIMES = {"onnxruntime": ("onnxruntime", "pip install onnxruntime"),
+            "openvino": ("openvino", 'pip install "restore-imaging[openvino]"')}
 
 
 def runtime_missing(runtime: str) -> str | None:
@@ -51,9 +54,9 @@ def runtime_missing(runtime: str) -> str | None:
 
     if runtime not in RUNTIMES:
         return f"unknown runtime {runtime!r}; use one of {', '.join(RUNTIMES)}"
-    module, extra = RUNTIMES[runtime]
+    module, how = RUNTIMES[runtime]
     if importlib.util.find_spec(module) is None:
-        return f"{runtime} is not installed (pip install \"restore-imaging[{extra}]\")"
+        return f"{runtime} is not installed ({how})"
     return None
 
 
@@ -173,11 +176,79 @@ def onnx_session(onnx_bytes: bytes, runtime: str, threads: int) -> Callable[[np.
         raise RestoreError(f"{runtime} cannot run the exported graph: {first}") from None
 
 
+def weights_digest(model: RestorationModel) -> str:
+    """sha256 (hex) of the network's state dict: names, dtypes, shapes and values (the export's identity)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for name, t in sorted(model.module.state_dict().items()):
+        t = t.detach().to("cpu").contiguous().reshape(-1)
+        h.update(f"{name}:{t.dtype}:{tuple(t.shape)};".encode())
+        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
+def _code_digest() -> str:
+    """sha256 of the code an export traces beyond the checkpoint (the architectures and the fused attention)."""
+    import functools
+    import hashlib
+
+    @functools.lru_cache(maxsize=1)
+    def digest() -> str:
+        here = Path(__file__).resolve().parent
+        h = hashlib.sha256()
+        for f in sorted([here / "fused_attention.py", here / "mixed_precision.py", *(here / "archs").glob("*.py")]):
+            try:
+                h.update(f.name.encode() + f.read_bytes())
+            except OSError:
+                pass
+        return h.hexdigest()[:16]
+
+    return digest()
+
+
+def cached_export(model: RestorationModel, size: tuple[int, int], batch: int = 1) -> bytes:
+    """The ONNX export of ``model`` for ``(batch, C, *size)`` inputs, from the user cache when an earlier run
+    made it (``~/.cache/restore/onnx/``: keyed by the weights' digest, the shape, the opset, the torch version
+    and a digest of the architecture code, so a changed checkpoint or code exports again); else exported and cached (a
+    cache that cannot be written only means exporting again next time).
+
+    Raises:
+        RestoreError: as :func:`export_onnx`.
+    """
+    import hashlib
+
+    from ..cache import cache_dir
+
+    digest = model.__dict__.get("_restore_weights_digest")
+    if digest is None:
+        digest = model.__dict__["_restore_weights_digest"] = weights_digest(model)
+    ident = (f"{digest}/{batch}x{model.input_channels}x{size[0]}x{size[1]}/opset{OPSET}/torch-{torch.__version__}/"
+             f"code-{_code_digest()}")
+    path = cache_dir("onnx", f"{model.arch}-{hashlib.sha256(ident.encode()).hexdigest()[:24]}.onnx")
+    try:
+        return path.read_bytes()
+    except OSError:
+        pass
+    buf = io.BytesIO()
+    export_onnx(model, buf, size, batch=batch)
+    data = buf.getvalue()
+    try:
+        from ..io.atomic import atomic_path
+
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(path) as tmp:
+            Path(tmp).write_bytes(data)
+    except OSError:
+        pass
+    return data
+
+
 class OnnxForward:
     """A tiler forward that runs a model's ONNX export in ONNX Runtime or OpenVINO on the CPU.
 
     Calling it with a float32 ``(B, C, h, w)`` tensor (``C`` = ``model.input_channels``) exports the network
-    for that shape the first time (:func:`export_onnx`, kept in memory for the process) and returns the
+    for that shape the first time (:func:`cached_export`: once per machine, weights and shape) and returns the
     float32 ``(B, C_out, h*s, w*s)`` output as a CPU tensor.  Only for models without a side input computed
     per image or loaded beside the checkpoint (``RestorationModel.compilable``): their export would bake one
     image's side input into the graph.
@@ -205,8 +276,7 @@ class OnnxForward:
         key = tuple(x.shape)
         run = self._runs.get(key)
         if run is None:
-            buf = io.BytesIO()
-            export_onnx(self.model, buf, (key[2], key[3]), batch=key[0])
-            run = self._runs[key] = onnx_session(buf.getvalue(), self.runtime, self.threads)
+            graph = cached_export(self.model, (key[2], key[3]), key[0])
+            run = self._runs[key] = onnx_session(graph, self.runtime, self.threads)
         y = run(np.ascontiguousarray(x.detach().to("cpu", torch.float32).numpy()))
         return torch.from_numpy(np.asarray(y, dtype=np.float32))

@@ -258,7 +258,8 @@ def run_model(
         # timed eagerly: a compiled forward would compile once more for the timing tile's shape
         torch.set_num_threads(_threads(m, run, eager_forward, cin, dtype, ctx, state))
     try:
-        forward, dtype = _backend_forward(m, run, device, dtype, eager_forward, state, ctx)
+        whole = not spec.tile or (isinstance(spec.tile, int) and max(hw) <= spec.tile)
+        forward, dtype = _backend_forward(m, run, device, dtype, eager_forward, state, ctx, whole)
         outs = _run_groups(m, forward, groups, spec, device, dtype, ctx, layout)
     finally:
         torch.set_num_threads(threads_before)
@@ -270,9 +271,11 @@ def run_model(
     return out
 
 
-def _backend_forward(m, run: RunOptions, device, dtype, eager: Callable, state: RunState, ctx: Context):
+def _backend_forward(m, run: RunOptions, device, dtype, eager: Callable, state: RunState, ctx: Context,
+                     whole: bool = False):
     """The forward and compute dtype of ``run.backend`` (:mod:`restore.backends`); ``auto`` is measured once
-    per machine and model (cached), its choice noted once per state."""
+    per machine and model (cached), its choice noted once per state.  With ``whole`` (the image runs as one
+    tile, a shape of its own) ``auto`` uses its fastest PyTorch path instead of a separate runtime."""
     import torch
 
     from ..backends import backend_for, build_forward
@@ -284,9 +287,14 @@ def _backend_forward(m, run: RunOptions, device, dtype, eager: Callable, state: 
     if name == "auto":
         if state.backend is None:
             with warmup(ctx):  # timed once per machine and model, cached
-                state.backend = backend_for(m, device, run.precision, compiled)
+                state.backend = backend_for(m, device, run.precision, compiled, compile=run.compile)
             ctx.notes.append(state.backend.reason)
         name = state.backend.backend
+        if whole and name not in ("torch", "torch-bf16", "torch-compile"):
+            name = state.backend.fallback
+            note = f"backend auto: {name} for images run whole (each a new shape for {state.backend.backend})"
+            if note not in ctx.notes:
+                ctx.notes.append(note)
         if name == "torch":  # on the CPU auto's torch is fp32 (bf16 is its own candidate, torch-bf16)
             return eager, (dtype if device.type != "cpu" else torch.float32)
     elif name == "torch":
