@@ -131,11 +131,7 @@ def run_bench(model_name: str, width: int, height: int, tile: int = 128, overlap
     for meth in methods:
         code = ("import json,sys; from restore.bench import bench_method; "
                 f"print(json.dumps(bench_method({model_name!r}, {meth!r}, {width}, {height}, {tile}, {overlap}, {repeat}, {precision!r}, {device!r})))")
-        p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-        if p.returncode != 0:
-            out.append({"method": meth, "error": (p.stderr.strip().splitlines() or ["failed"])[-1]})
-            continue
-        out.append(json.loads(p.stdout.strip().splitlines()[-1]))
+        out.append({"method": meth, **_fresh(code)})
     whole = next((r for r in out if r.get("method") == "whole" and "seconds" in r), None)
     factor = ((tile + 2 * overlap) / tile) ** 2
     for r in out:
@@ -258,6 +254,8 @@ def set5_psnr(model_name: str, backend: str, set5: str, tile: int) -> dict:
 
 
 def _fresh(code: str, env: dict | None = None) -> dict:
+    """Run ``code`` in a fresh Python process (extra ``env`` set) and parse the JSON object its last output line
+    prints; ``{"error": last stderr line}`` when it fails."""
     import os
 
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env={**os.environ, **(env or {})})
@@ -284,6 +282,9 @@ def run_backend_bench(model_name: str, tile: int = 128, rounds: int = 3, repeat:
     Returns:
         ``{"machine": machine_rates(...), "rows": [{"backend", "best", "median", "max_diff", "peak_fraction",
         "psnr_y", "psnr_cost", ...} or {"backend", "error"}]}``.
+
+    Raises:
+        RestoreError: ``model_name`` cannot be loaded (one line).
     """
     import statistics
     import tempfile

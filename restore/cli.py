@@ -481,7 +481,6 @@ def bench(model: str, size: str, tile: int, overlap: int, repeat: int, precision
 def _bench_backends(model: str, tile: int, rounds: int, repeat: int, set5: Path | None, only: str | None, as_json: bool) -> None:
     from .backends import BACKENDS
     from .bench import PEER, run_backend_bench
-    from .models import load_model
 
     chosen = None
     if only:
@@ -490,10 +489,9 @@ def _bench_backends(model: str, tile: int, rounds: int, repeat: int, set5: Path 
         if bad:
             _fail(f"--only: unknown path {bad[0]!r}; use {', '.join((PEER, *BACKENDS))}")
     try:
-        load_model(model)
+        res = run_backend_bench(model, tile, rounds, repeat, chosen, str(set5) if set5 else None)
     except RestoreError as e:
         _fail(str(e))
-    res = run_backend_bench(model, tile, rounds, repeat, chosen, str(set5) if set5 else None)
     if as_json:
         click.echo(json.dumps(res, indent=2))
         return

@@ -121,3 +121,27 @@ def test_runtime_missing_names_the_extra(monkeypatch):
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "openvino" else real(name, *a))
     assert "restore-imaging[openvino]" in runtime_missing("openvino")
     assert "unknown runtime" in runtime_missing("tensorrt")
+
+
+def test_export_command(tmp_path):
+    from click.testing import CliRunner
+    from safetensors.torch import save_file
+
+    from restore.cli import cli
+
+    case = next(c for c in CASES if c.arch == "Restormer")
+    model, _ = _restore_model(case, case.variants[0][1])
+    ckpt = tmp_path / "tiny.safetensors"
+    save_file({k: v.contiguous() for k, v in model.module.state_dict().items()}, str(ckpt))
+    out = tmp_path / "tiny.onnx"
+    r = CliRunner().invoke(cli, ["export", str(ckpt), str(out), "--size", "24x16"])
+    assert r.exit_code == 0, r.output
+    assert "ONNX Runtime matches PyTorch" in r.output and out.stat().st_size > 0
+    x = torch.rand(1, model.input_channels, 16, 24)
+    with torch.inference_mode():
+        want = model.module(x).numpy()
+    assert np.abs(onnx_session(out.read_bytes(), "onnxruntime", 1)(x.numpy()) - want).max() <= ATOL
+    for args, msg in ((["x.txt"], "must end in .onnx"), (["bad.onnx", "--size", "24by16"], "WIDTHxHEIGHT")):
+        r = CliRunner().invoke(cli, ["export", str(ckpt), str(tmp_path / args[0]), *args[1:]])
+        assert r.exit_code == 2 and msg in r.output and "Traceback" not in r.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tiny.onnx", "tiny.safetensors"]
