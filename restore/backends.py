@@ -18,7 +18,7 @@ A *backend* is one way of running a loaded model's forward on tiles:
 (:data:`PROBE_TILE` px, the thread count the run uses), checks each fp32 path's output against ``torch`` (max
 absolute difference <= :data:`MAX_DIFF`), and keeps the fastest, but moves off ``torch`` only for a path at
 least :data:`MARGIN` faster (timing noise never picks a slower path).  The choice is cached in
-``~/.cache/restore/backends.json`` per CPU model, usable CPU count, architecture and weight shapes, torch
+``~/.cache/restore/backends.json`` per CPU (:func:`restore.threads.machine_key`: name, family/model, ISA flags), usable CPU count, architecture and weight shapes, torch
 and runtime versions, like the thread count (:mod:`restore.threads`).  On CUDA and MPS ``auto`` is
 ``torch`` (the ``precision`` option then decides fp16/bf16).
 
@@ -287,7 +287,7 @@ def backend_for(model: RestorationModel, device: torch.device, precision: str = 
     import torch as _torch
 
     from .cache import read_table, update_table
-    from .threads import _cpu_name, _usable_cpus
+    from .threads import _usable_cpus, machine_key
 
     if device.type != "cpu":
         return Choice("torch", f"backend auto: torch on {device.type}")
@@ -307,7 +307,7 @@ def backend_for(model: RestorationModel, device: torch.device, precision: str = 
                 versions.append(f"{mod}-{__import__(mod).__version__}")
             except Exception:  # pragma: no cover - allowed means importable
                 pass
-    key = (f"{_cpu_name()}/{_usable_cpus()}cpu/{_torch.get_num_threads()}threads/{model.arch}/{model.shape_key}/"
+    key = (f"{machine_key()}/{_usable_cpus()}cpu/{_torch.get_num_threads()}threads/{model.arch}/{model.shape_key}/"
            f"{precision}/{'+'.join(candidates)}/{'/'.join(versions)}")
     hit = read_table(_TABLE).get(key)
     if isinstance(hit, dict) and hit.get("backend") in candidates and hit.get("fallback", "torch") in candidates:

@@ -195,16 +195,11 @@ def machine_rates(model_name: str, tile: int) -> dict:
     input, CPU name and flags that matter, threads and versions (for :func:`run_backend_bench`)."""
     from .backends import gemm_rate, model_flops
     from .models import load_model
-    from .threads import _cpu_name
+    from .threads import _cpu_name, _cpuinfo, cpu_flags
     from .tiling import cpu_has_fast_bf16
 
-    flags = []
-    try:
-        text = open("/proc/cpuinfo").read()
-        flags = sorted({f for f in ("avx2", "fma", "avx512f", "avx512_bf16", "amx_bf16", "avx512_vnni") if f" {f}" in text})
-    except OSError:
-        pass
-    out = {"cpu": _cpu_name(), "flags": flags, "threads": torch.get_num_threads(), "torch": torch.__version__,
+    info = _cpuinfo()
+    out = {"cpu": _cpu_name(), "family": info.get("cpu family"), "model": info.get("model"), "flags": cpu_flags(), "threads": torch.get_num_threads(), "torch": torch.__version__,
            "gemm_fp32_gflops": gemm_rate(torch.float32)}
     if cpu_has_fast_bf16():
         out["gemm_bf16_gflops"] = gemm_rate(torch.bfloat16)

@@ -6,7 +6,7 @@ convolutions) and hurt others, and containers often see fewer usable CPUs
 than ``os.cpu_count()``.  :func:`threads_for` times the model's forward on a
 small tile at each candidate count (:func:`candidate_counts`), keeps the
 fastest, and caches the choice in ``~/.cache/restore/threads.json`` keyed by
-CPU model, usable CPU count, architecture, dtype and torch version, so the
+CPU (name, family/model, ISA flags: :func:`machine_key`), usable CPU count, architecture, dtype and torch version, so the
 measurement (about a second) happens once per machine and model.
 
 Measured on the 2-core development VM: DAT-light x2 whole-image 512x512,
@@ -83,16 +83,53 @@ def measure_threads(fn: Callable[[], object], candidates: list[int], repeat: int
     return times
 
 
-def _cpu_name() -> str:
+#: ISA flags that change which kernels (and so which thread count or backend) are fastest.
+KEY_FLAGS = ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16", "amx_tile", "avx_vnni")
+
+
+def _cpuinfo() -> dict[str, str]:
+    """The first processor's fields of ``/proc/cpuinfo`` (empty where there is none)."""
     try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.partition(":")[2].strip()
+        text = Path("/proc/cpuinfo").read_text()
     except OSError:
-        pass
+        return {}
+    out: dict[str, str] = {}
+    for line in text.splitlines():
+        if not line.strip():
+            if out:
+                break
+            continue
+        name, _, value = line.partition(":")
+        out.setdefault(name.strip(), value.strip())
+    return out
+
+
+def _cpu_name() -> str:
+    """The CPU's marketing name (``model name``), for reports."""
+    name = _cpuinfo().get("model name")
+    if name:
+        return name
     import platform
 
     return platform.processor() or platform.machine()
+
+
+def cpu_flags() -> list[str]:
+    """Which of :data:`KEY_FLAGS` this CPU reports, sorted (empty where ``/proc/cpuinfo`` is absent)."""
+    have = set(_cpuinfo().get("flags", "").split())
+    return sorted(f for f in KEY_FLAGS if f in have)
+
+
+def machine_key() -> str:
+    """The CPU's identity for caches of measured choices: name, family/model and :data:`KEY_FLAGS`.
+
+    The name alone is not enough: cloud VMs report ``AMD EPYC`` for both Zen 4 (family 25) and Zen 5
+    (family 26), whose kernels and best backends differ, and a VM may hide AVX-512 or AMX from a guest.
+    """
+    info = _cpuinfo()
+    fam = info.get("cpu family", "?")
+    mod = info.get("model", "?")
+    return f"{_cpu_name()} f{fam}m{mod} {'+'.join(cpu_flags()) or 'noflags'}"
 
 
 def threads_for(key: str, fn: Callable[[], object]) -> tuple[int, str]:
@@ -100,7 +137,7 @@ def threads_for(key: str, fn: Callable[[], object]) -> tuple[int, str]:
 
     Args:
         key: What the timing depends on besides the machine (architecture, weight
-            shapes, dtype); the CPU model, usable CPU count and torch version are added.
+            shapes, dtype); the CPU identity (:func:`machine_key`), usable CPU count and torch version are added.
         fn: One forward pass on a small tile; called ``3 x len(candidates)`` times
             when nothing is cached.
 
@@ -112,7 +149,7 @@ def threads_for(key: str, fn: Callable[[], object]) -> tuple[int, str]:
     import torch
 
     cands = candidate_counts()
-    full = f"{_cpu_name()}/{_usable_cpus()}cpu/{key}/torch-{torch.__version__}"
+    full = f"{machine_key()}/{_usable_cpus()}cpu/{key}/torch-{torch.__version__}"
     hit = read_table(_TABLE).get(full)
     if isinstance(hit, dict) and isinstance(hit.get("threads"), int) and hit["threads"] >= 1:
         return hit["threads"], f"threads: {hit['threads']} (measured before: {hit.get('times', '')})"

@@ -193,11 +193,10 @@ def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
 
 def cpu_has_fast_bf16() -> bool:
     """True on x86 CPUs with AMX-BF16 or AVX512-BF16 (from /proc/cpuinfo; False elsewhere)."""
-    try:
-        flags = open("/proc/cpuinfo").read()
-    except OSError:
-        return False
-    return " amx_bf16" in flags or " avx512_bf16" in flags
+    from .threads import cpu_flags
+
+    flags = cpu_flags()
+    return "amx_bf16" in flags or "avx512_bf16" in flags
 
 
 class PrecisionError(RestoreError, ValueError):

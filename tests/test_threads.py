@@ -71,3 +71,35 @@ def test_bad_thread_option_is_refused(tmp_path, bad):
     w = tiny_compact(tmp_path / "tiny.safetensors")
     with pytest.raises((RestoreError, ValueError), match="threads"):
         load_pipeline(f"version: 1\nname: t\nsteps:\n  - model: {{name: {w}, threads: {bad}}}\n")
+
+
+def _fake_cpuinfo(family: int, flags: str) -> str:
+    one = f"processor\t: {{n}}\nvendor_id\t: AuthenticAMD\ncpu family\t: {family}\nmodel\t\t: 2\nmodel name\t: AMD EPYC\nflags\t\t: {flags}\n"
+    return one.format(n=0) + "\n" + one.format(n=1) + "\n"
+
+
+def test_machine_key_tells_apart_cpus_with_one_name(monkeypatch, tmp_path):
+    """Zen 4 and Zen 5 VMs both say ``AMD EPYC``: measured choices must not cross between them,
+    nor between a guest that sees AVX512-BF16 and one that does not."""
+    from pathlib import Path
+
+    real_read = Path.read_text
+    texts = {}
+
+    def fake_read(self, *a, **k):
+        return texts["cpuinfo"] if str(self) == "/proc/cpuinfo" else real_read(self, *a, **k)
+
+    monkeypatch.setattr(Path, "read_text", fake_read)
+    keys = []
+    for fam, flags in [(25, "fpu avx avx2 fma avx512f avx512_bf16"), (26, "fpu avx avx2 fma avx512f avx512_bf16"),
+                       (25, "fpu avx avx2 fma")]:
+        texts["cpuinfo"] = _fake_cpuinfo(fam, flags)
+        keys.append(threads.machine_key())
+        assert threads._cpu_name() == "AMD EPYC"
+    assert len(set(keys)) == 3, keys
+    assert threads.cpu_flags() == ["avx2", "fma"]
+    from restore.tiling import cpu_has_fast_bf16
+
+    assert not cpu_has_fast_bf16()
+    texts["cpuinfo"] = _fake_cpuinfo(25, "fpu avx2 avx512_bf16")
+    assert cpu_has_fast_bf16()
