@@ -199,7 +199,8 @@ def machine_rates(model_name: str, tile: int) -> dict:
     from .tiling import cpu_has_fast_bf16
 
     info = _cpuinfo()
-    out = {"cpu": _cpu_name(), "family": info.get("cpu family"), "model": info.get("model"), "flags": cpu_flags(), "threads": torch.get_num_threads(), "torch": torch.__version__,
+    out = {"cpu": _cpu_name(), "family": info.get("cpu family"), "model": info.get("model"), "flags": cpu_flags(),
+           "threads": torch.get_num_threads(), "torch": torch.__version__,
            "gemm_fp32_gflops": gemm_rate(torch.float32)}
     if cpu_has_fast_bf16():
         out["gemm_bf16_gflops"] = gemm_rate(torch.bfloat16)

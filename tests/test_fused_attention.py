@@ -54,9 +54,13 @@ def _randomise(model: torch.nn.Module) -> None:
                 p.normal_(0, 0.5)
 
 
+@pytest.mark.parametrize("kernel", ["blocked", "sdpa"])
 @pytest.mark.parametrize("size", [(20, 28), (16, 16)], ids=["other-size", "training-size"])
 @pytest.mark.parametrize("arch", ["SwinIR", "HAT", "DRCT", "DAT", "RGT"])
-def test_fused_forward_equals_official(arch, size):
+def test_fused_forward_equals_official(arch, size, kernel, monkeypatch):
+    """Both CPU kernels: the blocked one (windows <= BLOCK_MAX_TOKENS, the default) and the fused SDPA call."""
+    monkeypatch.setenv("RESTORE_BLOCKED_ATTENTION", "1" if kernel == "blocked" else "0")
+    monkeypatch.setattr(fused_attention, "BLOCK_SCORES", 3 * 16 * 16 * 3)  # several blocks, a partial last one
     ref = _tiny(arch).eval()
     _randomise(ref)
     fused = copy.deepcopy(ref)
@@ -157,3 +161,45 @@ def test_fused_forward_compiles_as_one_graph(arch):
         want = ref(x)
     assert explained.graph_break_count == 0, [str(b.reason)[:200] for b in explained.break_reasons]
     assert torch.allclose(got, want, atol=1e-5, rtol=0), (got - want).abs().max()
+
+
+@pytest.mark.parametrize("masked", ["none", "dense", "edge"])
+def test_blocked_kernel_equals_sdpa(masked):
+    """The blocked CPU kernel against one ``scaled_dot_product_attention`` call with bias + full mask, batch 2
+    (windows batch-major), blocks that straddle the batch boundary; bf16 inputs keep float32 scores."""
+    g = torch.Generator().manual_seed(0)
+    b, nw, heads, n, d = 2, 5, 3, 16, 4
+    q, k, v = (torch.randn(b * nw, heads, n, d, generator=g) for _ in range(3))
+    bias = torch.randn(heads, n, n, generator=g)
+    ids = torch.zeros(nw, n, dtype=torch.long)
+    ids[1, n // 2:] = 1
+    ids[4, ::3] = 2  # windows 1 and 4 mix regions
+    edge = fused_attention.EdgeMask.from_region_ids(ids)
+    dense = torch.zeros(nw, n, n)
+    dense[edge.idx] = edge.masks
+    mask = {"none": None, "dense": dense, "edge": edge}[masked]
+    full = bias.unsqueeze(0) + (dense.unsqueeze(1) if mask is not None else 0)  # (nW, heads, N, N)
+    want = torch.nn.functional.scaled_dot_product_attention(
+        q.unflatten(0, (b, nw)), k.unflatten(0, (b, nw)), v.unflatten(0, (b, nw)), attn_mask=full, scale=0.3).flatten(0, 1)
+    old = fused_attention.BLOCK_SCORES
+    try:
+        fused_attention.BLOCK_SCORES = 3 * heads * n * n  # 3 windows per block: blocks 0-2, 3-5 (straddles), 6-8, 9
+        with torch.inference_mode():
+            assert fused_attention._use_blocked(q)
+            got = fused_attention.attend(q, k, v, bias, mask, 0.3)
+            low = fused_attention.attend(q.bfloat16(), k.bfloat16(), v.bfloat16(), bias.bfloat16(), mask, 0.3)
+    finally:
+        fused_attention.BLOCK_SCORES = old
+    assert got.shape == want.shape and low.dtype == torch.bfloat16
+    assert torch.allclose(got, want, atol=2e-6, rtol=0), (got - want).abs().max()
+    assert (low.float() - want).abs().max() < 0.05
+
+
+def test_blocked_kernel_only_where_it_is_faster():
+    """Long windows (over BLOCK_MAX_TOKENS), autograd and tracing keep the fused SDPA call."""
+    long = torch.zeros(1, 1, fused_attention.BLOCK_MAX_TOKENS + 1, 4)
+    short = torch.zeros(1, 1, fused_attention.BLOCK_MAX_TOKENS, 4)
+    with torch.inference_mode():
+        assert fused_attention._use_blocked(short) and not fused_attention._use_blocked(long)
+    with torch.enable_grad():
+        assert not fused_attention._use_blocked(short)

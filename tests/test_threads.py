@@ -74,7 +74,8 @@ def test_bad_thread_option_is_refused(tmp_path, bad):
 
 
 def _fake_cpuinfo(family: int, flags: str) -> str:
-    one = f"processor\t: {{n}}\nvendor_id\t: AuthenticAMD\ncpu family\t: {family}\nmodel\t\t: 2\nmodel name\t: AMD EPYC\nflags\t\t: {flags}\n"
+    one = (f"processor\t: {{n}}\nvendor_id\t: AuthenticAMD\ncpu family\t: {family}\nmodel\t\t: 2\n"
+           f"model name\t: AMD EPYC\nflags\t\t: {flags}\n")
     return one.format(n=0) + "\n" + one.format(n=1) + "\n"
 
 
