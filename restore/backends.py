@@ -19,9 +19,9 @@ A *backend* is one way of running a loaded model's forward on tiles:
 absolute difference <= :data:`MAX_DIFF`), and keeps the fastest, but moves off ``torch`` only for a path at
 least :data:`MARGIN` faster (timing noise never picks a slower path).  The choice is cached in
 ``~/.cache/restore/backends.json`` per CPU (:func:`restore.threads.machine_key`: name, family/model, ISA flags),
-usable CPU count, architecture and weight shapes, torch
-and runtime versions, like the thread count (:mod:`restore.threads`).  On CUDA and MPS ``auto`` is
-``torch`` (the ``precision`` option then decides fp16/bf16).
+usable CPU count, architecture and weight shapes, torch and runtime versions and a digest of the kernels' code
+(:func:`restore.models.onnx.code_digest`), like the thread count (:mod:`restore.threads`).  On CUDA and MPS
+``auto`` is ``torch`` (the ``precision`` option then decides fp16/bf16).
 
 :func:`gemm_rate` measures this machine's matrix-multiply rate, the ceiling the model figures of
 ``restore bench --backends`` are a fraction of (:func:`model_flops` counts a forward's FLOPs).
@@ -308,8 +308,10 @@ def backend_for(model: RestorationModel, device: torch.device, precision: str = 
                 versions.append(f"{mod}-{__import__(mod).__version__}")
             except Exception:  # pragma: no cover - allowed means importable
                 pass
+    from .models.onnx import code_digest
+
     key = (f"{machine_key()}/{_usable_cpus()}cpu/{_torch.get_num_threads()}threads/{model.arch}/{model.shape_key}/"
-           f"{precision}/{'+'.join(candidates)}/{'/'.join(versions)}")
+           f"{precision}/{'+'.join(candidates)}/{'/'.join(versions)}/code-{code_digest()}")
     hit = read_table(_TABLE).get(key)
     if isinstance(hit, dict) and hit.get("backend") in candidates and hit.get("fallback", "torch") in candidates:
         return Choice(hit["backend"], f"{hit.get('reason', 'backend auto: ' + hit['backend'])} (measured before)",

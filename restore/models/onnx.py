@@ -188,8 +188,10 @@ def weights_digest(model: RestorationModel) -> str:
     return h.hexdigest()
 
 
-def _code_digest() -> str:
-    """sha256 of the code an export traces beyond the checkpoint (the architectures and the fused attention)."""
+def code_digest() -> str:
+    """sha256 (16 hex digits) of the code an export traces beyond the checkpoint (the architectures, the fused
+    attention kernels, mixed precision); also part of ``backend: auto``'s cache key, since the same code sets the
+    speed of the ``torch`` paths."""
     import functools
     import hashlib
 
@@ -224,7 +226,7 @@ def cached_export(model: RestorationModel, size: tuple[int, int], batch: int = 1
     if digest is None:
         digest = model.__dict__["_restore_weights_digest"] = weights_digest(model)
     ident = (f"{digest}/{batch}x{model.input_channels}x{size[0]}x{size[1]}/opset{OPSET}/torch-{torch.__version__}/"
-             f"code-{_code_digest()}")
+             f"code-{code_digest()}")
     path = cache_dir("onnx", f"{model.arch}-{hashlib.sha256(ident.encode()).hexdigest()[:24]}.onnx")
     try:
         return path.read_bytes()
