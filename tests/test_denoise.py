@@ -165,6 +165,16 @@ def test_noise_sigma_out_of_range_is_a_pipeline_error(tmp_path):
         load_pipeline(y)
 
 
+def test_named_export_backend_on_a_side_input_model_fails_once_at_load(models):
+    """The noise-level side input cannot be carried by an ONNX export: a named runtime is refused when the step
+    loads (one line naming the model and the backend), not on every file; ``auto`` keeps PyTorch."""
+    step = _step(models["identity"], backend="onnxruntime")
+    with pytest.raises(RestoreError, match=r"backend onnxruntime: the model has a side input") as e:
+        step.prepare()
+    assert "\n" not in str(e.value)
+    _step(models["identity"], backend="auto").prepare()
+
+
 # ------------------------------------------------------------------------------------------- shipped
 
 NOT_SHIPPED = ("weights/rgb-denoise.safetensors not shipped (fails do-no-harm, weights/MANIFEST); train with "

@@ -152,17 +152,23 @@ class ModelStage(Stage):
 
         Raises:
             RestoreError: a device this machine lacks, a model that is not a one-frame model, side inputs
-                that cannot be loaded; ModelError: the model cannot be found or loaded.
+                that cannot be loaded, a named ``backend`` that cannot run it here; ModelError: the model cannot be found or loaded.
         """
         if self.model is None:
             from ...models import load_model
             from ...tiling import resolve_device
 
-            resolve_device(self.opts.device)  # a device this machine lacks fails once, here, not on every file
+            device = resolve_device(self.opts.device)  # a device this machine lacks fails once, here, not per file
             model = load_model(self.opts.name)
             if model.info.frames != 1:
                 raise RestoreError(f"model {self.opts.name!r} takes {model.info.frames} frames; use it in a merge step")
             model.prepare(self.opts.model_dump())  # side inputs the architecture declares (RestoreError if unusable)
+            if self.opts.backend not in ("torch", "auto"):  # a named backend that cannot run fails once, here
+                from ...backends import unavailable
+
+                why = unavailable(model, self.opts.backend, device)
+                if why:
+                    raise RestoreError(f"model {self.opts.name!r}: backend {self.opts.backend}: {why}")
             if self.opts.guard == "auto" and model.scale == 1:
                 from ...guard import guard_for
 
