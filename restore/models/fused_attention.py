@@ -197,10 +197,10 @@ def _masked_windows(mask: torch.Tensor | EdgeMask, dtype: torch.dtype) -> tuple[
 #: block's scores stay in cache between the product, the softmax and the second product).
 BLOCK_SCORES = 1 << 20
 #: Windows of at most this many tokens take the blocked path on the CPU; larger ones use the fused kernel.
-#: Measured (AMD EPYC family 26, 2 threads, fp32, attention alone; ``scaled_dot_product_attention`` against
-#: blocked): 64 windows x 3 heads x 256 tokens x dim 10 (DAT-light) 18.1 vs 10.3 ms; 256 x 6 x 64 x 30
-#: (SwinIR-like) 18.2 vs 9.6 ms; 64 x 6 x 256 x 30 (HAT-like) 36.9 vs 31.5 ms; but 32 x 3 x 512 x 10:
-#: 35.7 vs 63.5 ms, so 512-token windows keep the fused kernel.
+#: Measured (``python benchmarks/attention_kernels.py``, AMD EPYC family 26, 2 threads): DAT-light x2 (256-token
+#: windows) 1.3-1.4x faster per 128-px tile in fp32, 1.06-1.4x in bf16; the kernels alone are within the VM's
+#: noise of each other on 256-token windows, faster on 64-token ones (SwinIR-like: 17.0 vs 13.7 ms), and one run
+#: at 512 tokens measured the blocked form 1.8x slower, so longer windows keep the fused kernel.
 BLOCK_MAX_TOKENS = 256
 
 
@@ -214,12 +214,12 @@ def _attend_blocked(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: tor
     """:func:`_attend` on the CPU, a block of windows at a time: ``S = q k^T * scale + bias (+ mask)``,
     ``softmax(S)``, then ``(v^T S^T)^T`` (``q * scale`` first, as the official code).
 
-    PyTorch's CPU flash kernel is slow for the small head dims of these models (DAT-light: 10; it runs at
-    about 29 GFLOP/s there, exp-bound).  Written as three plain kernels on a block of :data:`BLOCK_SCORES`
-    scores, everything stays in cache, and the second product as ``v^T S^T`` gives the GEMM a long inner
-    dimension (``N x N`` times ``N x d`` with d = 10 is 4x slower as written).  Scores and softmax are float32
-    for every input dtype (bf16 inputs: scores from upcast q and k, probabilities cast back for ``@ v``), so
-    bf16 loses no more than in the fused kernel.  The shift mask is added only to the edge windows it touches.
+    Against one fused SDPA call per window set, this runs the shift-masked edge windows once (the fused path
+    runs them a second time with a materialised bias + mask) and adds the mask only to the scores it is computing
+    anyway.  A block's scores stay in cache across the three steps, and the second product as ``v^T S^T`` gives the
+    GEMM a long inner dimension (``N x N`` times ``N x d`` with d = 10 measured 4x slower as written).  Scores and
+    softmax are float32 for every input dtype (bf16 inputs: scores from upcast q and k, probabilities cast back
+    for ``@ v``), so bf16 loses no more than in the fused kernel.
     Matches :func:`torch.nn.functional.scaled_dot_product_attention` to float rounding (1e-6 in float32).
     """
     bw, heads, n, d = q.shape
