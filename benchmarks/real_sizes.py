@@ -18,6 +18,7 @@ noise: timing and memory depend on the size, not the content):
 Sizes: ``--mp`` (default 24 MP, 6000x4000) for every pipeline; a super-resolution pipeline whose run,
 projected from a ``--probe-mp`` probe, would take longer than ``--limit-min`` minutes runs at ``--sr-mp``
 (default 6 MP) instead, as issue 15 allows; a row says which size ran and whether a figure is projected.
+Rows of ``--json`` are keyed by pipeline (24 MP runs) or ``pipeline@<MP>MP`` (other sizes), so sizes coexist.
 
 Usage:
     python benchmarks/real_sizes.py                      # all pipelines, results in benchmarks/real_sizes.json
@@ -29,7 +30,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import shutil
 import subprocess
@@ -49,15 +49,10 @@ SR_TASKS = ("sr",)
 
 
 def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                flags = next((x for x in Path("/proc/cpuinfo").read_text().splitlines() if x.startswith("flags")), "")
-                extra = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if f" {f}" in flags]
-                return f"{line.split(':', 1)[1].strip()} ({os.cpu_count()} CPUs; {', '.join(extra)})"
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
+    """The CPU as :func:`restore.threads.machine_key` names it (name, family/model, ISA flags) and its CPU count."""
+    from restore.threads import machine_key
+
+    return f"{machine_key()} ({os.cpu_count()} CPUs)"
 
 
 def photo(width: int, height: int, seed: int = 0) -> np.ndarray:
@@ -210,7 +205,8 @@ def main(argv=None) -> int:
                 make_input(tmp / "probe", kind, spec, w, h)
                 probe = run_pipeline(pipe, tmp / "probe", tmp / "probe-out", [])
                 projected = probe["seconds"] * args.mp / args.probe_mp / 60
-                row["probe"] = {"mp": round(w * h / 1e6, 2), **probe, "projected_min_at_target": round(projected, 1)}
+                row["probe"] = {"mp": round(w * h / 1e6, 2), **probe, "projected_min_at_target": round(projected, 1),
+                                "target_mp": args.mp}
                 if projected > args.limit_min:
                     target = args.sr_mp
             w, h = size(target)
@@ -222,7 +218,7 @@ def main(argv=None) -> int:
             outs = sorted(p for p in (tmp / "out").rglob("*") if p.is_file() and not p.name.startswith("."))
             row.update({"size": f"{w}x{h}", "mp": round(w * h / 1e6, 1), **r, "outputs": [f"{p.name} ({p.stat().st_size / 2**20:.0f} MiB)" for p in outs]})
             print(f"  rc {r['rc']}, {r['seconds']:.0f} s, peak tree RSS {r['peak_tree_mib']} MiB", flush=True)
-            results[name] = row
+            results[name if target == 24.0 else f"{name}@{row['mp']:g}MP"] = row
             args.json.write_text(json.dumps(results, indent=1))
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
@@ -230,7 +226,7 @@ def main(argv=None) -> int:
     print(f"| pipeline | input | size | time | peak RSS (tree) | exit |  machine: {machine}")
     print("|---|---|---|---|---|---|")
     for name, r in sorted(results.items()):
-        note = f" (probe {r['probe']['mp']} MP: {r['probe']['seconds']} s, projected {r['probe']['projected_min_at_target']} min at {args.mp:g} MP)" if "probe" in r else ""
+        note = f" (probe {r['probe']['mp']} MP: {r['probe']['seconds']} s, projected {r['probe']['projected_min_at_target']} min at {r['probe'].get('target_mp', 24):g} MP)" if "probe" in r else ""
         print(f"| {name} | {r['kind']} | {r['size']} ({r['mp']} MP){note} | {r['seconds'] / 60:.1f} min | {r['peak_tree_mib']} MiB | {r['rc']} |")
     return 0
 
