@@ -171,40 +171,56 @@ def _call(forward: Callable, x: torch.Tensor, dtype: torch.dtype) -> torch.Tenso
         return forward(x).float()
 
 
-def measure(model: RestorationModel, backends: list[str], device: torch.device, repeat: int = 2,
+def measure(model: RestorationModel, backends: list[str], device: torch.device, repeat: int = 3,
             compiled: Callable[[torch.nn.Module], Callable] | None = None) -> dict[str, dict]:
-    """Time each backend on the probe tile (best of ``repeat`` after one warm-up call) and compare its
-    output with fp32 ``torch``.
+    """Time each backend on the probe tile and compare its output with fp32 ``torch``.
+
+    Every backend is built and called once first (the warm-up compiles, exports, builds kernels); then the timed
+    calls run in ``repeat`` interleaved rounds (A B C, A B C ...) and each backend keeps its best, so a moment of
+    load on a shared machine does not fall on one path only.
 
     Returns:
         ``{backend: {"seconds": float, "max_diff": float}}``, or ``{"error": "one line"}`` for a backend that
         failed to build or run.  Torch's thread count is left as it is.
+
+    Raises:
+        Whatever building or running ``torch`` itself raises (there is nothing to fall back to).
     """
     h, w = probe_shape(model)
     x = torch.rand(1, model.tile_input_channels, h, w, generator=torch.Generator().manual_seed(0)).to(device)
-    ref = None
+    errors = (MemoryError, RestoreError, RuntimeError, ValueError, TypeError, ImportError, OSError)
     out: dict[str, dict] = {}
+    ready: dict[str, tuple[Callable, torch.dtype]] = {}
+    ref = None
     for name in ["torch"] + [b for b in backends if b != "torch"]:
         try:
             forward, dtype = build_forward(model, name, device, compiled)
-            y = _call(forward, x, dtype)  # warm-up: compiles, exports, builds kernels
-            best = float("inf")
-            for _ in range(max(1, repeat)):
-                if device.type == "cuda":
-                    torch.cuda.synchronize()
-                t0 = time.perf_counter()
-                _call(forward, x, dtype)
-                if device.type == "cuda":
-                    torch.cuda.synchronize()
-                best = min(best, time.perf_counter() - t0)
-        except (MemoryError, RestoreError, RuntimeError, ValueError, TypeError, ImportError, OSError) as e:
+            y = _call(forward, x, dtype)
+        except errors as e:
             if name == "torch":
                 raise
             out[name] = {"error": (str(e).strip().splitlines() or [type(e).__name__])[0][:200]}
             continue
         if ref is None:
             ref = y
-        out[name] = {"seconds": best, "max_diff": float((y - ref).abs().max())}
+        ready[name] = (forward, dtype)
+        out[name] = {"seconds": float("inf"), "max_diff": float((y - ref).abs().max())}
+    for _ in range(max(1, repeat)):
+        for name, (forward, dtype) in list(ready.items()):
+            try:
+                if device.type == "cuda":
+                    torch.cuda.synchronize()
+                t0 = time.perf_counter()
+                _call(forward, x, dtype)
+                if device.type == "cuda":
+                    torch.cuda.synchronize()
+            except errors as e:
+                if name == "torch":
+                    raise
+                out[name] = {"error": (str(e).strip().splitlines() or [type(e).__name__])[0][:200]}
+                del ready[name]
+                continue
+            out[name]["seconds"] = min(out[name]["seconds"], time.perf_counter() - t0)
     return out
 
 

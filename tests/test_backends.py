@@ -142,6 +142,28 @@ def test_measure_times_and_compares(dat):
     assert table["torch"]["seconds"] > 0 and table["torch"]["max_diff"] == 0.0
 
 
+def test_measure_interleaves_rounds_and_keeps_going_when_a_path_fails(dat, monkeypatch):
+    """Warm-up of every path first, then rounds A B C, A B C; a path that fails mid-way becomes an error row."""
+    calls = []
+
+    def fake_build(model, name, device, compiled=None):
+        def forward(x):
+            calls.append(name)
+            if name == "openvino" and calls.count(name) == 3:
+                raise RuntimeError("kernel failed\nsecond line")
+            return x if name != "onnxruntime" else x + 1e-3
+        return forward, torch.float32
+
+    monkeypatch.setattr(backends, "build_forward", fake_build)
+    table = backends.measure(dat, ["torch", "onnxruntime", "openvino"], torch.device("cpu"), repeat=3)
+    assert calls[:3] == ["torch", "onnxruntime", "openvino"]  # warm-ups
+    assert calls[3:6] == ["torch", "onnxruntime", "openvino"]  # round 1, interleaved
+    assert calls[6:] == ["torch", "onnxruntime", "openvino", "torch", "onnxruntime"]  # openvino dropped in round 2
+    assert table["openvino"] == {"error": "kernel failed"}
+    assert table["onnxruntime"]["max_diff"] == pytest.approx(1e-3, rel=1e-3) and table["torch"]["max_diff"] == 0.0
+    assert all(0 <= table[n]["seconds"] < 1 for n in ("torch", "onnxruntime"))
+
+
 def test_step_option_is_validated():
     from pydantic import ValidationError
 

@@ -152,7 +152,8 @@ class ModelStage(Stage):
 
         Raises:
             RestoreError: a device this machine lacks, a model that is not a one-frame model, side inputs
-                that cannot be loaded, a named ``backend`` that cannot run it here; ModelError: the model cannot be found or loaded.
+                that cannot be loaded, a named ``backend`` that cannot run it here; ModelError: the model cannot
+                be found or loaded.
         """
         if self.model is None:
             from ...models import load_model
