@@ -39,7 +39,9 @@ Data (Brooks et al., "Unprocessing Images for Learned Raw Denoising", CVPR 2019;
   first RAW starter, trained with it, learnt to smooth low-ISO texture and fell below its input at ISO 800 on 2
   of 15 held-out images.  The sigma-normalised loss weighs a low-ISO patch's error like a high-ISO one's,
   relative to the noise it started with.  ``--init W`` starts from the weights ``W`` (fine-tuning; the recipe
-  and the weights' metadata record it).
+  and the weights' metadata record it).  ``--loss l1-sigma+nmse`` adds each patch's mean squared error divided
+  by its mean noise variance: what raw PSNR measures (squared error, bright pixels included) as a gain over the
+  patch's own noise, so every ISO level still weighs alike.
 
 Defaults: patch 64 (half-resolution: packed planes for RAW, 2x2-folded for sRGB; 128 px sRGB crops), batch 8, one thread.  Optimisation: Adam (lr ``--lr``, betas 0.9/0.99), linear warm-up then cosine decay to 2 % over the time budget,
 gradient-norm clip 1.0.  Determinism: ``--threads`` threads, ``torch.manual_seed``, one seeded numpy
@@ -168,14 +170,19 @@ def make_batch(images, rng, batch: int, patch: int, task: str = "raw-denoise", l
 
 
 def loss_fn(kind: str, out: torch.Tensor, x: torch.Tensor, y: torch.Tensor, floor: float = 5e-4) -> torch.Tensor:
-    """Training loss: ``l1`` or ``l1-sigma`` (module docstring); ``x`` is the input (image/planes + sigma)."""
+    """Training loss: ``l1``, ``l1-sigma`` or ``l1-sigma+nmse`` (module docstring); ``x`` is the input
+    (image/planes + sigma)."""
     err = (out - y).abs()
     if kind == "l1":
         return err.mean()
     sigma = x[:, y.shape[1]:].clamp_min(floor)
     if sigma.shape[1] != 1 and sigma.shape[1] != y.shape[1]:
         raise ValueError(f"sigma planes {sigma.shape[1]} do not match the target's {y.shape[1]}")
-    return (err / sigma).mean()
+    loss = (err / sigma).mean()
+    if kind == "l1-sigma+nmse":  # + each patch's MSE over its mean noise variance: the PSNR gain, per patch
+        nmse = err.square().mean(dim=(1, 2, 3)) / sigma.square().mean(dim=(1, 2, 3))
+        loss = loss + nmse.mean()
+    return loss
 
 
 def build_model(task: str = "raw-denoise") -> torch.nn.Module:
@@ -210,7 +217,7 @@ def main(argv=None) -> int:
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--warmup", type=int, default=50)
-    ap.add_argument("--loss", choices=("l1", "l1-sigma"), default="l1-sigma")
+    ap.add_argument("--loss", choices=("l1", "l1-sigma", "l1-sigma+nmse"), default="l1-sigma")
     ap.add_argument("--low-iso", type=float, default=0.0,
                     help="share of patches with ISO ~100-3200 noise (LOW_ISO_A_RANGE), e.g. 0.3 when fine-tuning")
     ap.add_argument("--clean-fraction", type=float, default=CLEAN_FRACTION,

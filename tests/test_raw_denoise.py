@@ -254,3 +254,19 @@ def test_shipped_weights_denoise_the_example_dng(tmp_path):
 
     before, after = noise_profile_for(DNG), noise_profile_for(tmp_path / "coffee_raw_denoised.dng")
     assert after.a * 0.1 + after.b < (before.a * 0.1 + before.b) / 4, (before, after)
+
+
+def test_training_losses_weigh_every_noise_level_alike():
+    """data_tools/train_denoise.py losses: ``l1-sigma`` and ``l1-sigma+nmse`` give an error of one noise sigma the
+    same weight at every level (the patch's PSNR gain), ``l1`` does not; a perfect output costs nothing."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from data_tools.train_denoise import loss_fn
+
+    y = torch.full((2, 4, 8, 8), 0.3)
+    sig = torch.cat([torch.full((1, 4, 8, 8), 1e-3), torch.full((1, 4, 8, 8), 1e-2)])  # ISO ~800 and ~51200
+    x = torch.cat([y, sig], 1)
+    out = y + sig  # one sigma of error on each patch
+    assert loss_fn("l1-sigma", y, x, y) == 0 and loss_fn("l1-sigma+nmse", y, x, y) == 0
+    per_patch = [float(loss_fn(k, out[i:i + 1], x[i:i + 1], y[i:i + 1])) for k in ("l1-sigma+nmse",) for i in (0, 1)]
+    assert per_patch == pytest.approx([2.0, 2.0], rel=1e-3)  # l1/sigma 1 + mse/var 1, on both patches
+    assert float(loss_fn("l1", out[:1], x[:1], y[:1])) < float(loss_fn("l1", out[1:], x[1:], y[1:])) / 5
