@@ -28,7 +28,7 @@ Charbonnier loss, AdamW, linear warm-up then cosine decay over the time budget
 machine speed), resumable checkpoints (model, optimiser, step, elapsed time,
 numpy and torch RNG states) every ``--ckpt-minutes`` in ``<out>/ckpt.pt``, and a
 loss log ``<out>/loss.csv`` (step, seconds, loss = mean Charbonnier loss of the
-steps since the previous row).  Determinism: one thread, ``torch.manual_seed``,
+steps since the previous row); the loop is :mod:`data_tools.train_loop`, shared with ``train_denoise.py``.  Determinism: one thread, ``torch.manual_seed``,
 a seeded numpy ``Generator`` for all sampling and degradations, and
 ``torch.use_deterministic_algorithms(True)``; with a time budget only the late
 learning rates depend on the measured time, so reruns with the same seed give
@@ -58,11 +58,9 @@ load time, so no ``restore.hparams`` metadata is needed.
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import math
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -72,6 +70,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from data_tools import synth  # noqa: E402
+from data_tools import train_loop  # noqa: E402
 from data_tools.clean_data import REGISTRIES, load_images  # noqa: E402
 
 TASKS = ("derain", "weather", "reflection")
@@ -301,76 +300,19 @@ def main(argv=None) -> int:
             ap.error(f"--init {args.init}: not weights of the {args.task} configuration ({str(e).splitlines()[0]})")
         print(f"initialised from {args.init}", flush=True)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.99), weight_decay=1e-4)
-    args.out.mkdir(parents=True, exist_ok=True)
-    ckpt_path, log_path = args.out / "ckpt.pt", args.out / "loss.csv"
-    step, elapsed = 0, 0.0
-    if args.resume:
-        if not ckpt_path.is_file():
-            ap.error(f"--resume: no checkpoint {ckpt_path}")
-        ck = torch.load(ckpt_path, weights_only=True)  # tensors, optimiser state and plain-Python RNG state only
-        if ck["task"] != args.task:
-            ap.error(f"--resume: checkpoint is for task {ck['task']}")
-        model.load_state_dict(ck["model"])
-        opt.load_state_dict(ck["opt"])
-        step, elapsed = int(ck["step"]), float(ck["elapsed"])
-        rng.bit_generator.state = ck["np_rng"]
-        torch.set_rng_state(ck["torch_rng"])
-        print(f"resumed at step {step}, {elapsed:.0f} s elapsed", flush=True)
-    else:
-        log_path.write_text("step,seconds,loss\n")
 
-    budget = args.minutes * 60.0
+    def step_loss() -> torch.Tensor:
+        x, y = make_batch(args.task, images, rng, batch, patch, mix, args.identity, args.light)
+        out = model(x)
+        loss = charbonnier(out, y)
+        if args.consistency:
+            loss = loss + args.consistency * low_pass_l1(out, y)
+        return loss
 
-    def save_ckpt():
-        torch.save({"task": args.task, "model": model.state_dict(), "opt": opt.state_dict(), "step": step,
-                    "elapsed": elapsed, "np_rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state(),
-                    "args": {k: str(v) for k, v in vars(args).items()}}, ckpt_path)
-
-    model.train()
-    t0 = time.perf_counter() - elapsed
-    last_ckpt = time.perf_counter()
-    acc, n_acc = 0.0, 0
-    with log_path.open("a", newline="") as logf:
-        writer = csv.writer(logf)
-        while True:
-            elapsed = time.perf_counter() - t0
-            if args.steps is not None:
-                if step >= args.steps:
-                    break
-                frac = step / args.steps
-            else:
-                if elapsed >= budget:
-                    break
-                frac = elapsed / budget
-            for g in opt.param_groups:
-                g["lr"] = lr * lr_factor(step, frac, args.warmup)
-            x, y = make_batch(args.task, images, rng, batch, patch, mix, args.identity, args.light)
-            out = model(x)
-            loss = charbonnier(out, y)
-            if args.consistency:
-                loss = loss + args.consistency * low_pass_l1(out, y)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 0.5)
-            opt.step()
-            step += 1
-            acc += float(loss.detach())
-            n_acc += 1
-            if step % args.log_every == 0:
-                elapsed = time.perf_counter() - t0
-                writer.writerow([step, f"{elapsed:.1f}", f"{acc / n_acc:.6f}"])
-                logf.flush()
-                if step % (args.log_every * 10) == 0:
-                    print(f"step {step} {elapsed:.0f}s loss {acc / n_acc:.5f} lr {opt.param_groups[0]['lr']:.2e}",
-                          flush=True)
-                acc, n_acc = 0.0, 0
-            if time.perf_counter() - last_ckpt > args.ckpt_minutes * 60:
-                elapsed = time.perf_counter() - t0
-                save_ckpt()
-                last_ckpt = time.perf_counter()
-    elapsed = time.perf_counter() - t0
-    save_ckpt()
-    model.eval()
+    loop = train_loop.Loop(out=args.out, lr=lr, warmup=args.warmup, clip=0.5, minutes=args.minutes, steps=args.steps,
+                           log_every=args.log_every, ckpt_minutes=args.ckpt_minutes, resume=args.resume,
+                           task=args.task, args={k: str(v) for k, v in vars(args).items()})
+    step, elapsed = train_loop.run(model, opt, rng, step_loss, loop, ap.error)
     save_weights(model, weights, args.task, {"steps": step, "seconds": round(elapsed), "seed": args.seed,
                                              "patch": patch, "batch": batch, "lr": lr, "config": CONFIGS[args.task]["arch"],
                                              "identity": args.identity, "light": args.light,

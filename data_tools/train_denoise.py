@@ -48,7 +48,7 @@ gradient-norm clip 1.0.  Determinism: ``--threads`` threads, ``torch.manual_seed
 ``Generator`` for all sampling, ``torch.use_deterministic_algorithms(True)``; only the late learning rates depend
 on the measured time.  Checkpoints (model, optimiser, step, elapsed time, RNG states) every ``--ckpt-minutes`` in
 ``<out>/ckpt.pt``; ``--resume`` continues until the total elapsed training time reaches ``--minutes``.  Loss log
-``<out>/loss.csv``.  At the end the model is written to ``--weights`` (default
+``<out>/loss.csv``.  The loop is shared with ``train.py``: :mod:`data_tools.train_loop`.  At the end the model is written to ``--weights`` (default
 ``weights/<task>.safetensors``), fp32, with the recipe in the safetensors metadata ``restore.train``; no
 ``restore.hparams`` is needed (both architectures infer every constructor argument from the tensor shapes).  The
 MANIFEST recipe line is printed.
@@ -57,10 +57,8 @@ MANIFEST recipe line is printed.
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -69,9 +67,10 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from data_tools import train_loop  # noqa: E402
 from data_tools import unprocess as up  # noqa: E402
 from data_tools.clean_data import REGISTRIES, load_images  # noqa: E402
-from data_tools.train import augment, lr_factor, random_crop  # noqa: E402
+from data_tools.train import augment, random_crop  # noqa: E402
 from restore.noise import ISO_LEVELS  # noqa: E402
 
 #: Constructor kwargs of the shipped models (recorded in ``restore.train``; the loader infers them from shapes).
@@ -253,68 +252,18 @@ def main(argv=None) -> int:
         print(f"initialised from {args.init}", flush=True)
     n_params = sum(p.numel() for p in model.parameters())
     opt = torch.optim.Adam(model.parameters(), lr=args.lr, betas=(0.9, 0.99))
-    args.out.mkdir(parents=True, exist_ok=True)
-    ckpt_path, log_path = args.out / "ckpt.pt", args.out / "loss.csv"
-    step, elapsed = 0, 0.0
-    if args.resume:
-        if not ckpt_path.is_file():
-            ap.error(f"--resume: no checkpoint {ckpt_path}")
-        ck = torch.load(ckpt_path, weights_only=True)
-        model.load_state_dict(ck["model"])
-        opt.load_state_dict(ck["opt"])
-        step, elapsed = int(ck["step"]), float(ck["elapsed"])
-        rng.bit_generator.state = ck["np_rng"]
-        torch.set_rng_state(ck["torch_rng"])
-        print(f"resumed at step {step}, {elapsed:.0f} s elapsed", flush=True)
-    else:
-        log_path.write_text("step,seconds,loss\n")
     print(f"{len(images)} training images, {n_params / 1e6:.3f} M parameters, patch {args.patch} (packed), "
           f"batch {args.batch}; ISO line log b = {ISO_SLOPE:.3f} log a + {ISO_OFFSET:.3f}", flush=True)
 
-    budget = args.minutes * 60.0
+    def step_loss() -> torch.Tensor:
+        x, y = make_batch(images, rng, args.batch, args.patch, args.task, args.low_iso, args.clean_fraction,
+                          args.grain_fraction)
+        return loss_fn(args.loss, model(x), x, y, SIGMA_FLOOR[args.task])
 
-    def save_ckpt():
-        torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "step": step, "elapsed": elapsed,
-                    "np_rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state(),
-                    "args": {k: str(v) for k, v in vars(args).items()}}, ckpt_path)
-
-    model.train()
-    t0 = time.perf_counter() - elapsed
-    last_ckpt = time.perf_counter()
-    acc, n_acc = 0.0, 0
-    with log_path.open("a", newline="") as logf:
-        writer = csv.writer(logf)
-        while True:
-            elapsed = time.perf_counter() - t0
-            if elapsed >= budget:
-                break
-            for g in opt.param_groups:
-                g["lr"] = args.lr * lr_factor(step, elapsed / budget, args.warmup)
-            x, y = make_batch(images, rng, args.batch, args.patch, args.task, args.low_iso, args.clean_fraction,
-                              args.grain_fraction)
-            loss = loss_fn(args.loss, model(x), x, y, SIGMA_FLOOR[args.task])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            opt.step()
-            step += 1
-            acc += float(loss.detach())
-            n_acc += 1
-            if step % args.log_every == 0:
-                elapsed = time.perf_counter() - t0
-                writer.writerow([step, f"{elapsed:.1f}", f"{acc / n_acc:.6f}"])
-                logf.flush()
-                if step % (args.log_every * 10) == 0:
-                    print(f"step {step} {elapsed:.0f}s loss {acc / n_acc:.5f} lr {opt.param_groups[0]['lr']:.2e}",
-                          flush=True)
-                acc, n_acc = 0.0, 0
-            if time.perf_counter() - last_ckpt > args.ckpt_minutes * 60:
-                elapsed = time.perf_counter() - t0
-                save_ckpt()
-                last_ckpt = time.perf_counter()
-    elapsed = time.perf_counter() - t0
-    save_ckpt()
-    model.eval()
+    loop = train_loop.Loop(out=args.out, lr=args.lr, warmup=args.warmup, clip=1.0, minutes=args.minutes,
+                           log_every=args.log_every, ckpt_minutes=args.ckpt_minutes, resume=args.resume,
+                           task=args.task, args={k: str(v) for k, v in vars(args).items()})
+    step, elapsed = train_loop.run(model, opt, rng, step_loss, loop, ap.error)
     train_meta = {"task": args.task, "steps": step, "seconds": round(elapsed), "seed": args.seed, "patch": args.patch,
                   "batch": args.batch, "lr": args.lr, "images": args.images, "paper_fraction": PAPER_FRACTION,
                   "iso_a_range": list(ISO_A_RANGE), "iso_line": [round(ISO_SLOPE, 4), round(ISO_OFFSET, 4)],
