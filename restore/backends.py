@@ -58,6 +58,8 @@ __all__ = [
 
 #: Every backend name, in the order ``auto`` times them (``torch`` first: it is the reference).
 BACKENDS = ("torch", "torch-bf16", "torch-compile", "onnxruntime", "openvino")
+#: The in-process PyTorch paths of :data:`BACKENDS` (no export, no per-shape session); the rest are separate runtimes.
+TORCH_PATHS = ("torch", "torch-bf16", "torch-compile")
 
 #: Largest max absolute difference to fp32 ``torch`` an fp32 backend may have on the probe tile (values in
 #: the model's [0, 1] encoding) to be chosen by ``auto``: the issue-21 rule for restoration models, and far
@@ -171,6 +173,10 @@ def _call(forward: Callable, x: torch.Tensor, dtype: torch.dtype) -> torch.Tenso
         return forward(x).float()
 
 
+def _first_line(e: BaseException) -> str:
+    return (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+
+
 def measure(model: RestorationModel, backends: list[str], device: torch.device, repeat: int = 3,
             compiled: Callable[[torch.nn.Module], Callable] | None = None) -> dict[str, dict]:
     """Time each backend on the probe tile and compare its output with fp32 ``torch``.
@@ -199,7 +205,7 @@ def measure(model: RestorationModel, backends: list[str], device: torch.device, 
         except errors as e:
             if name == "torch":
                 raise
-            out[name] = {"error": (str(e).strip().splitlines() or [type(e).__name__])[0][:200]}
+            out[name] = {"error": _first_line(e)}
             continue
         if ref is None:
             ref = y
@@ -217,7 +223,7 @@ def measure(model: RestorationModel, backends: list[str], device: torch.device, 
             except errors as e:
                 if name == "torch":
                     raise
-                out[name] = {"error": (str(e).strip().splitlines() or [type(e).__name__])[0][:200]}
+                out[name] = {"error": _first_line(e)}
                 del ready[name]
                 continue
             out[name]["seconds"] = min(out[name]["seconds"], time.perf_counter() - t0)
@@ -270,13 +276,13 @@ def choose(table: Mapping[str, Mapping], allowed: Mapping[str, str | None], max_
 
     # in-process PyTorch paths first: another must beat torch fp32 by the margin
     best, best_s = "torch", float(base)
-    for name in ("torch-bf16", "torch-compile"):
+    for name in TORCH_PATHS[1:]:
         if name in table and usable(name) and table[name]["seconds"] <= base * (1 - margin) and table[name]["seconds"] < best_s:
             best, best_s = name, float(table[name]["seconds"])
     # a separate runtime (per-shape export and session set-up) must beat the best PyTorch path by the margin
     torch_best, torch_fallback = best_s, best
     for name, row in table.items():
-        if name in ("torch", "torch-bf16", "torch-compile") or not usable(name):
+        if name in TORCH_PATHS or not usable(name):
             continue
         if row["seconds"] <= torch_best * (1 - margin) and row["seconds"] < best_s:
             best, best_s = name, float(row["seconds"])

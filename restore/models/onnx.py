@@ -22,6 +22,7 @@ where a torch version no longer has it, the ``torch.export``-based exporter (``d
 
 from __future__ import annotations
 
+import functools
 import io
 import tempfile
 import warnings
@@ -188,25 +189,21 @@ def weights_digest(model: RestorationModel) -> str:
     return h.hexdigest()
 
 
+@functools.lru_cache(maxsize=1)
 def code_digest() -> str:
     """sha256 (16 hex digits) of the code an export traces beyond the checkpoint (the architectures, the fused
     attention kernels, mixed precision); also part of ``backend: auto``'s cache key, since the same code sets the
-    speed of the ``torch`` paths."""
-    import functools
+    speed of the ``torch`` paths.  Read once per process."""
     import hashlib
 
-    @functools.lru_cache(maxsize=1)
-    def digest() -> str:
-        here = Path(__file__).resolve().parent
-        h = hashlib.sha256()
-        for f in sorted([here / "fused_attention.py", here / "mixed_precision.py", *(here / "archs").glob("*.py")]):
-            try:
-                h.update(f.name.encode() + f.read_bytes())
-            except OSError:
-                pass
-        return h.hexdigest()[:16]
-
-    return digest()
+    here = Path(__file__).resolve().parent
+    h = hashlib.sha256()
+    for f in sorted([here / "fused_attention.py", here / "mixed_precision.py", *(here / "archs").glob("*.py")]):
+        try:
+            h.update(f.name.encode() + f.read_bytes())
+        except OSError:
+            pass
+    return h.hexdigest()[:16]
 
 
 def cached_export(model: RestorationModel, size: tuple[int, int], batch: int = 1) -> bytes:

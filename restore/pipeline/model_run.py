@@ -278,7 +278,7 @@ def _backend_forward(m, run: RunOptions, device, dtype, eager: Callable, state: 
     tile, a shape of its own) ``auto`` uses its fastest PyTorch path instead of a separate runtime."""
     import torch
 
-    from ..backends import backend_for, build_forward
+    from ..backends import TORCH_PATHS, backend_for, build_forward
 
     def compiled(module):
         return _compiled_forward(module, state, ctx)
@@ -290,7 +290,7 @@ def _backend_forward(m, run: RunOptions, device, dtype, eager: Callable, state: 
                 state.backend = backend_for(m, device, run.precision, compiled, compile=run.compile)
             ctx.notes.append(state.backend.reason)
         name = state.backend.backend
-        if whole and name not in ("torch", "torch-bf16", "torch-compile"):
+        if whole and name not in TORCH_PATHS:
             name = state.backend.fallback
             note = f"backend auto: {name} for images run whole (each a new shape for {state.backend.backend})"
             if note not in ctx.notes:
