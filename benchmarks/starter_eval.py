@@ -100,7 +100,7 @@ sys.path.insert(0, str(ROOT))
 from data_tools import baselines, synth  # noqa: E402
 from data_tools.clean_data import MANIFEST, load_images  # noqa: E402
 from restore import load_model  # noqa: E402
-from restore.guard import apply_guard, guard_for  # noqa: E402
+from restore.guard import apply_guard, guard_for, load_guard  # noqa: E402
 from restore.metrics import psnr  # noqa: E402
 
 
@@ -242,19 +242,21 @@ def capped_scores(out: np.ndarray, ref: np.ndarray) -> tuple[float, float]:
 
 
 def guarded(module, x: np.ndarray, guard) -> tuple[np.ndarray, float, float]:
-    """The model's output as the ``model`` step gives it: ``(y, evidence, weight)``; the guard
-    (:mod:`restore.guard`) mixes the output back towards ``x`` when ``guard`` is not None."""
+    """The model's output as the ``model`` step gives it: ``(y, evidence, mean_w)``; the guard network
+    (:mod:`restore.guard`) keeps a per-pixel share ``w`` of the model's change when ``guard`` is not None.
+    ``evidence`` = mean |model(x) - x| before the guard; ``mean_w`` = 1 without a guard."""
     y = np.clip(run_model(module, x), 0.0, 1.0)
+    e = float(np.mean(np.abs(y.astype(np.float64) - x)))
     if guard is None:
-        return y, float(np.mean(np.abs(y.astype(np.float64) - x))), 1.0
-    out, w, e = apply_guard(x, y, guard)
+        return y, e, 1.0
+    out, w = apply_guard(guard, x, y)
     return out, e, w
 
 
 def measure(starter: str, model: str, group: str, kind: str, image: str, module, x: np.ndarray,
             clean: np.ndarray | None, guard=None) -> dict:
     """One per-image row: ``x`` through ``module`` (and ``guard``), scored against ``clean`` (``None``: the clean
-    set); ``evidence`` is the guard's statistic ``mean |model(x) - x|`` (before the guard), ``guard_w`` its weight."""
+    set); ``evidence`` is ``mean |model(x) - x|`` (before the guard), ``guard_w`` the guard's mean weight."""
     y, evidence, w = guarded(module, x, guard)
     y = quantise(y)
     row = {"starter": starter, "model": model, "set": group, "kind": kind, "image": image,
@@ -297,27 +299,34 @@ def real_sets(starter: str, shared: Path) -> tuple[dict[str, list[tuple[Path, Pa
     return out, ("real pairs missing: " + ", ".join(missing)) if missing else ""
 
 
-def evaluate_starter(starter: str, model: str, crops, shared: Path, use_guard: bool = True
+def evaluate_starter(starter: str, model: str, crops, shared: Path, guard: str = "auto"
                      ) -> tuple[list[dict], list[str]]:
+    """Every per-image row of one starter; ``guard``: ``auto`` (the catalogue entry's guard, as the model step
+    uses it; none for a weights path), ``off``, or a guard file (``data_tools/train_guard.py``)."""
     m = load_model(model)
-    guard = guard_for(model) if use_guard and not str(model).endswith(".safetensors") else None
-    notes = [f"{starter}: {model} -> {m.arch}, guard "
-             + (f"{guard.low * 255:.2f}-{guard.high * 255:.2f}/255" if guard else "none")]
+    if guard == "off":
+        net, label = None, "none"
+    elif guard == "auto":
+        net = guard_for(model) if not Path(model).suffix else None
+        label = "catalogue" if net is not None else "none"
+    else:
+        net, label = load_guard(guard), guard
+    notes = [f"{starter}: {model} -> {m.arch}, guard {label}"]
     print(notes[0], flush=True)
     rows = []
     for i, (name, clean) in enumerate(crops):
-        rows.append(measure(starter, model, "clean", "", name, m.module, clean, None, guard))
+        rows.append(measure(starter, model, "clean", "", name, m.module, clean, None, net))
         for kind, heavy in degrade(starter, crops, i):
             light = synth.lighten(clean, heavy, synth.LIGHT_STRENGTH)
-            rows.append(measure(starter, model, "light", kind, name, m.module, quantise(light), clean, guard))
-            rows.append(measure(starter, model, "heavy", kind, name, m.module, quantise(heavy), clean, guard))
+            rows.append(measure(starter, model, "light", kind, name, m.module, quantise(light), clean, net))
+            rows.append(measure(starter, model, "heavy", kind, name, m.module, quantise(heavy), clean, net))
     real, note = real_sets(starter, shared)
     if note:
         notes.append(note)
     for set_name, pairs in real.items():
         for deg, cln in pairs:
             rows.append(measure(starter, model, f"real/{set_name}", "", deg.name, m.module, read_rgb(deg),
-                                read_rgb(cln), guard))
+                                read_rgb(cln), net))
     return rows, notes
 
 
@@ -482,42 +491,6 @@ def _json_safe(obj):
     return obj
 
 
-CALIBRATE_IMAGES = 24
-
-
-def calibrate(model_for: dict[str, str]) -> int:
-    """Guard thresholds from *training* images (never the evaluation set): the evidence ``mean |model(x) - x|``
-    on clean centre crops of the first ``CALIBRATE_IMAGES`` and on their light and heavy degradations (drawn as
-    in the evaluation, :func:`degrade`), and the
-    suggested ``low`` = 1.25 x the largest clean evidence, ``high`` = 2 x ``low``."""
-    images = load_images("train")[:CALIBRATE_IMAGES]
-    crops = [(f"train/{i}", centre_crop(img, DNH_CROP)) for i, img in enumerate(images)]
-    for starter, model in model_for.items():
-        m = load_model(model)
-        ev = {"clean": [], "light": [], "heavy": []}
-        gains = {"light": [], "heavy": []}
-        for i, (_, clean) in enumerate(crops):
-            ev["clean"].append(guarded(m.module, clean, None)[1])
-            for _, heavy in degrade(starter, crops, i):
-                for group, x in (("light", synth.lighten(clean, heavy, synth.LIGHT_STRENGTH)), ("heavy", heavy)):
-                    x = quantise(x)
-                    y, e, _ = guarded(m.module, x, None)
-                    ev[group].append(e)
-                    gains[group].append((e, scores(quantise(y), clean)[1] - scores(x, clean)[1]))
-        low = 1.25 * max(ev["clean"])
-        print(f"\n{starter}: {model}, {len(crops)} training crops; evidence mean |model(x) - x| in /255:")
-        for g, v in ev.items():
-            q = np.percentile(np.asarray(v) * 255, [0, 50, 90, 100])
-            print(f"  {g:6s} n={len(v):3d} min {q[0]:6.2f} median {q[1]:6.2f} p90 {q[2]:6.2f} max {q[3]:6.2f}")
-        for g, pairs in gains.items():
-            below = [gn for e, gn in pairs if e <= low]
-            harmed = [gn for e, gn in pairs if e > low and gn < 0]
-            print(f"  {g:6s}: {len(below)} of {len(pairs)} at or below low (left alone); "
-                  f"{len(harmed)} above it with a negative RGB gain (worst {min(harmed, default=0):+.2f} dB)")
-        print(f"  suggested MANIFEST entry: guard: {{low: {low:.5f}, high: {2 * low:.5f}}}")
-    return 0
-
-
 def do_no_harm(args, model_for: dict[str, str]) -> int:
     earlier = json.loads(args.compare_json.read_text()) if args.compare_json else None
     t0 = time.time()
@@ -526,7 +499,7 @@ def do_no_harm(args, model_for: dict[str, str]) -> int:
     results = {}
     for starter, model in model_for.items():
         t1 = time.time()
-        rows, notes = evaluate_starter(starter, model, crops, args.shared, args.guard == "auto")
+        rows, notes = evaluate_starter(starter, model, crops, args.shared, args.guard_for[starter])
         sets = summarise(rows)
         old_sets = earlier.get("starters", {}).get(starter, {}).get("sets") if earlier else None
         results[starter] = {"model": model, "arch": notes[0].rsplit("-> ", 1)[1], "notes": notes,
@@ -577,11 +550,10 @@ def main(argv=None) -> int:
     ap.add_argument("--compare-json", type=Path,
                     help="--do-no-harm: an earlier --json output (the shipped starters) to compare against")
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--guard", choices=("auto", "off"), default="auto",
-                    help="--do-no-harm: apply the catalogue entry's guard as the model step does (auto, default; "
-                         "weights given as a path are never guarded) or not (off)")
-    ap.add_argument("--calibrate", action="store_true",
-                    help="print the guard evidence on training images and suggested thresholds, then stop")
+    ap.add_argument("--guard", default="auto",
+                    help="--do-no-harm: auto (default: each catalogue model's guard, as the model step applies it; "
+                         "weights given as a path are not guarded), off, or guard files (data_tools/train_guard.py) "
+                         "one per evaluated starter in the order of --models, 'off' for none")
     args = ap.parse_args(argv)
     if args.reflection_out.resolve().is_relative_to(ROOT):
         ap.error("--reflection-out must lie outside the repository")
@@ -597,9 +569,17 @@ def main(argv=None) -> int:
         ap.error(f"--models: {len(STARTERS)} models (derain,weather,reflection) or one per --only starter")
     if not args.do_no_harm and (args.json or args.compare_json):
         ap.error("--json and --compare-json need --do-no-harm")
+    if args.guard in ("auto", "off"):
+        args.guard_for = dict.fromkeys(model_for, args.guard)
+    else:
+        files = [g.strip() for g in args.guard.split(",")]
+        if len(files) != len(model_for):
+            ap.error(f"--guard: one guard file (or 'off') per evaluated starter ({', '.join(model_for)})")
+        missing = [f for f in files if f != "off" and not Path(f).is_file()]
+        if missing:
+            ap.error(f"--guard: no such file {missing[0]}")
+        args.guard_for = dict(zip(model_for, files))
     torch.set_num_threads(args.threads)
-    if args.calibrate:
-        return calibrate(model_for)
     if args.do_no_harm:
         return do_no_harm(args, model_for)
     t0 = time.time()

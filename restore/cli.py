@@ -308,7 +308,8 @@ def models(as_json: bool) -> None:
     official = architectures()  # one row per architecture descriptor (restore.models.archs)
     if as_json:
         click.echo(json.dumps({
-            "catalogue": [{"name": e.name, "task": e.task, "scale": e.scale, "arch": e.arch, "licence": e.licence, "available": e.available, "file": str(e.path or e.file), "when": e.when} for e in entries],
+            "catalogue": [{"name": e.name, "task": e.task, "scale": e.scale, "arch": e.arch, "licence": e.licence, "available": e.available, "file": str(e.path or e.file), "when": e.when,
+                            "guard": (e.extra.get("guard") or {}).get("file")} for e in entries],
             "architectures": official,
         }, indent=2))
         return

@@ -1,104 +1,221 @@
-"""Do-no-harm guard for restoration models (issue 20): leave an image alone when the model finds little to undo.
+"""Do-no-harm guard for restoration models (issue 20): keep the model's change only where it removes a degradation.
 
-A restoration network's residual ``r = model(x) - x`` is its own estimate of the degradation it removes (the rain
-layer, the veil, the reflection).  On a photo without that degradation a well-trained network proposes a small
-residual, but a small model's small residual is still an error: it smooths texture or shifts brightness a little
-everywhere.  The guard measures the *evidence* ``e = mean |r|`` over the whole image (in the model's working
-encoding, [0, 1]) and uses the model's output with weight
+A one-frame restoration network proposes a residual ``r = model(x) - x``: its estimate of the degradation (the rain
+layer, the veil, the reflection).  On a photo, or a part of one, without that degradation a small model's residual
+is an error: it smooths texture or shifts brightness.  The guard is a second, much smaller network, trained for one
+set of weights with the weights frozen, that looks at the input and the proposed residual and gives each pixel a
+weight ``w`` in [0, 1]:
 
-    w = clip((e - low) / (high - low), 0, 1),        output = x + w * r
+    output = x + w * (model(x) - x)
 
-so below ``low`` the input is returned unchanged, above ``high`` the model's output is used as it is, and in
-between the two are mixed (like the ``blend`` option, which multiplies ``w``).  ``low`` and ``high`` are facts of
-one set of weights: they are measured on clean *training* images by ``benchmarks/starter_eval.py --calibrate``
-and stored in the weights' ``weights/MANIFEST`` entry as ``guard: {low: ..., high: ...}``; models without them
-are never guarded.  The guard only ever moves the output towards the input.
+so the guard can only move the output back towards the input (``w = 0``: the pixel is left unchanged).  It is
+trained (``data_tools/train_guard.py``) on clean, lightly and heavily degraded training patches to minimise the
+distance of the guarded output to the clean image, which is smallest where ``w`` keeps the residuals that point
+towards the clean image and drops the rest.  A guard cannot add what the model missed; it decides how much of the
+model's proposal to trust, pixel by pixel.
+
+:class:`GuardNet` is a fully convolutional network with a receptive field of :data:`HALO` pixels at most on each
+side, so :func:`guard_weights` runs it in horizontal strips of bounded memory whose result is identical to one
+pass over the whole image.  A catalogue entry names its guard's file in ``weights/MANIFEST``:
+``guard: {file: derain-starter-guard.safetensors, sha256: ..., recipe: ...}``; models without one are never guarded.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
 
-__all__ = ["Guard", "guard_weight", "apply_guard", "guard_for"]
+__all__ = ["GuardNet", "HALO", "guard_weights", "apply_guard", "guard_for", "load_guard", "save_guard"]
 
-
-@dataclass(frozen=True)
-class Guard:
-    """Thresholds of the residual evidence ``mean |model(x) - x|`` (model encoding, [0, 1] units).
-
-    Attributes:
-        low: Evidence at or below which the image is left unchanged (> 0).
-        high: Evidence at or above which the model's output is used in full (> ``low``).
-
-    Raises:
-        ValueError: ``low <= 0`` or ``high <= low``, or either is not finite.
-    """
-
-    low: float
-    high: float
-
-    def __post_init__(self):
-        if not (np.isfinite(self.low) and np.isfinite(self.high)) or self.low <= 0 or self.high <= self.low:
-            raise ValueError(f"guard needs 0 < low < high, got low={self.low!r}, high={self.high!r}")
-
-    @classmethod
-    def from_manifest(cls, value) -> "Guard":
-        """From a MANIFEST ``guard:`` mapping ``{low: float, high: float}``.
-
-        Raises:
-            ValueError: not such a mapping, or thresholds out of order.
-        """
-        if not isinstance(value, dict) or set(value) != {"low", "high"}:
-            raise ValueError(f"guard must be a mapping {{low: ..., high: ...}}, not {value!r}")
-        return cls(float(value["low"]), float(value["high"]))
+#: Pixels of context each side of a strip: at least the receptive field of :class:`GuardNet` (37 px each side
+#: with its dilations 1, 2, 4, 8 at half resolution), rounded up to an even number so strips start at even rows.
+HALO = 48
 
 
-def guard_weight(x: np.ndarray, y: np.ndarray, guard: Guard) -> tuple[float, float]:
-    """Weight of the model output and the evidence it was computed from.
+class GuardNet(nn.Module):
+    """Per-pixel weight of a restoration model's residual (see the module docstring).
+
+    Layers: a 3x3 convolution at full resolution on ``[x - 0.5, 4 (y - x)]``; a stride-2 3x3 convolution; four
+    residual 3x3 convolutions with dilations 1, 2, 4, 8 at half resolution (the context that tells a rain streak or
+    a reflection from texture); bilinear upsampling x2, a 3x3 convolution over both resolutions' features and a
+    1x1 convolution to one channel through a sigmoid.  ``feats=16``: 49 k parameters, about 18 k multiply-adds per
+    pixel.
+
+    With ``global_context`` the half-resolution features are also averaged over the whole image and, through a
+    linear layer, shift the last convolution's input: a degradation spread over the frame (rain, haze) and a few
+    rain-like lines of a clean photo then look different.  :func:`guard_weights` computes that average in a first
+    pass over strips, so strips still give the one-pass result.
 
     Args:
-        x: Model input, float32 ``(H, W, C)`` in [0, 1] (the model's working encoding).
-        y: Model output, same shape and encoding.
-        guard: The thresholds.
+        feats: Channels at full resolution (twice as many at half resolution).
+        global_context: Add the whole-image average of the half-resolution features.
+    """
+
+    def __init__(self, feats: int = 16, global_context: bool = False):
+        super().__init__()
+        f = int(feats)
+        self.global_context = bool(global_context)
+        self.head = nn.Conv2d(6, f, 3, padding=1)
+        self.down = nn.Conv2d(f, 2 * f, 3, stride=2, padding=1)
+        self.body = nn.ModuleList(nn.Conv2d(2 * f, 2 * f, 3, padding=d, dilation=d) for d in (1, 2, 4, 8))
+        self.fuse = nn.Conv2d(3 * f, f, 3, padding=1)
+        self.out = nn.Conv2d(f, 1, 1)
+        if self.global_context:
+            self.ctx = nn.Linear(2 * f, f)
+
+    def features(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Full- and half-resolution features ``(N, f, H, W)``, ``(N, 2f, H/2, W/2)`` of ``x`` and ``y - x``."""
+        act = F.leaky_relu
+        h = act(self.head(torch.cat([x - 0.5, 4.0 * (y - x)], 1)), 0.1)
+        d = act(self.down(h), 0.1)
+        for conv in self.body:
+            d = d + act(conv(d), 0.1)
+        return h, d
+
+    def weights(self, h: torch.Tensor, d: torch.Tensor, z: torch.Tensor | None = None) -> torch.Tensor:
+        """Weights ``(N, 1, H, W)`` from :meth:`features`; ``z`` ``(N, 2f)``: the whole-image mean of ``d``
+        (``global_context`` only; default: the mean of this ``d``)."""
+        u = F.interpolate(d, scale_factor=2.0, mode="bilinear", align_corners=False)
+        t = self.fuse(torch.cat([h, u], 1))
+        if self.global_context:
+            z = d.mean(dim=(2, 3)) if z is None else z
+            t = t + self.ctx(z)[:, :, None, None]
+        return torch.sigmoid(self.out(F.leaky_relu(t, 0.1)))
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Weights ``w`` for the residual ``y - x`` (the whole-image context is this input's).
+
+        Args:
+            x: Model input, float32 ``(N, 3, H, W)`` in [0, 1] (the model's working encoding); ``H`` and ``W`` even.
+            y: Model output, same shape and encoding.
+
+        Returns:
+            float32 ``(N, 1, H, W)`` in (0, 1).
+        """
+        return self.weights(*self.features(x, y))
+
+
+def guard_weights(net: GuardNet, x: np.ndarray, y: np.ndarray, strip: int = 256) -> np.ndarray:
+    """Per-pixel weights of ``y - x`` over a whole image, computed in strips of ``strip`` rows (bounded memory).
+
+    Each strip is run with :data:`HALO` rows of context above and below (image edges padded as in one pass over the
+    image), so the result does not depend on ``strip``.
+
+    Args:
+        net: The guard network (eval mode, float32, CPU).
+        x: Model input, float32 ``(H, W, 3)`` in [0, 1].
+        y: Model output, float32 ``(H, W, 3)``.
+        strip: Rows per strip (rounded up to even); memory is about ``(strip + 2 HALO) * W * 80`` bytes.
 
     Returns:
-        ``(w, e)``: ``w`` in [0, 1] (0 = keep the input), ``e = mean |y - x|``.
+        float32 ``(H, W, 1)`` in [0, 1].
 
     Raises:
-        ValueError: ``x`` and ``y`` differ in shape (a model that changes size is never guarded).
+        ValueError: ``x`` and ``y`` differ in shape or are not 3-channel ``(H, W, 3)``.
     """
-    if x.shape != y.shape:
-        raise ValueError(f"guard: input {x.shape} and output {y.shape} differ in shape")
-    e = float(np.mean(np.abs(y.astype(np.float64) - x.astype(np.float64))))
-    w = (e - guard.low) / (guard.high - guard.low)
-    return float(min(max(w, 0.0), 1.0)), e
+    if x.shape != y.shape or x.ndim != 3 or x.shape[2] != 3:
+        raise ValueError(f"guard: needs input and output of one (H, W, 3) shape, got {x.shape} and {y.shape}")
+    h, w = x.shape[:2]
+    ph, pw = h % 2, w % 2  # even size: stride 2 then x2 upsampling maps pixels back to themselves
+
+    def tensor(a: np.ndarray) -> torch.Tensor:
+        a = np.pad(a, ((0, ph), (0, pw), (0, 0)), mode="edge") if (ph or pw) else a
+        return torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32)).permute(2, 0, 1)[None]
+
+    xt, yt = tensor(x), tensor(y)
+    hh = xt.shape[2]
+    step = max(2, strip + strip % 2)
+    out = np.empty((hh, w + pw, 1), np.float32)
+
+    def strips():
+        for top in range(0, hh, step):
+            a, b = max(0, top - HALO), min(hh, top + step + HALO)
+            n = min(step, hh - top)  # rows of this strip; its features start at row top - a (even)
+            yield top, n, top - a, net.features(xt[:, :, a:b], yt[:, :, a:b])
+
+    with torch.inference_mode():
+        z = None
+        if net.global_context:  # first pass: the whole-image mean of the half-resolution features
+            total = 0.0
+            for _, n, off, (_, d) in strips():
+                total = total + d[:, :, off // 2:(off + n + 1) // 2].sum(dim=(2, 3))
+            z = total / (((hh + 1) // 2) * ((w + pw) // 2))
+        for top, n, off, (hf, d) in strips():
+            out[top:top + n, :, 0] = net.weights(hf, d, z)[0, 0, off:off + n].numpy()
+    return out[:h, :w]
 
 
-def apply_guard(x: np.ndarray, y: np.ndarray, guard: Guard) -> tuple[np.ndarray, float, float]:
-    """The guarded output ``x + w * (y - x)`` (what the ``model`` step returns) with its weight and evidence.
+def apply_guard(net: GuardNet, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, float]:
+    """The guarded output ``x + w * (y - x)`` (what the ``model`` step returns) and the mean weight.
 
-    Args and errors: as :func:`guard_weight`.
+    Args and errors: as :func:`guard_weights`.
 
     Returns:
-        ``(out, w, e)``: ``out`` float32 like ``x`` (``y`` itself when ``w`` is 1, ``x`` when 0).
+        ``(out, mean_w)``: ``out`` float32 ``(H, W, 3)``; ``mean_w`` in [0, 1], the share of the model's change kept.
     """
-    w, e = guard_weight(x, y, guard)
-    if w >= 1.0:
-        return y, w, e
-    return (x + np.float32(w) * (y - x)).astype(np.float32), w, e
+    w = guard_weights(net, x, y)
+    return (x + w * (y - x)).astype(np.float32), float(w.mean())
 
 
-def guard_for(name: str) -> Guard | None:
-    """The guard of a catalogue model (its MANIFEST ``guard`` entry), or None (no entry, or a file path).
+def save_guard(net: GuardNet, path: str | Path, meta: dict[str, str] | None = None) -> None:
+    """Write ``net`` as a ``.safetensors`` file (float32; ``restore.guard.feats`` in the metadata)."""
+    from safetensors.torch import save_file
+
+    sd = {k: v.detach().float().contiguous().clone() for k, v in net.state_dict().items()}
+    save_file(sd, str(path), metadata={"restore.guard.feats": str(net.head.out_channels),
+                                       "restore.guard.global": str(int(net.global_context)), **(meta or {})})
+
+
+def load_guard(path: str | Path) -> GuardNet:
+    """Read a guard written by :func:`save_guard`.
 
     Raises:
-        ValueError: the MANIFEST entry holds an invalid ``guard``.
+        ValueError: not a readable ``.safetensors`` file of a :class:`GuardNet`.
+    """
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    try:
+        with safe_open(str(path), "pt") as f:
+            meta = f.metadata() or {}
+        net = GuardNet(int(meta.get("restore.guard.feats", "16")), meta.get("restore.guard.global") == "1")
+        net.load_state_dict(load_file(str(path)), strict=True)
+    except Exception as e:  # safetensors' own errors, a missing file, keys or shapes of another network
+        raise ValueError(f"{path}: not a guard network ({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
+    return net.eval()
+
+
+def guard_for(name: str) -> GuardNet | None:
+    """The guard of a catalogue model (its MANIFEST ``guard: {file, sha256, recipe}``), or None (no entry, or a path).
+
+    The file is looked up beside the model's weights (the folders of :func:`restore.models.entry.weight_dirs`) and
+    its sha256 checked.
+
+    Raises:
+        ValueError: the entry's ``guard`` is malformed, its file is missing, its checksum differs, or it is not a
+            guard network.
     """
     from .models.catalog import find
+    from .models.entry import weight_dirs
+    from .models.loader import sha256_file
 
     entry = find(name)
     if entry is None or "guard" not in entry.extra:
         return None
-    return Guard.from_manifest(entry.extra["guard"])
+    spec = entry.extra["guard"]
+    if not isinstance(spec, dict) or not {"file", "sha256"} <= set(spec) <= {"file", "sha256", "recipe"}:
+        raise ValueError(f"guard must be a mapping {{file: ..., sha256: ..., recipe: ...}}, not {spec!r}")
+    for d in weight_dirs():
+        path = Path(d) / str(spec["file"])
+        if path.is_file():
+            break
+    else:
+        raise ValueError(f"guard file {spec['file']} not found in {', '.join(map(str, weight_dirs()))}")
+    digest = sha256_file(path)
+    if digest != spec["sha256"]:
+        raise ValueError(f"{path}: sha256 {digest[:12]}... does not match the manifest ({str(spec['sha256'])[:12]}...)")
+    return load_guard(path)

@@ -1,18 +1,20 @@
-"""The do-no-harm guard (issue 20): thresholds, weights, and the model step leaving an image alone."""
+"""The do-no-harm guard (issue 20): the guard network, its strips, its catalogue entry and the model step."""
 
 import hashlib
 import importlib
+import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from restore.guard import Guard, guard_weight  # noqa: E402
+from restore.guard import HALO, GuardNet, apply_guard, guard_weights, load_guard, save_guard  # noqa: E402
 from restore.image import SRGB, Image, Metadata  # noqa: E402
 from restore.pipeline.base import Context  # noqa: E402
 from restore.pipeline.steps.model import ModelOptions, ModelStage  # noqa: E402
@@ -20,28 +22,78 @@ from restore.pipeline.steps.model import ModelOptions, ModelStage  # noqa: E402
 cat = importlib.import_module("restore.models.catalog")  # the module (restore.models.catalog is also a function)
 
 
-def test_weight_rises_linearly_between_the_thresholds():
-    x = np.full((8, 8, 3), 0.5, np.float32)
-    g = Guard(0.01, 0.03)
-    assert guard_weight(x, x + 0.005, g)[0] == 0.0
-    w, e = guard_weight(x, x + 0.02, g)
-    assert e == pytest.approx(0.02, abs=1e-6) and w == pytest.approx(0.5, abs=1e-4)
-    assert guard_weight(x, x - 0.05, g)[0] == 1.0  # the sign of the residual does not matter
-    with pytest.raises(ValueError, match="differ in shape"):
-        guard_weight(x, x[:4], g)
+def _net(seed=0, bias=None, global_context=False):
+    torch.manual_seed(seed)
+    net = GuardNet(8, global_context).eval()
+    if bias is not None:
+        with torch.no_grad():
+            net.out.bias.fill_(bias)
+    return net
 
 
-@pytest.mark.parametrize("bad", [(0.0, 0.1), (0.1, 0.1), (0.2, 0.1), (float("nan"), 0.1)])
-def test_thresholds_must_be_ordered(bad):
-    with pytest.raises(ValueError, match="0 < low < high"):
-        Guard(*bad)
-    with pytest.raises(ValueError, match="mapping"):
-        Guard.from_manifest([0.1, 0.2])
+def _pair(h, w, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.random((h, w, 3)).astype(np.float32)
+    return x, np.clip(x + rng.normal(0, 0.1, x.shape), 0, 1).astype(np.float32)
+
+
+@pytest.mark.parametrize("global_context", [False, True])
+@pytest.mark.parametrize("h, w", [(150, 41), (97, 64)])
+def test_strips_give_the_whole_image_result(h, w, global_context):
+    """Odd sizes and strips far smaller than the image: identical to one pass (the halo covers the receptive field;
+    the whole-image context is summed over the strips' own rows)."""
+    net = _net(global_context=global_context)
+    x, y = _pair(h, w)
+    whole = guard_weights(net, x, y, strip=10_000)
+    assert whole.shape == (h, w, 1) and whole.dtype == np.float32
+    xt, yt = (torch.from_numpy(np.pad(a, ((0, h % 2), (0, w % 2), (0, 0)), mode="edge")).permute(2, 0, 1)[None]
+              for a in (x, y))
+    with torch.no_grad():  # the plain forward over the whole (even-padded) image
+        np.testing.assert_allclose(whole[:, :, 0], net(xt, yt)[0, 0, :h, :w].numpy(), atol=1e-6)
+    for strip in (8, 30, 64):
+        np.testing.assert_allclose(guard_weights(net, x, y, strip=strip), whole, atol=1e-6)
+
+
+def test_halo_covers_the_receptive_field():
+    net = _net(1)
+    x, y = _pair(2 * HALO + 41, 24)
+    base = guard_weights(net, x, y)
+    r = HALO + 20
+    y2 = y.copy()
+    y2[r] = 1.0 - y2[r]
+    rows = np.nonzero(np.abs(guard_weights(net, x, y2) - base).max(axis=(1, 2)) > 0)[0]
+    assert rows.size and rows.min() >= r - HALO and rows.max() <= r + HALO
+
+
+def test_guarded_output_lies_between_input_and_model_output():
+    x, y = _pair(40, 36)
+    out, w = apply_guard(_net(), x, y)
+    lo, hi = np.minimum(x, y), np.maximum(x, y)
+    assert 0 < w < 1 and np.all(out >= lo - 1e-6) and np.all(out <= hi + 1e-6)
+    out, w = apply_guard(_net(bias=-60.0), x, y)  # a guard that trusts nothing: the input, unchanged
+    np.testing.assert_allclose(out, x, atol=1e-6)
+    assert w < 1e-6
+    out, w = apply_guard(_net(bias=60.0), x, y)  # trusts everything: the model's output
+    np.testing.assert_allclose(out, y, atol=1e-6)
+    with pytest.raises(ValueError, match="one \\(H, W, 3\\) shape"):
+        apply_guard(_net(), x, y[:20])
+
+
+@pytest.mark.parametrize("global_context", [False, True])
+def test_save_and_load_round_trip(tmp_path, global_context):
+    net = _net(3, global_context=global_context)
+    save_guard(net, tmp_path / "g.safetensors")
+    back = load_guard(tmp_path / "g.safetensors")
+    x, y = _pair(20, 22)
+    np.testing.assert_array_equal(guard_weights(back, x, y), guard_weights(net, x, y))
+    (tmp_path / "bad.safetensors").write_bytes(b"not a guard")
+    with pytest.raises(ValueError, match="bad.safetensors: not a guard network"):
+        load_guard(tmp_path / "bad.safetensors")
 
 
 @pytest.fixture
 def guarded(tmp_path, monkeypatch):
-    """A private catalogue entry 'tiny-guarded': a tiny x1 model whose MANIFEST entry carries a guard."""
+    """A private catalogue entry 'tiny-guarded': a tiny x1 model whose MANIFEST entry may carry a guard."""
     from tests.test_compile import tiny_compact
 
     d = tmp_path / "w"
@@ -49,11 +101,13 @@ def guarded(tmp_path, monkeypatch):
     path = tiny_compact(d / "tiny.safetensors", scale=1)
     digest = hashlib.sha256(path.read_bytes()).hexdigest()
 
-    def manifest(guard):
+    def manifest(net=None, sha=None):
         entry = {"name": "tiny-guarded", "file": "tiny.safetensors", "sha256": digest, "arch": "Compact",
                  "task": "restoration"}
-        if guard is not None:
-            entry["guard"] = guard
+        if net is not None:
+            save_guard(net, d / "tiny-guard.safetensors")
+            real = hashlib.sha256((d / "tiny-guard.safetensors").read_bytes()).hexdigest()
+            entry["guard"] = {"file": "tiny-guard.safetensors", "sha256": sha or real}
         (d / "MANIFEST").write_text(yaml.safe_dump({"version": 1, "models": [entry]}))
         cat.refresh()
 
@@ -70,22 +124,50 @@ def _run(name, px, **opts):
     return out.pixels, ctx.notes
 
 
-def test_model_step_leaves_the_image_alone_below_the_threshold(guarded):
+def test_model_step_applies_the_catalogue_guard(guarded):
     px = np.random.default_rng(0).random((24, 32, 3)).astype(np.float32)
     guarded(None)
     raw, notes = _run("tiny-guarded", px)
     assert not any("guard" in n for n in notes)
-    e = float(np.mean(np.abs(raw - px)))
-    assert e > 0.01  # the random tiny model changes the image a lot
-    guarded({"low": e * 2, "high": e * 4})  # far more than this model proposes: left alone
+    assert float(np.mean(np.abs(raw - px))) > 0.01  # the random tiny model changes the image a lot
+    guarded(_net(bias=-60.0))  # a guard that trusts nothing: the photo is left alone
     out, notes = _run("tiny-guarded", px)
     np.testing.assert_allclose(out, px, atol=1e-6)
-    assert any("left unchanged" in n for n in notes)
-    guarded({"low": e / 2, "high": e * 1.5})  # halfway: half the residual
-    out, notes = _run("tiny-guarded", px)
-    np.testing.assert_allclose(out, px + 0.5 * (raw - px), atol=2e-3)
-    out, _ = _run("tiny-guarded", px, guard="off")
+    assert any("kept 0% of the model's change" in n for n in notes)
+    net = _net(5)
+    guarded(net)  # a real mix: exactly what apply_guard gives, in the model's encoding
+    out, _ = _run("tiny-guarded", px)
+    np.testing.assert_allclose(out, apply_guard(net, px, raw)[0], atol=1e-5)
+    out, notes = _run("tiny-guarded", px, guard="off")
     np.testing.assert_allclose(out, raw, atol=1e-6)
-    guarded({"low": 1, "high": 0})
-    with pytest.raises(Exception, match="MANIFEST.*0 < low < high"):
+    assert not any("guard" in n for n in notes)
+
+
+def test_a_wrong_guard_file_fails_once_at_load(guarded):
+    px = np.zeros((8, 8, 3), np.float32)
+    guarded(_net(), sha="0" * 64)
+    with pytest.raises(Exception, match="MANIFEST.*sha256 .* does not match"):
         _run("tiny-guarded", px)
+
+
+def test_shipped_starters_carry_a_guard():
+    """Each shipped starter's MANIFEST entry names a guard whose file is present and matches its checksum."""
+    from restore.guard import guard_for
+
+    cat.refresh()
+    for name in ("derain-starter", "weather-starter", "reflection-starter"):
+        entry = cat.find(name)
+        if entry is None or "guard" not in entry.extra:
+            pytest.fail(f"{name}: no guard in weights/MANIFEST")
+        assert isinstance(guard_for(name), GuardNet)
+
+
+def test_train_guard_runs(tmp_path):
+    """data_tools/train_guard.py end to end on a few pairs (pypi images only)."""
+    cmd = [sys.executable, str(ROOT / "data_tools/train_guard.py"), "--task", "derain", "--model", "derain-starter",
+           "--out", str(tmp_path / "run"), "--pairs", "6", "--patch", "64", "--steps", "3", "--batch", "2",
+           "--images", "pypi"]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "identity" in r.stdout and (tmp_path / "run/guard.safetensors").is_file()
+    load_guard(tmp_path / "run/guard.safetensors")

@@ -49,10 +49,10 @@ class ModelOptions(_Strict):
     ``blend`` (strength, 0..1): the output is ``blend * model + (1 - blend) * input``, mixed in the model's
     working encoding (the input upscaled with Lanczos for a super-resolution model); 1 = the model's output,
     0 = the input unchanged (the network is not run).
-    ``guard`` (``auto`` | ``off``): for models whose catalogue entry has measured guard thresholds (none of
-    the shipped ones yet: ``docs/checkpoints.md``), leave an image alone when the model finds little to undo and mix in between
-    (:mod:`restore.guard`); the file's notes say the evidence and the weight used. ``off`` always uses the
-    model's output.
+    ``guard`` (``auto`` | ``off``): for models whose catalogue entry ships a guard network (the starters), keep the
+    model's change only where the guard judges it removes the degradation: ``input + w * (model - input)`` with a
+    per-pixel ``w`` in [0, 1] (:mod:`restore.guard`), so a photo without rain, haze or reflections is left (nearly)
+    unchanged; the file's notes give the mean ``w``. ``off`` always uses the model's output.
     ``noise_sigma`` (0..1, models conditioned on a noise level: the RGB denoiser): the image's noise level in
     the model's input encoding, as :func:`restore.noise.estimate_sigma` measures it; default: estimated from
     each whole image.
@@ -236,13 +236,11 @@ class ModelStage(Stage):
         y = self._run(px, ctx) if blend > 0 else None
         if y is not None and self.model.info.output_range != "unbounded":
             y = np.clip(y, 0.0, 1.0)
-        if y is not None and self.guard is not None and y.shape == px.shape:
+        if y is not None and self.guard is not None and y.shape == px.shape and px.shape[2] == 3:
             from ...guard import apply_guard
 
-            y, w, e = apply_guard(px, y, self.guard)
-            ctx.notes.append(f"guard: residual {e * 255:.2f}/255 (thresholds {self.guard.low * 255:.2f}-"
-                             f"{self.guard.high * 255:.2f}) -> model weight {w:.2f}"
-                             + (" (image left unchanged)" if w == 0 else ""))
+            y, w = apply_guard(self.guard, px, y)
+            ctx.notes.append(f"guard: kept {w:.0%} of the model's change")
         if blend < 1:
             y = blend_with_input(y, px, self.model.scale, blend)
         y = back(y)

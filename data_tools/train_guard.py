@@ -1,0 +1,192 @@
+#!/usr/bin/env python3
+"""Train the do-no-harm guard of a starter (issue 20; :mod:`restore.guard`).
+
+    python data_tools/train_guard.py --task derain --model derain-starter --out runs/guard-derain \\
+        --pairs 1200 --minutes 10 --seed 0 [--weights weights/derain-starter-guard.safetensors]
+
+1. Draws ``--pairs`` training patches (``--patch`` px) of the clean training images (held-out images excluded) as
+   ``data_tools/train.py`` draws them (:func:`data_tools.train.make_batch`): ``--identity`` of them clean/clean,
+   ``--light`` of the others lightened, the rest fully degraded; inputs rounded to 8 bits as a saved photo is.
+2. Runs the frozen model (``--model``: a catalogue name or a weights file) over them once, output clipped to
+   [0, 1] as the ``model`` step clips it, and caches ``(x, model(x), clean)`` in ``<out>/pairs.pt`` (reused when
+   the same arguments ask for it again).
+3. Trains :class:`restore.guard.GuardNet` so that ``x + w (model(x) - x)`` is close to the clean patch: the
+   Charbonnier distance (or ``--loss psnr``: -PSNR per pair), with identity pairs weighted ``--identity-weight`` (leaving a clean photo alone matters more
+   than a small gain on a degraded one).  AdamW, warm-up and cosine decay over ``--minutes``, one CPU thread by
+   default (:mod:`data_tools.train_loop`).
+4. Prints, per kind of pair, the mean and worst gain of the guarded and the unguarded output over the input on the
+   training pairs (the held-out figures are ``benchmarks/starter_eval.py --do-no-harm``'s), and writes the guard to
+   ``--weights``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from data_tools import train_loop  # noqa: E402
+from data_tools.clean_data import REGISTRIES, load_images  # noqa: E402
+from data_tools.train import DEFAULT_MIX, TASKS, make_batch, parse_mix  # noqa: E402
+from restore.guard import GuardNet, save_guard  # noqa: E402
+
+KINDS = ("identity", "light", "heavy")
+
+
+def draw_pairs(task: str, images, rng: np.random.Generator, n: int, patch: int, identity: float, light: float,
+               mix) -> tuple[torch.Tensor, torch.Tensor, np.ndarray]:
+    """``(x, clean, kind)``: float32 ``(n, 3, patch, patch)`` inputs (8-bit values) and targets, kind index per pair."""
+    xs, cs, kinds = [], [], []
+    for _ in range(n):
+        u = rng.random()
+        if u < identity:
+            x, c = make_batch(task, images, rng, 1, patch, mix, identity=1.0)
+            kind = 0
+        else:
+            lighten = rng.random() < light / max(1e-9, 1.0 - identity)
+            x, c = make_batch(task, images, rng, 1, patch, mix, identity=0.0, light=1.0 if lighten else 0.0)
+            kind = 1 if lighten else 2
+        xs.append(torch.round(x.clamp(0, 1) * 255) / 255)
+        cs.append(c)
+        kinds.append(kind)
+    return torch.cat(xs), torch.cat(cs), np.asarray(kinds)
+
+
+def model_outputs(model: str, x: torch.Tensor, batch: int = 8) -> torch.Tensor:
+    from restore import load_model
+
+    module = load_model(model).module.eval()
+    outs = []
+    with torch.inference_mode():
+        for i in range(0, len(x), batch):
+            outs.append(module(x[i:i + batch]).clamp(0, 1))
+            print(f"  model outputs {min(len(x), i + batch)}/{len(x)}", end="\r", flush=True)
+    print()
+    return torch.cat(outs).float()
+
+
+def psnr_rows(a: torch.Tensor, b: torch.Tensor) -> np.ndarray:
+    mse = ((a.double() - b.double()) ** 2).mean(dim=(1, 2, 3)).clamp_min(1e-10)
+    return (10 * torch.log10(1.0 / mse)).numpy()
+
+
+def report(net: GuardNet, x, y, c, kinds) -> dict:
+    """Per kind: mean / worst PSNR gain over the input of the guarded and unguarded output (identity: PSNR vs input)."""
+    with torch.inference_mode():
+        w = torch.cat([net(x[i:i + 16], y[i:i + 16]) for i in range(0, len(x), 16)])
+    g = x + w * (y - x)
+    rows = {}
+    for k, name in enumerate(KINDS):
+        m = kinds == k
+        if not m.any():
+            continue
+        if name == "identity":
+            pg, pu = psnr_rows(g[m], x[m]), psnr_rows(y[m], x[m])
+        else:
+            base = psnr_rows(x[m], c[m])
+            pg, pu = psnr_rows(g[m], c[m]) - base, psnr_rows(y[m], c[m]) - base
+        rows[name] = {"n": int(m.sum()), "guarded": [float(pg.mean()), float(pg.min())],
+                      "model": [float(pu.mean()), float(pu.min())], "mean_w": float(w[torch.from_numpy(m)].mean())}
+        print(f"  {name:8s} n={m.sum():4d}  guarded {pg.mean():+7.2f} / {pg.min():+7.2f}   model {pu.mean():+7.2f} / "
+              f"{pu.min():+7.2f}   mean w {rows[name]['mean_w']:.3f}", flush=True)
+    return rows
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--task", choices=TASKS, required=True)
+    ap.add_argument("--model", required=True, help="the frozen model: catalogue name or weights file")
+    ap.add_argument("--out", type=Path, required=True, help="run folder (pairs.pt, ckpt.pt, loss.csv)")
+    ap.add_argument("--weights", type=Path, default=None, help="default <out>/guard.safetensors")
+    ap.add_argument("--pairs", type=int, default=1200)
+    ap.add_argument("--patch", type=int, default=128)
+    ap.add_argument("--identity", type=float, default=0.35)
+    ap.add_argument("--light", type=float, default=0.35, help="share of all pairs lightened (synth.lighten)")
+    ap.add_argument("--identity-weight", type=float, default=2.0)
+    ap.add_argument("--loss", choices=("charbonnier", "psnr"), default="charbonnier",
+                    help="per-pair distance: Charbonnier, or -PSNR (log MSE, floored at 50 dB) which weighs every "
+                         "pair's relative error alike and so the worst images more")
+    ap.add_argument("--mix", default=None, help="weather only: as data_tools/train.py --mix")
+    ap.add_argument("--feats", type=int, default=16)
+    ap.add_argument("--global-context", action="store_true",
+                    help="GuardNet(global_context=True): the weights also see the whole image's mean features")
+    ap.add_argument("--batch", type=int, default=16)
+    ap.add_argument("--lr", type=float, default=2e-3)
+    ap.add_argument("--minutes", type=float, default=10.0)
+    ap.add_argument("--steps", type=int, default=None)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--resume", action="store_true")
+    ap.add_argument("--images", choices=("all", "pypi"), default="all")
+    args = ap.parse_args(argv)
+    if not (0 <= args.identity <= 1 and 0 <= args.light <= 1 - args.identity):
+        ap.error("--identity and --light must be shares in [0, 1] that sum to at most 1")
+    if args.patch % 32:
+        ap.error("--patch must be a multiple of 32")
+    mix = DEFAULT_MIX
+    if args.mix is not None:
+        try:
+            mix = parse_mix(args.mix)
+        except ValueError as e:
+            ap.error(str(e))
+
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    rng = np.random.default_rng(args.seed)
+    args.out.mkdir(parents=True, exist_ok=True)
+    key = {k: str(getattr(args, k)) for k in ("task", "model", "pairs", "patch", "identity", "light", "mix", "seed",
+                                               "images")}
+    cache = args.out / "pairs.pt"
+    data = torch.load(cache) if cache.is_file() else None
+    if data is None or data.get("key") != key:
+        images = load_images("train", registries=("pypi",) if args.images == "pypi" else REGISTRIES)
+        x, c, kinds = draw_pairs(args.task, images, rng, args.pairs, args.patch, args.identity, args.light, mix)
+        y = model_outputs(args.model, x)
+        data = {"key": key, "x": x, "y": y, "c": c, "kinds": torch.from_numpy(kinds)}
+        torch.save(data, cache)
+    x, y, c, kinds = data["x"], data["y"], data["c"], data["kinds"].numpy()
+    weight = torch.where(torch.from_numpy(kinds) == 0, args.identity_weight, 1.0).float()
+    print(f"{len(x)} pairs: " + ", ".join(f"{n} {int((kinds == k).sum())}" for k, n in enumerate(KINDS)), flush=True)
+
+    net = GuardNet(args.feats, args.global_context)
+    opt = torch.optim.AdamW(net.parameters(), lr=args.lr, betas=(0.9, 0.99), weight_decay=1e-4)
+    crop = args.patch // 2 + 32  # random sub-crops: more positions per pair, cheaper steps
+
+    def step_loss() -> torch.Tensor:
+        idx = torch.from_numpy(rng.integers(0, len(x), args.batch))
+        t = int(rng.integers(0, (args.patch - crop) // 2 + 1)) * 2
+        s = int(rng.integers(0, (args.patch - crop) // 2 + 1)) * 2
+        xb, yb, cb = (a[idx, :, t:t + crop, s:s + crop] for a in (x, y, c))
+        g = xb + net(xb, yb) * (yb - xb)
+        if args.loss == "psnr":
+            per = 10 * torch.log10(((g - cb) ** 2).mean(dim=(1, 2, 3)) + 1e-5)
+        else:
+            per = torch.sqrt((g - cb) ** 2 + 1e-6).mean(dim=(1, 2, 3))
+        return (per * weight[idx]).sum() / weight[idx].sum()
+
+    loop = train_loop.Loop(out=args.out, lr=args.lr, warmup=50, clip=1.0, minutes=args.minutes, steps=args.steps,
+                           log_every=20, ckpt_minutes=3.0, resume=args.resume, task=f"guard-{args.task}",
+                           args={k: str(v) for k, v in vars(args).items()})
+    step, elapsed = train_loop.run(net, opt, rng, step_loss, loop, ap.error)
+    net.eval()
+    print("training pairs (PSNR gain over the input, dB, mean / worst; identity: PSNR vs input):")
+    rows = report(net, x, y, c, kinds)
+    weights = args.weights or args.out / "guard.safetensors"
+    weights.parent.mkdir(parents=True, exist_ok=True)
+    save_guard(net, weights, {"restore.guard.model": str(args.model), "restore.train": json.dumps(
+        {"steps": step, "seconds": round(elapsed), **key, "identity_weight": args.identity_weight, "lr": args.lr,
+         "loss": args.loss, "feats": args.feats, "global_context": args.global_context,
+         "batch": args.batch, "train_pairs": rows}, sort_keys=True)})
+    print(f"done: {step} steps in {elapsed:.0f} s; wrote {weights}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
