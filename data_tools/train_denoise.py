@@ -58,6 +58,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -184,14 +185,27 @@ def loss_fn(kind: str, out: torch.Tensor, x: torch.Tensor, y: torch.Tensor, floo
     return loss
 
 
-def build_model(task: str = "raw-denoise") -> torch.nn.Module:
+def build_model(task: str = "raw-denoise", blocks: tuple[int, ...] = ()) -> torch.nn.Module:
+    """The network of ``task`` (``MODEL_KWARGS``) with ``blocks`` residual blocks per U-Net level."""
     if task == "rgb-denoise":
         from restore.models.archs.rgbdenoise import DenoiseUNet
 
-        return DenoiseUNet(**MODEL_KWARGS[task])
+        return DenoiseUNet(**MODEL_KWARGS[task], blocks=blocks)
     from restore.models.archs.rawdenoise import RawDenoiseUNet
 
-    return RawDenoiseUNet(**MODEL_KWARGS[task])
+    return RawDenoiseUNet(**MODEL_KWARGS[task], blocks=blocks)
+
+
+def init_from(model: torch.nn.Module, path: Path) -> list[str]:
+    """Load the weights in ``path`` into ``model``; residual blocks the file lacks (``eres``/``dres``, built as
+    the identity) keep their initial values and are returned.  Any other missing or unexpected key raises."""
+    from safetensors.torch import load_file
+
+    res = model.load_state_dict(load_file(str(path)), strict=False)
+    bad = [k for k in res.missing_keys if not re.search(r"(?:^|\.)[ed]res\.", k)] + list(res.unexpected_keys)
+    if bad:
+        raise SystemExit(f"{path}: --init weights do not fit the model (keys {bad[:4]}...)")
+    return list(res.missing_keys)
 
 
 def save_weights(model: torch.nn.Module, path: Path, train_meta: dict) -> None:
@@ -224,6 +238,8 @@ def main(argv=None) -> int:
     ap.add_argument("--grain-fraction", type=float, default=GRAIN_FRACTION,
                     help="rgb-denoise: share of crops with scene grain kept in the target (add_grain)")
     ap.add_argument("--init", type=Path, default=None, help="start from these weights (safetensors)")
+    ap.add_argument("--blocks", default="", help="residual blocks per U-Net level, e.g. 2,2,0 (default none); "
+                    "with --init, blocks the weights lack start as the identity")
     ap.add_argument("--threads", type=int, default=1,
                     help="torch threads; 1 is steadier than 2 on a CPU shared with other jobs")
     ap.add_argument("--log-every", type=int, default=10)
@@ -244,12 +260,12 @@ def main(argv=None) -> int:
     rng = np.random.default_rng(args.seed)
 
     images = load_images("train", registries=("pypi",) if args.images == "pypi" else REGISTRIES)
-    model = build_model(args.task)
+    blocks = tuple(int(b) for b in args.blocks.split(",") if b.strip())
+    model = build_model(args.task, blocks)
     if args.init is not None and not args.resume:
-        from safetensors.torch import load_file
-
-        model.load_state_dict(load_file(str(args.init)))
-        print(f"initialised from {args.init}", flush=True)
+        new = init_from(model, args.init)
+        print(f"initialised from {args.init}" + (f"; {len(new)} new tensors (residual blocks)" if new else ""),
+              flush=True)
     n_params = sum(p.numel() for p in model.parameters())
     opt = torch.optim.Adam(model.parameters(), lr=args.lr, betas=(0.9, 0.99))
     print(f"{len(images)} training images, {n_params / 1e6:.3f} M parameters, patch {args.patch} (packed), "
@@ -267,7 +283,7 @@ def main(argv=None) -> int:
     train_meta = {"task": args.task, "steps": step, "seconds": round(elapsed), "seed": args.seed, "patch": args.patch,
                   "batch": args.batch, "lr": args.lr, "images": args.images, "paper_fraction": PAPER_FRACTION,
                   "iso_a_range": list(ISO_A_RANGE), "iso_line": [round(ISO_SLOPE, 4), round(ISO_OFFSET, 4)],
-                  "iso_b_std": ISO_B_STD, "model": MODEL_KWARGS[args.task],
+                  "iso_b_std": ISO_B_STD, "model": {**MODEL_KWARGS[args.task], **({"blocks": blocks} if blocks else {})},
                   "loss": args.loss, "sigma_floor": SIGMA_FLOOR[args.task],
                   "low_iso": args.low_iso, "clean_fraction": args.clean_fraction if args.task == "rgb-denoise" else 0.0,
                   "grain_fraction": args.grain_fraction if args.task == "rgb-denoise" else 0.0,
@@ -281,6 +297,7 @@ def main(argv=None) -> int:
           + (f" --low-iso {args.low_iso:g}" if args.low_iso else "")
           + (f" --clean-fraction {args.clean_fraction:g}" if args.task == "rgb-denoise" else "")
           + (f" --grain-fraction {args.grain_fraction:g}" if args.task == "rgb-denoise" and args.grain_fraction else "")
+          + (f" --blocks {args.blocks}" if blocks else "")
           + (f" --init {args.init}" if args.init is not None else ""), flush=True)
     return 0
 

@@ -53,7 +53,12 @@ def models(tmp_path_factory) -> dict[str, Path]:
     with torch.no_grad():
         for p in rand.parameters():
             p.add_(0.05 * torch.randn_like(p))
-    return {"identity": _save(ident, d / "identity.safetensors"), "random": _save(rand, d / "random.safetensors")}
+    blocks = RawDenoiseUNet(base=4, depth=3, sigma_channels=4, blocks=(2, 1, 0))
+    with torch.no_grad():
+        for p in blocks.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    return {"identity": _save(ident, d / "identity.safetensors"), "random": _save(rand, d / "random.safetensors"),
+            "blocks": _save(blocks, d / "blocks.safetensors")}
 
 
 def _mosaic_crop() -> Image:
@@ -125,7 +130,51 @@ def test_receptive_field_and_tile_context():
     assert reach <= tile_context(3) == 40 and tile_context(3) % 8 == 0
 
 
-@pytest.mark.parametrize("kw", [{}, dict(base=6, depth=2, sigma_channels=1), dict(base=4, depth=4, sigma_channels=0)])
+@pytest.mark.parametrize("depth,blocks", [(3, ()), (3, (1, 0, 0)), (3, (0, 1, 0)), (3, (2, 2, 0)), (3, (1, 0, 3)),
+                                          (2, (0, 1)), (4, ())])
+def test_measured_reach_stays_inside_the_tile_context(depth, blocks):
+    """By gradient, at every phase of the 2**depth grid: no output pixel sees farther than ``tile_context``."""
+    torch.manual_seed(0)
+    m = RawDenoiseUNet(base=2, depth=depth, blocks=blocks)
+    with torch.no_grad():
+        for p in m.parameters():
+            p.normal_(0, 0.3)
+    reach = 0
+    for c in range(96, 96 + 2**depth):
+        x = torch.rand(1, 8, 208, 208, requires_grad=True)
+        m(x)[0, :, c, c].sum().backward()
+        idx = (x.grad.abs().sum((0, 1)) > 0).nonzero()
+        reach = max(reach, c - int(idx.min()), int(idx.max()) - c)
+    assert reach <= tile_context(depth, blocks) and tile_context(depth, blocks) % 2**depth == 0
+    assert reach > tile_context(depth, blocks) - 2**depth - 8  # tight: not a blanket over-estimate
+
+
+def test_residual_blocks_load_from_their_shapes_and_start_as_the_identity():
+    from safetensors.torch import load_file  # noqa: F401
+
+    from restore.models.archs.rawdenoise import infer_params
+
+    plain = RawDenoiseUNet(base=4, depth=3)
+    grown = RawDenoiseUNet(base=4, depth=3, blocks=(2, 2))
+    res = grown.load_state_dict(plain.state_dict(), strict=False)
+    assert res.unexpected_keys == [] and all(".body." in k for k in res.missing_keys)
+    x = torch.rand(1, 8, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(grown(x), plain(x))  # new blocks are the identity until trained
+    assert infer_params(grown.state_dict())["blocks"] == (2, 2, 0)
+    assert "blocks" not in infer_params(plain.state_dict())
+    with pytest.raises(ValueError, match="blocks"):
+        RawDenoiseUNet(depth=2, blocks=(1, 1, 1))
+    from restore.models.archs.rgbdenoise import DenoiseUNet, infer_params as rgb_params
+
+    rgb = DenoiseUNet(base=4, depth=2, blocks=(1,))
+    p = rgb_params(rgb.state_dict())
+    assert p["blocks"] == (1, 0)
+    DenoiseUNet(**p).load_state_dict(rgb.state_dict())  # strict
+
+
+@pytest.mark.parametrize("kw", [{}, dict(base=6, depth=2, sigma_channels=1), dict(base=4, depth=4, sigma_channels=0),
+                                dict(base=4, depth=3, blocks=(1, 2, 0))])
 def test_only_this_architecture_claims_its_weights_in_the_whole_registry(kw):
     """No golden fixture (restore's own architecture), so the contract's registry check is done here."""
     sd = RawDenoiseUNet(**kw).state_dict()
@@ -156,12 +205,17 @@ def test_identity_model_gives_back_the_mosaic(models):
     assert img.meta.noise_profile is not None  # estimated from the RAW file for the sigma map
 
 
-def test_tiled_equals_whole_with_the_declared_tiling(models):
+@pytest.mark.parametrize("which", ["random", "blocks"])
+def test_tiled_equals_whole_with_the_declared_tiling(models, which):
+    """The context comes from the loaded checkpoint's layout (``ArchInfo.context_of``): 40 packed px for the
+    plain U-Net, more with residual blocks; tiles then equal the whole image."""
     img = _random_cfa(301, 262, "BGGR")
-    whole = _step(models["random"], tile=0)(img, Context()).pixels
+    step = _step(models[which], tile=0)
+    whole = step(img, Context()).pixels
     assert not np.allclose(whole, img.pixels, atol=1e-3)  # the network does something
+    assert step.model.info.context == (40 if which == "random" else tile_context(3, (2, 1, 0))) > 0
     for tile in (48, 64, 100):
-        tiled = _step(models["random"], tile=tile)(img, Context()).pixels
+        tiled = _step(models[which], tile=tile)(img, Context()).pixels
         assert np.abs(tiled - whole).max() <= 1e-5, tile
 
 

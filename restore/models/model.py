@@ -243,4 +243,6 @@ class RestorationModel:
             info = replace(declared_info, task=_task(purpose))
         else:
             info = default_info(arch_id, purpose)
+        if info.context_of is not None:  # this checkpoint's layout (e.g. U-Net depth / residual blocks)
+            info = replace(info, context=int(info.context_of(descriptor.model)))
         return cls(descriptor=descriptor, info=info, name=name, source=source)

@@ -186,6 +186,9 @@ class ArchInfo:
             window / receptive field step.  0 means "do not tile".
         context: Extra input pixels around each tile, computed and cropped
             away (``tile_pad``), for convolutional receptive fields.
+        context_of: When the context depends on the checkpoint's
+            hyper-parameters (a deeper U-Net), a function of the loaded
+            module giving it; :attr:`context` is then the default layout's.
         window: The size the network pads its input to internally (attention
             window), invisible in the size requirements; tiles are aligned to it
             unless the attention runs fused (``RestorationModel.tile_align``).
@@ -214,6 +217,7 @@ class ArchInfo:
     output_range: OutputRange = "clamped"
     overlap: int = 32
     context: int = 0
+    context_of: Callable[[torch.nn.Module], int] | None = None
     window: int = 1
     fixed_size: bool = False
     side_inputs: tuple[SideInput, ...] = ()

@@ -19,10 +19,12 @@ Layout (``depth`` 2x down-samplings; width ``base * 2**level``)::
 
     head   conv3x3(in+sigma -> base) + LeakyReLU(0.2)
     enc.i  conv3x3(c -> c) + LReLU                 i = 0..depth-1, c = base*2**i
+    eres.i.j  blocks[i] x ResBlock(c) (optional: x + conv3x3(LReLU(conv3x3(x))))
     down.i conv2x2 stride 2 (c -> 2c) + LReLU
     mid    2 x (conv3x3(C -> C) + LReLU)            C = base*2**depth
     up.i   conv1x1(2c -> 4c) + PixelShuffle(2)  -> c, + skip enc.i (added)
     dec.i  conv3x3(c -> c) + LReLU
+    dres.i.j  blocks[i] x ResBlock(c) (optional)
     tail   conv3x3(base -> in_planes), added to the input planes
 
 Why a U-Net and not a Restormer-style transformer: the denoiser must run at
@@ -49,15 +51,15 @@ Receptive field (``depth=3``): 72 packed pixels (:func:`receptive_field`; at mos
 and whole-image outputs agree to float rounding; tiles then share only an 8-px
 blend band (``overlap``).  A blend-only overlap of 40 px is not exact (the
 raised-cosine weights never reach 0 at a tile's edge: 3e-5 off with random
-weights).  Deeper checkpoints (``depth`` 4) need more context: set ``context``
-in the model step.
+weights).  Other layouts (``depth`` 4, residual ``blocks``) get their own context
+from the checkpoint's shapes (``ArchInfo.context_of``).
 """
 
 from __future__ import annotations
 
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
@@ -76,6 +78,21 @@ def _conv_act(c_in: int, c_out: int, k: int = 3, stride: int = 1) -> nn.Sequenti
                          nn.LeakyReLU(NEG_SLOPE, inplace=True))
 
 
+class ResBlock(nn.Module):
+    """``x + conv3x3(LReLU(conv3x3(x)))`` at ``c`` channels (keys ``body.0``, ``body.2``).  The second conv starts
+    at zero (the block is the identity when built), so blocks can be added to trained weights and fine-tuned."""
+
+    def __init__(self, c: int) -> None:
+        super().__init__()
+        self.body = nn.Sequential(nn.Conv2d(c, c, 3, padding=1), nn.LeakyReLU(NEG_SLOPE, inplace=True),
+                                  nn.Conv2d(c, c, 3, padding=1))
+        nn.init.zeros_(self.body[2].weight)
+        nn.init.zeros_(self.body[2].bias)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x + self.body(x)
+
+
 class RawDenoiseUNet(nn.Module):
     """Noise-conditioned U-Net on packed Bayer planes (module docstring).
 
@@ -84,20 +101,33 @@ class RawDenoiseUNet(nn.Module):
         base: Width of the full-resolution level.
         depth: Number of 2x down-samplings (input H/W must be multiples of ``2**depth``).
         sigma_channels: Planes of the sigma map appended to the input (4 or 1; 0 = unconditioned).
+        blocks: Residual blocks (:class:`ResBlock`) per level ``0..depth-1``, after ``enc.i`` and after
+            ``dec.i`` each (missing levels: 0).  ``()`` is the plain one-conv-per-level U-Net.
+
+    Raises:
+        ValueError: a size or count out of range.
     """
 
-    def __init__(self, in_planes: int = 4, base: int = 32, depth: int = 3, sigma_channels: int = 4) -> None:
+    def __init__(self, in_planes: int = 4, base: int = 32, depth: int = 3, sigma_channels: int = 4,
+                 blocks: Sequence[int] = ()) -> None:
         super().__init__()
-        if in_planes < 1 or base < 1 or depth < 1 or sigma_channels < 0:
-            raise ValueError(f"RawDenoiseUNet: need in_planes >= 1, base >= 1, depth >= 1, sigma_channels >= 0; "
-                             f"got {in_planes}, {base}, {depth}, {sigma_channels}")
+        blocks = tuple(int(b) for b in blocks) + (0,) * (depth - len(tuple(blocks)))
+        if in_planes < 1 or base < 1 or depth < 1 or sigma_channels < 0 or len(blocks) != depth or min(blocks) < 0:
+            raise ValueError(f"RawDenoiseUNet: need in_planes >= 1, base >= 1, depth >= 1, sigma_channels >= 0, "
+                             f"blocks: at most depth counts >= 0; got {in_planes}, {base}, {depth}, {sigma_channels}, "
+                             f"{blocks}")
         self.hyperparameters: dict[str, Any] = {
             "in_planes": in_planes, "base": base, "depth": depth, "sigma_channels": sigma_channels,
         }
-        self.in_planes, self.sigma_channels, self.depth = in_planes, sigma_channels, depth
+        if any(blocks):
+            self.hyperparameters["blocks"] = blocks
+        self.in_planes, self.sigma_channels, self.depth, self.blocks = in_planes, sigma_channels, depth, blocks
         widths = [base * 2**i for i in range(depth + 1)]
         self.head = _conv_act(in_planes + sigma_channels, base)
         self.enc = nn.ModuleList(_conv_act(widths[i], widths[i]) for i in range(depth))
+        # optional residual blocks after enc.i and after dec.i (level i at widths[i])
+        self.eres = nn.ModuleList(nn.ModuleList(ResBlock(widths[i]) for _ in range(blocks[i])) for i in range(depth))
+        self.dres = nn.ModuleList(nn.ModuleList(ResBlock(widths[i]) for _ in range(blocks[i])) for i in range(depth))
         self.down = nn.ModuleList(_conv_act(widths[i], widths[i + 1], k=2, stride=2) for i in range(depth))
         self.mid = nn.Sequential(*_conv_act(widths[depth], widths[depth]), *_conv_act(widths[depth], widths[depth]))
         self.up = nn.ModuleList(
@@ -123,27 +153,33 @@ class RawDenoiseUNet(nn.Module):
         x = x.contiguous(memory_format=torch.channels_last)  # mkldnn's fast layout: ~2x on CPU
         feat = self.head(x)
         skips = []
-        for enc, down in zip(self.enc, self.down):
+        for enc, eres, down in zip(self.enc, self.eres, self.down):
             feat = enc(feat)
+            for blk in eres:
+                feat = blk(feat)
             skips.append(feat)
             feat = down(feat)
         feat = self.mid(feat)
         for i in reversed(range(self.depth)):
             feat = self.dec[i](self.up[i](feat) + skips[i])
+            for blk in self.dres[i]:
+                feat = blk(feat)
         return x[:, : self.in_planes] + self.tail(feat)
 
 
-def receptive_field(depth: int = 3) -> int:
-    """Receptive field of :class:`RawDenoiseUNet` in packed pixels (the encoder/decoder convs above)."""
+def receptive_field(depth: int = 3, blocks: Sequence[int] = ()) -> int:
+    """Receptive field of :class:`RawDenoiseUNet` in packed pixels (the encoder/decoder convs above; each
+    residual block adds two conv3x3 on its level's grid, in the encoder and again in the decoder)."""
+    blocks = tuple(blocks) + (0,) * (depth - len(tuple(blocks)))
     rf, jump = 3, 1  # head
-    for _ in range(depth):  # enc.i conv3x3, down.i conv2x2 stride 2
-        rf += 2 * jump
+    for i in range(depth):  # enc.i conv3x3 (+ blocks), down.i conv2x2 stride 2
+        rf += 2 * jump * (1 + 2 * blocks[i])
         rf += 1 * jump
         jump *= 2
     rf += 2 * 2 * jump  # mid: two conv3x3
-    for _ in range(depth):  # up: 1x1 (no growth); dec conv3x3 at the finer grid
+    for i in reversed(range(depth)):  # up: 1x1 (no growth); dec conv3x3 (+ blocks) at the finer grid
         jump //= 2
-        rf += 2 * jump
+        rf += 2 * jump * (1 + 2 * blocks[i])
     return rf + 2  # tail
 
 
@@ -152,10 +188,13 @@ def receptive_field(depth: int = 3) -> int:
 BLEND_OVERLAP = 8
 
 
-def tile_context(depth: int = 3) -> int:
-    """Tile overlap in packed pixels: half the receptive field, rounded up to the ``2**depth`` grid."""
+def tile_context(depth: int = 3, blocks: Sequence[int] = ()) -> int:
+    """Tile context in packed pixels: half of (the receptive field + one ``2**depth`` cell), rounded up to the
+    ``2**depth`` grid.  The extra cell covers the phase of the strided down- and pixel-shuffle up-samplings: with
+    blocks on level 0 the measured one-sided reach exceeds half the receptive field (43 vs 40 for ``(1, 0, 0)``;
+    ``tests/test_raw_denoise.py`` measures the reach by gradient for several layouts)."""
     m = 2**depth
-    return int(math.ceil(receptive_field(depth) / 2 / m) * m)
+    return int(math.ceil((receptive_field(depth, blocks) + m) / 2 / m) * m)
 
 
 # --------------------------------------------------------------------------------------
@@ -169,6 +208,7 @@ RAWDENOISE_KEY_PATTERNS = (
     r"up\.\d+\.0" + _WB,
     r"mid\.[02]" + _WB,
     r"tail" + _WB,
+    r"[ed]res\.\d+\.\d+\.body\.[02]" + _WB,
 )
 _REQUIRED = ("head.0.weight", "enc.0.0.weight", "down.0.0.weight", "mid.0.weight", "mid.2.weight",
              "up.0.0.weight", "dec.0.0.weight", "tail.weight")
@@ -188,7 +228,14 @@ def infer_params(state_dict: Mapping[str, Any]) -> dict[str, Any]:
     base, c_in = _shape(state_dict, "head.0.weight")[:2]
     in_planes = _shape(state_dict, "tail.weight")[0]
     depth = 1 + max(int(m.group(1)) for k in state_dict if (m := re.fullmatch(r"down\.(\d+)\.0\.weight", k)))
-    return {"in_planes": in_planes, "base": base, "depth": depth, "sigma_channels": c_in - in_planes}
+    p = {"in_planes": in_planes, "base": base, "depth": depth, "sigma_channels": c_in - in_planes}
+    blocks = [0] * depth
+    for k in state_dict:
+        if m := re.fullmatch(r"eres\.(\d+)\.(\d+)\.body\.0\.weight", k):
+            blocks[int(m.group(1))] = max(blocks[int(m.group(1))], int(m.group(2)) + 1)
+    if any(blocks):
+        p["blocks"] = tuple(blocks)
+    return p
 
 
 def _detect(state_dict: StateDict) -> bool:
@@ -268,6 +315,7 @@ RawDenoiseArch = register(  # type: ignore[misc]  # _base's pattern: the name no
         output_range="unbounded",
         overlap=BLEND_OVERLAP,
         context=tile_context(3),
+        context_of=lambda m: tile_context(m.depth, m.blocks),
         whole_image=False,
         side_inputs=(SIGMA_MAP,),
         notes=(

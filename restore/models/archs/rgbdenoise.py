@@ -24,7 +24,7 @@ RAW denoiser's per half-resolution pixel: one sRGB megapixel costs what one raw 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
@@ -48,15 +48,18 @@ class DenoiseUNet(nn.Module):
         channels: Image channels (3 for RGB, 1 for grey).
         base: Width of the body's first level.
         depth: The body's 2x down-samplings (H, W multiples of ``2 * 2**depth``).
+        blocks: The body's residual blocks per level (:class:`RawDenoiseUNet`).
     """
 
-    def __init__(self, channels: int = 3, base: int = 32, depth: int = 3) -> None:
+    def __init__(self, channels: int = 3, base: int = 32, depth: int = 3, blocks: Sequence[int] = ()) -> None:
         super().__init__()
         if channels < 1:
             raise ValueError(f"DenoiseUNet: channels must be >= 1, got {channels}")
         self.hyperparameters: dict[str, Any] = {"channels": channels, "base": base, "depth": depth}
         self.channels = channels
-        self.body = RawDenoiseUNet(in_planes=4 * channels, base=base, depth=depth, sigma_channels=1)
+        self.body = RawDenoiseUNet(in_planes=4 * channels, base=base, depth=depth, sigma_channels=1, blocks=blocks)
+        if any(self.body.blocks):
+            self.hyperparameters["blocks"] = self.body.blocks
 
     @property
     def multiple(self) -> int:
@@ -87,7 +90,8 @@ def infer_params(state_dict: Mapping[str, Any]) -> dict[str, Any]:
     p = _body_params({k[len(PREFIX):]: v for k, v in state_dict.items() if k.startswith(PREFIX)})
     if p["in_planes"] % 4 or p["sigma_channels"] != 1:
         raise ValueError(f"DenoiseUNet body must take 4*channels planes + 1 sigma plane, got {p}")
-    return {"channels": p["in_planes"] // 4, "base": p["base"], "depth": p["depth"]}
+    return {"channels": p["in_planes"] // 4, "base": p["base"], "depth": p["depth"],
+            **({"blocks": p["blocks"]} if "blocks" in p else {})}
 
 
 def _detect(state_dict: StateDict) -> bool:
@@ -176,6 +180,7 @@ DenoiseArch = register(  # type: ignore[misc]  # _base's pattern: the name now h
         output_range="clamped",
         overlap=2 * BLEND_OVERLAP,
         context=2 * tile_context(3),
+        context_of=lambda m: 2 * tile_context(m.body.depth, m.body.blocks),
         whole_image=False,
         side_inputs=(NOISE_LEVEL,),
         notes=(
