@@ -15,8 +15,8 @@ towards the clean image and drops the rest.  A guard cannot add what the model m
 model's proposal to trust, pixel by pixel.
 
 :class:`GuardNet` is a fully convolutional network with a receptive field of :data:`HALO` pixels at most on each
-side, so :func:`guard_weights` runs it in horizontal strips of bounded memory whose result is identical to one
-pass over the whole image.  A catalogue entry names its guard's file in ``weights/MANIFEST``:
+side, so :func:`guard_weights` and :func:`apply_guard` run it in square tiles of bounded memory (:data:`TILE` px
+plus the halo, whatever the image's width) whose result is identical to one pass over the whole image.  A catalogue entry names its guard's file in ``weights/MANIFEST``:
 ``guard: {file: derain-starter-guard.safetensors, sha256: ..., recipe: ...}``; models without one are never guarded.
 """
 
@@ -29,10 +29,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["GuardNet", "HALO", "guard_weights", "apply_guard", "guard_for", "load_guard", "save_guard"]
+__all__ = ["GuardNet", "HALO", "TILE", "guard_weights", "apply_guard", "guard_for", "load_guard", "save_guard"]
 
-#: Pixels of context each side of a strip: at least the receptive field of :class:`GuardNet` (37 px each side
-#: with its dilations 1, 2, 4, 8 at half resolution), rounded up to an even number so strips start at even rows.
+#: Pixels of context each side of a tile: at least the receptive field of :class:`GuardNet` (37 px each side
+#: with its dilations 1, 2, 4, 8 at half resolution), rounded up to an even number so tiles start at even offsets.
 HALO = 48
 
 
@@ -48,7 +48,7 @@ class GuardNet(nn.Module):
     With ``global_context`` the half-resolution features are also averaged over the whole image and, through a
     linear layer, shift the last convolution's input: a degradation spread over the frame (rain, haze) and a few
     rain-like lines of a clean photo then look different.  :func:`guard_weights` computes that average in a first
-    pass over strips, so strips still give the one-pass result.
+    pass over tiles, so tiles still give the one-pass result.
 
     Args:
         feats: Channels at full resolution (twice as many at half resolution).
@@ -99,17 +99,62 @@ class GuardNet(nn.Module):
         return self.weights(*self.features(x, y))
 
 
-def guard_weights(net: GuardNet, x: np.ndarray, y: np.ndarray, strip: int = 256) -> np.ndarray:
-    """Per-pixel weights of ``y - x`` over a whole image, computed in strips of ``strip`` rows (bounded memory).
+#: Side of the square tiles :func:`guard_weights` and :func:`apply_guard` run the network on (plus :data:`HALO`
+#: each side): about 0.4 GB of float32 features at most, whatever the image size, for 1.4x the pixels of one pass.
+TILE = 512
 
-    Each strip is run with :data:`HALO` rows of context above and below (image edges padded as in one pass over the
-    image), so the result does not depend on ``strip``.
+
+def _check(x: np.ndarray, y: np.ndarray) -> None:
+    if x.shape != y.shape or x.ndim != 3 or x.shape[2] != 3:
+        raise ValueError(f"guard: needs input and output of one (H, W, 3) shape, got {x.shape} and {y.shape}")
+
+
+def _tiles(net: GuardNet, x: np.ndarray, y: np.ndarray, tile: int):
+    """Yield ``(top, left, w)``: the weights ``(n, m)`` of each ``tile``-px block of the image, exactly as one pass
+    over the whole image (even-padded at the bottom/right edge) would give them (module docstring)."""
+    h, w = x.shape[:2]
+    hh, ww = h + h % 2, w + w % 2  # even size: stride 2 then x2 upsampling maps pixels back to themselves
+    step = max(2, tile + tile % 2)
+
+    def region(a: np.ndarray, r0: int, r1: int, c0: int, c1: int) -> torch.Tensor:
+        """Rows r0:r1, columns c0:c1 of ``a`` edge-padded to (hh, ww): a copy of this region only."""
+        block = a[r0:min(r1, h), c0:min(c1, w)]
+        if r1 > h or c1 > w:
+            block = np.pad(block, ((0, r1 - min(r1, h)), (0, c1 - min(c1, w)), (0, 0)), mode="edge")
+        return torch.from_numpy(np.ascontiguousarray(block, dtype=np.float32)).permute(2, 0, 1)[None]
+
+    def blocks():
+        for top in range(0, hh, step):
+            for left in range(0, ww, step):
+                r0, r1 = max(0, top - HALO), min(hh, top + step + HALO)
+                c0, c1 = max(0, left - HALO), min(ww, left + step + HALO)
+                n, m = min(step, hh - top), min(step, ww - left)  # this block's own rows/columns (even offsets)
+                feats = net.features(region(x, r0, r1, c0, c1), region(y, r0, r1, c0, c1))
+                yield top, left, n, m, top - r0, left - c0, feats
+
+    with torch.inference_mode():
+        z = None
+        if net.global_context:  # first pass: the whole-image mean of the half-resolution features
+            total = 0.0
+            for _, _, n, m, dr, dc, (_, d) in blocks():
+                total = total + d[:, :, dr // 2:(dr + n + 1) // 2, dc // 2:(dc + m + 1) // 2].sum(dim=(2, 3))
+            z = total / ((hh // 2) * (ww // 2))
+        for top, left, n, m, dr, dc, (hf, d) in blocks():
+            wt = net.weights(hf, d, z)[0, 0, dr:dr + n, dc:dc + m].numpy()
+            yield top, left, wt[: h - top, : w - left]
+
+
+def guard_weights(net: GuardNet, x: np.ndarray, y: np.ndarray, tile: int = TILE) -> np.ndarray:
+    """Per-pixel weights of ``y - x`` over a whole image, computed in tiles of ``tile`` px (bounded memory).
+
+    Each tile is run with :data:`HALO` pixels of context on every side (image edges padded as in one pass over the
+    image), so the result does not depend on ``tile``.
 
     Args:
         net: The guard network (eval mode, float32, CPU).
         x: Model input, float32 ``(H, W, 3)`` in [0, 1].
         y: Model output, float32 ``(H, W, 3)``.
-        strip: Rows per strip (rounded up to even); memory is about ``(strip + 2 HALO) * W * 80`` bytes.
+        tile: Tile side in pixels (rounded up to even); memory about ``(tile + 2 HALO)**2 * 1.2`` kB.
 
     Returns:
         float32 ``(H, W, 1)`` in [0, 1].
@@ -117,48 +162,47 @@ def guard_weights(net: GuardNet, x: np.ndarray, y: np.ndarray, strip: int = 256)
     Raises:
         ValueError: ``x`` and ``y`` differ in shape or are not 3-channel ``(H, W, 3)``.
     """
-    if x.shape != y.shape or x.ndim != 3 or x.shape[2] != 3:
-        raise ValueError(f"guard: needs input and output of one (H, W, 3) shape, got {x.shape} and {y.shape}")
-    h, w = x.shape[:2]
-    ph, pw = h % 2, w % 2  # even size: stride 2 then x2 upsampling maps pixels back to themselves
-
-    def tensor(a: np.ndarray) -> torch.Tensor:
-        a = np.pad(a, ((0, ph), (0, pw), (0, 0)), mode="edge") if (ph or pw) else a
-        return torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32)).permute(2, 0, 1)[None]
-
-    xt, yt = tensor(x), tensor(y)
-    hh = xt.shape[2]
-    step = max(2, strip + strip % 2)
-    out = np.empty((hh, w + pw, 1), np.float32)
-
-    def strips():
-        for top in range(0, hh, step):
-            a, b = max(0, top - HALO), min(hh, top + step + HALO)
-            n = min(step, hh - top)  # rows of this strip; its features start at row top - a (even)
-            yield top, n, top - a, net.features(xt[:, :, a:b], yt[:, :, a:b])
-
-    with torch.inference_mode():
-        z = None
-        if net.global_context:  # first pass: the whole-image mean of the half-resolution features
-            total = 0.0
-            for _, n, off, (_, d) in strips():
-                total = total + d[:, :, off // 2:(off + n + 1) // 2].sum(dim=(2, 3))
-            z = total / (((hh + 1) // 2) * ((w + pw) // 2))
-        for top, n, off, (hf, d) in strips():
-            out[top:top + n, :, 0] = net.weights(hf, d, z)[0, 0, off:off + n].numpy()
-    return out[:h, :w]
+    _check(x, y)
+    out = np.empty(x.shape[:2] + (1,), np.float32)
+    for top, left, wt in _tiles(net, x, y, tile):
+        out[top:top + wt.shape[0], left:left + wt.shape[1], 0] = wt
+    return out
 
 
-def apply_guard(net: GuardNet, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, float]:
+def apply_guard(net: GuardNet, x: np.ndarray, y: np.ndarray, out: np.ndarray | None = None,
+                tile: int = TILE) -> tuple[np.ndarray, float]:
     """The guarded output ``x + w * (y - x)`` (what the ``model`` step returns) and the mean weight.
 
-    Args and errors: as :func:`guard_weights`.
+    Mixed tile by tile, so beyond ``out`` the memory is one tile's, whatever the image size.
+
+    Args:
+        net, x, y, tile: As :func:`guard_weights`.
+        out: Where to write the result, float32 ``(H, W, 3)``, sharing no memory with ``x`` or ``y`` (later
+            tiles read their neighbours' pixels through the halo).  Default: a new array.
 
     Returns:
         ``(out, mean_w)``: ``out`` float32 ``(H, W, 3)``; ``mean_w`` in [0, 1], the share of the model's change kept.
+
+    Raises:
+        ValueError: as :func:`guard_weights`, or ``out`` of another shape or dtype.
     """
-    w = guard_weights(net, x, y)
-    return (x + w * (y - x)).astype(np.float32), float(w.mean())
+    _check(x, y)
+    if out is None:
+        out = np.empty(x.shape, np.float32)
+    elif out.shape != x.shape or out.dtype != np.float32:
+        raise ValueError(f"guard: out must be float32 {x.shape}, got {out.dtype} {out.shape}")
+    elif np.shares_memory(out, x) or np.shares_memory(out, y):
+        raise ValueError("guard: out must not share memory with the input or the model output")
+    total = 0.0
+    for top, left, wt in _tiles(net, x, y, tile):
+        rows, cols = slice(top, top + wt.shape[0]), slice(left, left + wt.shape[1])
+        xb = x[rows, cols]
+        blk = np.subtract(y[rows, cols], xb, dtype=np.float32)
+        blk *= wt[..., None]
+        blk += xb
+        out[rows, cols] = blk
+        total += float(wt.sum(dtype=np.float64))
+    return out, total / max(1, x.shape[0] * x.shape[1])
 
 
 def save_guard(net: GuardNet, path: str | Path, meta: dict[str, str] | None = None) -> None:

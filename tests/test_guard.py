@@ -39,19 +39,22 @@ def _pair(h, w, seed=0):
 
 @pytest.mark.parametrize("global_context", [False, True])
 @pytest.mark.parametrize("h, w", [(150, 41), (97, 64)])
-def test_strips_give_the_whole_image_result(h, w, global_context):
-    """Odd sizes and strips far smaller than the image: identical to one pass (the halo covers the receptive field;
-    the whole-image context is summed over the strips' own rows)."""
+def test_tiles_give_the_whole_image_result(h, w, global_context):
+    """Odd sizes and tiles far smaller than the image: identical to one pass (the halo covers the receptive field;
+    the whole-image context is summed over the tiles' own pixels)."""
     net = _net(global_context=global_context)
     x, y = _pair(h, w)
-    whole = guard_weights(net, x, y, strip=10_000)
+    whole = guard_weights(net, x, y, tile=10_000)
     assert whole.shape == (h, w, 1) and whole.dtype == np.float32
     xt, yt = (torch.from_numpy(np.pad(a, ((0, h % 2), (0, w % 2), (0, 0)), mode="edge")).permute(2, 0, 1)[None]
               for a in (x, y))
     with torch.no_grad():  # the plain forward over the whole (even-padded) image
         np.testing.assert_allclose(whole[:, :, 0], net(xt, yt)[0, 0, :h, :w].numpy(), atol=1e-6)
-    for strip in (8, 30, 64):
-        np.testing.assert_allclose(guard_weights(net, x, y, strip=strip), whole, atol=1e-6)
+    for tile in (8, 30, 64):
+        np.testing.assert_allclose(guard_weights(net, x, y, tile=tile), whole, atol=1e-6)
+        out, mean_w = apply_guard(net, x, y, tile=tile)  # mixed tile by tile: the same as mixing the whole
+        np.testing.assert_allclose(out, x + whole * (y - x), atol=1e-6)
+        assert mean_w == pytest.approx(float(whole.mean()), abs=1e-6)
 
 
 def test_halo_covers_the_receptive_field():
@@ -77,6 +80,8 @@ def test_guarded_output_lies_between_input_and_model_output():
     np.testing.assert_allclose(out, y, atol=1e-6)
     with pytest.raises(ValueError, match="one \\(H, W, 3\\) shape"):
         apply_guard(_net(), x, y[:20])
+    with pytest.raises(ValueError, match="share memory"):
+        apply_guard(_net(), x, y, out=y)
 
 
 @pytest.mark.parametrize("global_context", [False, True])
