@@ -201,7 +201,10 @@ def init_from(model: torch.nn.Module, path: Path) -> list[str]:
     the identity) keep their initial values and are returned.  Any other missing or unexpected key raises."""
     from safetensors.torch import load_file
 
-    res = model.load_state_dict(load_file(str(path)), strict=False)
+    try:
+        res = model.load_state_dict(load_file(str(path)), strict=False)
+    except RuntimeError as e:  # shapes of another width or depth
+        raise SystemExit(f"{path}: --init weights do not fit the model ({str(e).splitlines()[-1].strip()[:160]})") from None
     bad = [k for k in res.missing_keys if not re.search(r"(?:^|\.)[ed]res\.", k)] + list(res.unexpected_keys)
     if bad:
         raise SystemExit(f"{path}: --init weights do not fit the model (keys {bad[:4]}...)")

@@ -324,3 +324,24 @@ def test_training_losses_weigh_every_noise_level_alike():
     per_patch = [float(loss_fn(k, out[i:i + 1], x[i:i + 1], y[i:i + 1])) for k in ("l1-sigma+nmse",) for i in (0, 1)]
     assert per_patch == pytest.approx([2.0, 2.0], rel=1e-3)  # l1/sigma 1 + mse/var 1, on both patches
     assert float(loss_fn("l1", out[:1], x[:1], y[:1])) < float(loss_fn("l1", out[1:], x[1:], y[1:])) / 5
+
+
+def test_training_can_grow_trained_weights_by_residual_blocks(tmp_path):
+    """``train_denoise.py --blocks 2,2,0 --init W``: the plain U-Net's weights load, the new blocks start as the
+    identity (same output as the weights it grew from); weights of another layout are refused in one line."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from data_tools.train_denoise import build_model, init_from
+
+    plain = RawDenoiseUNet(base=32, depth=3)
+    with torch.no_grad():
+        for p in plain.parameters():
+            p.add_(0.02 * torch.randn_like(p))
+    w = _save(plain, tmp_path / "plain.safetensors")
+    grown = build_model("raw-denoise", (2, 2, 0))
+    new = init_from(grown, w)
+    assert new and all(".body." in k for k in new)
+    x = torch.rand(1, 8, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(grown(x), plain(x))
+    with pytest.raises(SystemExit, match="do not fit"):
+        init_from(build_model("raw-denoise"), _save(RawDenoiseUNet(base=16, depth=3), tmp_path / "other.safetensors"))
