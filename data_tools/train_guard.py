@@ -6,7 +6,9 @@
 
 1. Draws ``--pairs`` training patches (``--patch`` px) of the clean training images (held-out images excluded) as
    ``data_tools/train.py`` draws them (:func:`data_tools.train.make_batch`): ``--identity`` of them clean/clean,
-   ``--light`` of the others lightened, the rest fully degraded; inputs rounded to 8 bits as a saved photo is.
+   ``--light`` of the others lightened, the rest fully degraded; inputs rounded to 8 bits as a saved photo is;
+   ``--hdr`` of all pairs then log-encoded as scene-linear HDR (:func:`log_encode_pairs`), the encoding the
+   ``model`` step gives an EXR.
 2. Runs the frozen model (``--model``: a catalogue name or a weights file) over them once, output clipped to
    [0, 1] as the ``model`` step clips it, and caches ``(x, model(x), clean)`` in ``<out>/pairs.pt`` (reused when
    the same arguments ask for it again).
@@ -57,6 +59,28 @@ def draw_pairs(task: str, images, rng: np.random.Generator, n: int, patch: int, 
         cs.append(c)
         kinds.append(kind)
     return torch.cat(xs), torch.cat(cs), np.asarray(kinds)
+
+
+def log_encode_pairs(x: torch.Tensor, c: torch.Tensor, rng: np.random.Generator, share: float
+                     ) -> tuple[torch.Tensor, torch.Tensor]:
+    """A ``share`` of the pairs as the ``model`` step feeds scene-linear HDR to an sRGB network.
+
+    Each chosen pair is decoded to linear (``restore.color.srgb_to_linear``), brightened by ``g ~ logU[1, 16]``,
+    and both input and target are log-encoded (``restore.color.hdr_encode``) with one peak: the patch's brightest
+    input value times ``logU[1.2, 8]`` (a whole photo's highlights are brighter than most of its patches), at least
+    1, as ``hdr: auto`` encodes an image whose peak exceeds 1.  Others are returned unchanged.
+    """
+    from restore import color
+
+    x, c = x.clone(), c.clone()
+    for i in np.nonzero(rng.random(len(x)) < share)[0]:
+        g = float(np.exp(rng.uniform(0.0, np.log(16.0))))
+        lx = color.srgb_to_linear(x[i].numpy()) * g
+        lc = color.srgb_to_linear(c[i].clamp(0, 1).numpy()) * g
+        peak = max(1.0, float(lx.max())) * float(np.exp(rng.uniform(np.log(1.2), np.log(8.0))))
+        x[i] = torch.from_numpy(color.hdr_encode(lx, peak))
+        c[i] = torch.from_numpy(color.hdr_encode(lc, peak))
+    return x, c
 
 
 def model_outputs(model: str, x: torch.Tensor, batch: int = 8) -> torch.Tensor:
@@ -125,6 +149,9 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--resume", action="store_true")
     ap.add_argument("--images", choices=("all", "pypi"), default="all")
+    ap.add_argument("--hdr", type=float, default=0.0,
+                    help="share of pairs given as log-encoded scene-linear HDR, as the model step feeds an EXR "
+                         "(log_encode_pairs); 0 = sRGB only")
     args = ap.parse_args(argv)
     if not (0 <= args.identity <= 1 and 0 <= args.light <= 1 - args.identity):
         ap.error("--identity and --light must be shares in [0, 1] that sum to at most 1")
@@ -143,6 +170,8 @@ def main(argv=None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     key = {k: str(getattr(args, k)) for k in ("task", "model", "pairs", "patch", "identity", "light", "mix", "seed",
                                                "images")}
+    if args.hdr:  # older caches (no HDR share) stay valid for --hdr 0
+        key["hdr"] = str(args.hdr)
     cache = args.out / "pairs.pt"
     data = None
     if cache.is_file():
@@ -153,6 +182,8 @@ def main(argv=None) -> int:
     if data is None or data.get("key") != key:
         images = load_images("train", registries=("pypi",) if args.images == "pypi" else REGISTRIES)
         x, c, kinds = draw_pairs(args.task, images, rng, args.pairs, args.patch, args.identity, args.light, mix)
+        if args.hdr:
+            x, c = log_encode_pairs(x, c, rng, args.hdr)
         y = model_outputs(args.model, x)
         data = {"key": key, "x": x, "y": y, "c": c, "kinds": torch.from_numpy(kinds)}
         torch.save(data, cache)

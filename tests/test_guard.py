@@ -176,3 +176,27 @@ def test_train_guard_runs(tmp_path):
     assert r.returncode == 0, r.stderr[-2000:]
     assert "identity" in r.stdout and (tmp_path / "run/guard.safetensors").is_file()
     load_guard(tmp_path / "run/guard.safetensors")
+
+
+def test_hdr_pairs_are_log_encoded_as_the_model_step_encodes_an_exr():
+    """train_guard --hdr: the chosen pairs are decoded to linear, brightened and log-encoded with one peak above
+    the patch's own maximum (so input and target stay comparable and the step's ``hdr: auto`` path applies)."""
+    from data_tools.train_guard import log_encode_pairs
+    from restore import color
+
+    rng = np.random.default_rng(0)
+    x = torch.from_numpy(rng.random((6, 3, 16, 16), dtype=np.float32))
+    c = x.clone()
+    same_x, same_c = log_encode_pairs(x, c, np.random.default_rng(1), 0.0)
+    assert torch.equal(same_x, x) and torch.equal(same_c, c)
+    ex, ec = log_encode_pairs(x, c, np.random.default_rng(1), 1.0)
+    assert torch.equal(ex, ec)  # identity pairs stay identity pairs: one peak for both
+    assert float(ex.min()) >= 0 and float(ex.max()) < 1  # the peak lies above the patch's brightest pixel
+    assert not torch.allclose(ex, x, atol=1e-3)
+    # the encoding is the step's: decoding with some peak > 1 gives back a brightened linear patch
+    lin = color.srgb_to_linear(x[0].numpy())
+    ratios = []
+    for peak in np.exp(np.linspace(0, np.log(16 * 8 * 1.0), 4000)):
+        dec = color.hdr_decode(ex[0].numpy(), max(peak, 1.0))
+        ratios.append(np.abs(dec / np.maximum(lin, 1e-6) - dec.max() / lin.max()).max())
+    assert min(ratios) < 1e-2

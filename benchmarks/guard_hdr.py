@@ -1,0 +1,76 @@
+#!/usr/bin/env python3
+"""Do-no-harm of a guarded starter on clean photos given as scene-linear HDR (issue 20).
+
+    python benchmarks/guard_hdr.py [--model derain-starter] [--guard auto|off|FILE] [--gains 1,4,16] [--threads 1]
+
+The clean set of ``benchmarks/starter_eval.py --do-no-harm`` (20 centre crops of 256 px: 5 held-out training-set
+images and the 15 HR images of ``../shared/data/sr``), each decoded to linear Rec.709 (``restore.color.srgb_to_linear``)
+and multiplied by a gain, goes through the ``model`` step as a ``LINEAR_REC709`` image.  With a peak above 1
+the step log-encodes the pixels for the network (``hdr: auto``, :func:`restore.color.hdr_encode`) and the guard
+sees that encoding; gain 1 keeps the peak at most 1 and so the sRGB encoding, the case the guards were first
+trained for.  Score: PSNR(output, input) in the log encoding of the input's peak (at least 1), capped at 100 dB;
+the bound of issue 20 is 40 dB on every image.  ``--guard FILE`` swaps a guard file in for the catalogue's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+import starter_eval  # noqa: E402
+from restore import color  # noqa: E402
+from restore.guard import load_guard  # noqa: E402
+from restore.image import LINEAR_REC709, Image, Metadata  # noqa: E402
+from restore.pipeline.base import Context  # noqa: E402
+from restore.pipeline.steps.model import ModelOptions, ModelStage  # noqa: E402
+
+CLEAN_MIN_DB = 40.0
+
+
+def clean_psnr(stage: ModelStage, crops, gain: float) -> list[float]:
+    """PSNR(output, input) per crop, in the log encoding of the input's peak (capped at 100 dB)."""
+    out = []
+    for _, x in crops:
+        lin = (color.srgb_to_linear(x.astype(np.float32)) * gain).astype(np.float32)
+        y = stage(Image(lin, LINEAR_REC709, Metadata()), Context()).pixels
+        peak = max(float(lin.max()), 1.0)
+        a, b = color.hdr_encode(lin, peak), color.hdr_encode(y, peak)
+        mse = float(np.mean((a.astype(np.float64) - b) ** 2))
+        out.append(min(100.0, 10 * np.log10(1.0 / max(mse, 1e-12))))
+    return out
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default="derain-starter")
+    ap.add_argument("--guard", default="auto", help="auto (the catalogue's), off, or a guard .safetensors file")
+    ap.add_argument("--gains", default="1,4,16")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--shared", type=Path, default=ROOT.parent / "shared")
+    args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    crops, note = starter_eval.clean_crops(args.shared)
+    stage = ModelStage(ModelOptions(name=args.model, threads=args.threads, guard="off" if args.guard == "off" else "auto"))
+    stage.prepare()
+    if args.guard not in ("auto", "off"):
+        stage.guard = load_guard(args.guard)
+    print(f"{args.model}, guard {args.guard}; {note}")
+    for gain in (float(g) for g in args.gains.split(",")):
+        ps = clean_psnr(stage, crops, gain)
+        below = [n for (n, _), p in zip(crops, ps) if p < CLEAN_MIN_DB]
+        print(f"gain {gain:g}: PSNR(output, input) mean {np.mean(ps):.2f} dB, worst {min(ps):.2f} dB; "
+              f"{len(below)} of {len(ps)} below {CLEAN_MIN_DB:g} dB" + (f" ({', '.join(below)})" if below else ""),
+              flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
