@@ -69,6 +69,14 @@ def log_encode_pairs(x: torch.Tensor, c: torch.Tensor, rng: np.random.Generator,
     and both input and target are log-encoded (``restore.color.hdr_encode``) with one peak: the patch's brightest
     input value times ``logU[1.2, 8]`` (a whole photo's highlights are brighter than most of its patches), at least
     1, as ``hdr: auto`` encodes an image whose peak exceeds 1.  Others are returned unchanged.
+
+    Args:
+        x, c: Inputs and clean targets, float32 ``(n, 3, P, P)``, sRGB-encoded in [0, 1].
+        rng: Draws which pairs, their gains and peaks.
+        share: Fraction of pairs to encode, in [0, 1].
+
+    Returns:
+        New ``(x, c)`` tensors of the same shapes, values in [0, 1].
     """
     from restore import color
 

@@ -184,7 +184,8 @@ def apply_guard(net: GuardNet, x: np.ndarray, y: np.ndarray, out: np.ndarray | N
         ``(out, mean_w)``: ``out`` float32 ``(H, W, 3)``; ``mean_w`` in [0, 1], the share of the model's change kept.
 
     Raises:
-        ValueError: as :func:`guard_weights`, or ``out`` of another shape or dtype.
+        ValueError: as :func:`guard_weights`, or ``out`` of another shape or dtype, or sharing memory with ``x``
+            or ``y``.
     """
     _check(x, y)
     if out is None:
@@ -236,16 +237,14 @@ def load_guard(path: str | Path) -> GuardNet:
 def guard_for(name: str) -> GuardNet | None:
     """The guard of a catalogue model (its MANIFEST ``guard: {file, sha256, recipe}``), or None (no entry, or a path).
 
-    The file is looked up beside the model's weights (the folders of :func:`restore.models.entry.weight_dirs`) and
-    its sha256 checked.
+    The file is looked up beside the model's weights and its sha256 checked, as the model's own file is
+    (:func:`restore.models.catalog.verified_file`).
 
     Raises:
-        ValueError: the entry's ``guard`` is malformed, its file is missing, its checksum differs, or it is not a
-            guard network.
+        ValueError: the entry's ``guard`` is malformed, or the file is not a guard network.
+        ModelError: the guard's file is missing or its checksum differs.
     """
-    from .models.catalog import find
-    from .models.entry import weight_dirs
-    from .models.loader import sha256_file
+    from .models.catalog import find, verified_file
 
     entry = find(name)
     if entry is None or "guard" not in entry.extra:
@@ -253,13 +252,5 @@ def guard_for(name: str) -> GuardNet | None:
     spec = entry.extra["guard"]
     if not isinstance(spec, dict) or not {"file", "sha256"} <= set(spec) <= {"file", "sha256", "recipe"}:
         raise ValueError(f"guard must be a mapping {{file: ..., sha256: ..., recipe: ...}}, not {spec!r}")
-    for d in weight_dirs():
-        path = Path(d) / str(spec["file"])
-        if path.is_file():
-            break
-    else:
-        raise ValueError(f"guard file {spec['file']} not found in {', '.join(map(str, weight_dirs()))}")
-    digest = sha256_file(path)
-    if digest != spec["sha256"]:
-        raise ValueError(f"{path}: sha256 {digest[:12]}... does not match the manifest ({str(spec['sha256'])[:12]}...)")
+    path = verified_file(str(spec["file"]), str(spec["sha256"]), f"the guard of {name!r}", str(spec.get("recipe", "")))
     return load_guard(path)

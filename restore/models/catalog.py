@@ -99,14 +99,30 @@ def resolve(name: str) -> tuple[CatalogEntry, Path]:
         from .ncnn_catalog import ensure_converted
 
         return entry, ensure_converted(name)
-    path = entry.path
+    return entry, verified_file(entry.file, entry.sha256, f"model {name!r}", entry.recipe)
+
+
+def verified_file(file: str, sha256: str, what: str, recipe: str = "") -> Path:
+    """The first ``file`` among :func:`weight_dirs` whose sha256 is ``sha256`` (checked once per path, size and
+    modification time in this process).
+
+    Args:
+        file: File name as the MANIFEST gives it.
+        sha256: Expected hex digest.
+        what: Who needs it, for the messages (``model 'derain-starter'``).
+        recipe: Command that makes the file, quoted when it is missing.
+
+    Raises:
+        ModelError: the file is in none of the folders, or its checksum differs.
+    """
+    path = next((d / file for d in weight_dirs() if (d / file).is_file()), None)
     if path is None:
-        hint = f" Make it with: {entry.recipe}" if entry.recipe else ""
-        raise ModelError(f"model {name!r}: file {entry.file} not found in {', '.join(map(str, weight_dirs()))}.{hint}")
+        hint = f" Make it with: {recipe}" if recipe else ""
+        raise ModelError(f"{what}: file {file} not found in {', '.join(map(str, weight_dirs()))}.{hint}")
     st = path.stat()
     key = (str(path), st.st_size, st.st_mtime_ns)
     digest = _VERIFIED.get(key) or sha256_file(path)
-    if digest != entry.sha256:
-        raise ModelError(f"{path}: sha256 {digest[:12]}... does not match the manifest ({entry.sha256[:12]}...) for {name!r}; refused")
+    if digest != sha256:
+        raise ModelError(f"{path}: sha256 {digest[:12]}... does not match the manifest ({sha256[:12]}...) for {what}; refused")
     _VERIFIED[key] = digest
-    return entry, path
+    return path

@@ -9,7 +9,7 @@ import numpy as np
 from pydantic import Field, field_validator, model_validator
 
 from ... import color
-from ...errors import RestoreError
+from ...errors import ModelError, RestoreError
 from ...image import Encoding, Image
 from ..base import Context, Stage
 from ..model_run import RunOptions, RunState, run_model
@@ -175,7 +175,7 @@ class ModelStage(Stage):
 
                 try:
                     self.guard = guard_for(self.opts.name)
-                except ValueError as e:
+                except (ValueError, ModelError) as e:
                     raise RestoreError(f"model {self.opts.name!r}: weights/MANIFEST: {e}") from None
             self.model = model
 
