@@ -2,6 +2,7 @@
 """Do-no-harm of a guarded starter on clean photos given as scene-linear HDR (issue 20).
 
     python benchmarks/guard_hdr.py [--model derain-starter] [--guard auto|off|FILE] [--gains 1,4,16] [--threads 1]
+                                   [--degraded]
 
 The clean set of ``benchmarks/starter_eval.py --do-no-harm`` (20 centre crops of 256 px: 5 held-out training-set
 images and the 15 HR images of ``../shared/data/sr``), each decoded to linear Rec.709 (``restore.color.srgb_to_linear``)
@@ -10,6 +11,11 @@ the step log-encodes the pixels for the network (``hdr: auto``, :func:`restore.c
 sees that encoding; gain 1 keeps the peak at most 1 and so the sRGB encoding, the case the guards were first
 trained for.  Score: PSNR(output, input) in the log encoding of the input's peak (at least 1), capped at 100 dB;
 the bound of issue 20 is 40 dB on every image.  ``--guard FILE`` swaps a guard file in for the catalogue's.
+
+``--degraded`` also measures the light and heavy degradations of ``starter_eval.py --do-no-harm`` (the same draws,
+``starter_eval.degrade``, seeds 30000 + i; light = clean + 0.3 (heavy - clean); both 8-bit quantised) given the same
+way as HDR: the gain in dB of the output over the degraded input, both against the clean crop, in the log encoding
+of the degraded input's peak; issue 20 asks for a gain >= 0 on every light image.
 """
 
 from __future__ import annotations
@@ -48,6 +54,27 @@ def clean_psnr(stage: ModelStage, crops, gain: float) -> list[float]:
     return out
 
 
+def _log_psnr(a: np.ndarray, b: np.ndarray, peak: float) -> float:
+    """PSNR of linear ``b`` against linear ``a`` in the log encoding of ``peak`` (dB, uncapped)."""
+    ea, eb = color.hdr_encode(a, peak), color.hdr_encode(b, peak)
+    return float(10 * np.log10(1.0 / max(float(np.mean((ea.astype(np.float64) - eb) ** 2)), 1e-12)))
+
+
+def degraded_gains(stage: ModelStage, starter: str, crops, gain: float) -> dict[str, list[tuple[str, float]]]:
+    """``{"light": [(name, gain_db)], "heavy": [...]}`` of the step on HDR versions of the do-no-harm draws."""
+    out: dict[str, list[tuple[str, float]]] = {"light": [], "heavy": []}
+    for i, (name, clean) in enumerate(crops):
+        c = (color.srgb_to_linear(clean.astype(np.float32)) * gain).astype(np.float32)
+        for kind, heavy in starter_eval.degrade(starter, crops, i):
+            light = starter_eval.synth.lighten(clean, heavy, starter_eval.synth.LIGHT_STRENGTH)
+            for level, deg in (("light", light), ("heavy", heavy)):
+                x = (color.srgb_to_linear(starter_eval.quantise(deg).astype(np.float32)) * gain).astype(np.float32)
+                y = stage(Image(x, LINEAR_REC709, Metadata()), Context()).pixels
+                peak = max(float(x.max()), 1.0)
+                out[level].append((f"{name} {kind}", _log_psnr(c, y, peak) - _log_psnr(c, x, peak)))
+    return out
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="derain-starter")
@@ -55,6 +82,7 @@ def main(argv=None) -> int:
     ap.add_argument("--gains", default="1,4,16")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--shared", type=Path, default=ROOT.parent / "shared")
+    ap.add_argument("--degraded", action="store_true", help="also light and heavy degradations (gain over the input)")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     crops, note = starter_eval.clean_crops(args.shared)
@@ -69,6 +97,13 @@ def main(argv=None) -> int:
         print(f"gain {gain:g}: PSNR(output, input) mean {np.mean(ps):.2f} dB, worst {min(ps):.2f} dB; "
               f"{len(below)} of {len(ps)} below {CLEAN_MIN_DB:g} dB" + (f" ({', '.join(below)})" if below else ""),
               flush=True)
+        if args.degraded:
+            starter = args.model.split("-")[0]
+            for level, rows in degraded_gains(stage, starter, crops, gain).items():
+                g = [v for _, v in rows]
+                worst = min(rows, key=lambda r: r[1])
+                print(f"gain {gain:g}, {level}: output minus input mean {np.mean(g):+.2f} dB, worst {worst[1]:+.2f} dB "
+                      f"({worst[0]}); {sum(v < 0 for v in g)} of {len(g)} below 0", flush=True)
     return 0
 
 

@@ -200,3 +200,26 @@ def test_hdr_pairs_are_log_encoded_as_the_model_step_encodes_an_exr():
         dec = color.hdr_decode(ex[0].numpy(), max(peak, 1.0))
         ratios.append(np.abs(dec / np.maximum(lin, 1e-6) - dec.max() / lin.max()).max())
     assert min(ratios) < 1e-2
+
+
+def test_guard_hdr_degraded_gains_score_the_step_against_the_clean_crop():
+    """benchmarks/guard_hdr.py --degraded: a step that returns its input gains exactly 0 dB on every draw; one that
+    doubles the radiance (rain only adds light) loses on every draw."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import guard_hdr
+
+    rng = np.random.default_rng(0)
+    crops = [(f"c{i}", np.round(rng.random((32, 32, 3)) * 255) / 255) for i in range(2)]
+
+    class Step:
+        def __init__(self, gain):
+            self.gain = gain
+
+        def __call__(self, image, ctx):
+            return image.with_pixels((image.pixels * self.gain).astype(np.float32), image.encoding)
+
+    same = guard_hdr.degraded_gains(Step(1.0), "derain", crops, 4.0)
+    assert [len(v) for v in same.values()] == [2, 2]
+    assert all(abs(g) < 1e-9 for rows in same.values() for _, g in rows)
+    bright = guard_hdr.degraded_gains(Step(2.0), "derain", crops, 4.0)
+    assert all(g < -1 for rows in bright.values() for _, g in rows)
