@@ -2,7 +2,7 @@
 """Do-no-harm of a guarded starter on clean photos given as scene-linear HDR (issue 20).
 
     python benchmarks/guard_hdr.py [--model derain-starter] [--guard auto|off|FILE] [--gains 1,4,16] [--threads 1]
-                                   [--degraded]
+                                   [--degraded] [--exr]
 
 The clean set of ``benchmarks/starter_eval.py --do-no-harm`` (20 centre crops of 256 px: 5 held-out training-set
 images and the 15 HR images of ``../shared/data/sr``), each decoded to linear Rec.709 (``restore.color.srgb_to_linear``)
@@ -16,6 +16,9 @@ the bound of issue 20 is 40 dB on every image.  ``--guard FILE`` swaps a guard f
 ``starter_eval.degrade``, seeds 30000 + i; light = clean + 0.3 (heavy - clean); both 8-bit quantised) given the same
 way as HDR: the gain in dB of the output over the degraded input, both against the clean crop, in the log encoding
 of the degraded input's peak; issue 20 asks for a gain >= 0 on every light image.
+
+``--exr`` also runs the real scene-linear EXRs of ``<shared>/data/hdr_images`` (whole images, colour converted to
+linear Rec.709 as the step does, alpha dropped) and scores PSNR(output, input) as above.
 """
 
 from __future__ import annotations
@@ -75,6 +78,21 @@ def degraded_gains(stage: ModelStage, starter: str, crops, gain: float) -> dict[
     return out
 
 
+def exr_psnr(stage: ModelStage, folder: Path) -> list[tuple[str, float, float]]:
+    """``(name, peak, PSNR(output, input))`` for each ``*.exr`` in ``folder`` (capped at 100 dB)."""
+    from restore.io import read_exr
+
+    out = []
+    for path in sorted(folder.glob("*.exr")):
+        im = read_exr(path)
+        lin = color.convert(im, LINEAR_REC709).color[:, :, :3]
+        x = np.ascontiguousarray(np.maximum(lin, 0.0), dtype=np.float32)
+        y = stage(Image(x, LINEAR_REC709, Metadata()), Context()).pixels
+        peak = max(float(x.max()), 1.0)
+        out.append((path.name, peak, min(100.0, _log_psnr(x, y, peak))))
+    return out
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="derain-starter")
@@ -83,6 +101,7 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--shared", type=Path, default=ROOT.parent / "shared")
     ap.add_argument("--degraded", action="store_true", help="also light and heavy degradations (gain over the input)")
+    ap.add_argument("--exr", action="store_true", help="also the real EXRs of <shared>/data/hdr_images")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     crops, note = starter_eval.clean_crops(args.shared)
