@@ -97,7 +97,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="derain-starter")
     ap.add_argument("--guard", default="auto", help="auto (the catalogue's), off, or a guard .safetensors file")
-    ap.add_argument("--gains", default="1,4,16")
+    ap.add_argument("--gains", default="1,4,16", help="comma-separated; empty for none (with --exr)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--shared", type=Path, default=ROOT.parent / "shared")
     ap.add_argument("--degraded", action="store_true", help="also light and heavy degradations (gain over the input)")
@@ -110,7 +110,7 @@ def main(argv=None) -> int:
     if args.guard not in ("auto", "off"):
         stage.guard = load_guard(args.guard)
     print(f"{args.model}, guard {args.guard}; {note}")
-    for gain in (float(g) for g in args.gains.split(",")):
+    for gain in (float(g) for g in args.gains.split(",") if g.strip()):
         ps = clean_psnr(stage, crops, gain)
         below = [n for (n, _), p in zip(crops, ps) if p < CLEAN_MIN_DB]
         print(f"gain {gain:g}: PSNR(output, input) mean {np.mean(ps):.2f} dB, worst {min(ps):.2f} dB; "
@@ -123,6 +123,12 @@ def main(argv=None) -> int:
                 worst = min(rows, key=lambda r: r[1])
                 print(f"gain {gain:g}, {level}: output minus input mean {np.mean(g):+.2f} dB, worst {worst[1]:+.2f} dB "
                       f"({worst[0]}); {sum(v < 0 for v in g)} of {len(g)} below 0", flush=True)
+    if args.exr:
+        folder = args.shared / "data" / "hdr_images"
+        if not folder.is_dir():
+            print(f"--exr: {folder} not found: skipped", flush=True)
+        for name, peak, p in exr_psnr(stage, folder) if folder.is_dir() else []:
+            print(f"{name} (peak {peak:.2f}): PSNR(output, input) {p:.2f} dB", flush=True)
     return 0
 
 

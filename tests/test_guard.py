@@ -223,3 +223,23 @@ def test_guard_hdr_degraded_gains_score_the_step_against_the_clean_crop():
     assert all(abs(g) < 1e-9 for rows in same.values() for _, g in rows)
     bright = guard_hdr.degraded_gains(Step(2.0), "derain", crops, 4.0)
     assert all(g < -1 for rows in bright.values() for _, g in rows)
+
+
+def test_guard_hdr_exr_check_reads_every_exr_of_the_folder(tmp_path):
+    """benchmarks/guard_hdr.py --exr: each EXR goes through the step as linear Rec.709 and is scored against
+    itself; an identity step scores the cap."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import guard_hdr
+
+    from restore.image import LINEAR_REC709
+    from restore.io import write_exr
+
+    rng = np.random.default_rng(0)
+    for name in ("a.exr", "b.exr"):
+        px = (rng.random((8, 10, 3)) * 5).astype(np.float32)
+        write_exr(Image(px, LINEAR_REC709, Metadata()), tmp_path / name)
+    rows = guard_hdr.exr_psnr(lambda image, ctx: image, tmp_path)
+    assert [r[0] for r in rows] == ["a.exr", "b.exr"]
+    assert all(peak > 1 and p == 100.0 for _, peak, p in rows)
+    doubled = guard_hdr.exr_psnr(lambda image, ctx: image.with_pixels(image.pixels * 2, image.encoding), tmp_path)
+    assert all(p < 40 for _, _, p in doubled)
