@@ -50,10 +50,7 @@ def clean_psnr(stage: ModelStage, crops, gain: float) -> list[float]:
     for _, x in crops:
         lin = (color.srgb_to_linear(x.astype(np.float32)) * gain).astype(np.float32)
         y = stage(Image(lin, LINEAR_REC709, Metadata()), Context()).pixels
-        peak = max(float(lin.max()), 1.0)
-        a, b = color.hdr_encode(lin, peak), color.hdr_encode(y, peak)
-        mse = float(np.mean((a.astype(np.float64) - b) ** 2))
-        out.append(min(100.0, 10 * np.log10(1.0 / max(mse, 1e-12))))
+        out.append(min(100.0, _log_psnr(lin, y, max(float(lin.max()), 1.0))))
     return out
 
 

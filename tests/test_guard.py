@@ -225,6 +225,26 @@ def test_guard_hdr_degraded_gains_score_the_step_against_the_clean_crop():
     assert all(g < -1 for rows in bright.values() for _, g in rows)
 
 
+def test_guard_hdr_clean_psnr_scores_the_step_against_its_input_in_the_log_encoding():
+    """benchmarks/guard_hdr.py (clean rows): an identity step scores the cap; a step that brightens by 10 % scores
+    exactly the PSNR of the two log encodings with the input's peak (at least 1)."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import guard_hdr
+
+    from restore import color
+
+    rng = np.random.default_rng(0)
+    crops = [(f"c{i}", np.round(rng.random((16, 16, 3)) * 255) / 255) for i in range(2)]
+    assert guard_hdr.clean_psnr(lambda image, ctx: image, crops, 4.0) == [100.0, 100.0]
+    got = guard_hdr.clean_psnr(lambda image, ctx: image.with_pixels(image.pixels * 1.1, image.encoding), crops, 4.0)
+    for (_, x), p in zip(crops, got):
+        lin = (color.srgb_to_linear(x.astype(np.float32)) * 4.0).astype(np.float32)
+        peak = max(float(lin.max()), 1.0)
+        a, b = color.hdr_encode(lin, peak), color.hdr_encode(lin * np.float32(1.1), peak)
+        want = 10 * np.log10(1.0 / np.mean((a.astype(np.float64) - b) ** 2))
+        assert p == pytest.approx(want, abs=1e-6) and p < 60
+
+
 def test_guard_hdr_exr_check_reads_every_exr_of_the_folder(tmp_path):
     """benchmarks/guard_hdr.py --exr: each EXR goes through the step as linear Rec.709 and is scored against
     itself; an identity step scores the cap."""
