@@ -273,15 +273,15 @@ def measure(starter: str, model: str, group: str, kind: str, image: str, module,
     return row
 
 
-def degrade(starter: str, crops: list[tuple[str, np.ndarray]], i: int):
-    """(kind, heavy) draws for clean crop ``i`` (each with a fresh ``default_rng(DNH_SEED + i)``), unquantised."""
-    clean = crops[i][1]
+def degrade(starter: str, crops: list[tuple[str, np.ndarray]], i: int, seed_base: int = DNH_SEED):
+    """(kind, heavy) draws for clean crop ``i`` (each with a fresh ``default_rng(seed_base + i)``), unquantised."""
+    clean, seed = crops[i][1], seed_base + i
     if starter == "derain":
-        return [("rain", synth.add_rain(clean, np.random.default_rng(DNH_SEED + i)))]
+        return [("rain", synth.add_rain(clean, np.random.default_rng(seed)))]
     if starter == "weather":
-        return [(k, synth.DEGRADATIONS[k](clean, np.random.default_rng(DNH_SEED + i))) for k in synth.WEATHER_KINDS]
+        return [(k, synth.DEGRADATIONS[k](clean, np.random.default_rng(seed))) for k in synth.WEATHER_KINDS]
     other = crops[(i + 1) % len(crops)][1]
-    return [("reflection", synth.add_reflection(clean, np.random.default_rng(DNH_SEED + i), reflection=other))]
+    return [("reflection", synth.add_reflection(clean, np.random.default_rng(seed), reflection=other))]
 
 
 def real_sets(starter: str, shared: Path) -> tuple[dict[str, list[tuple[Path, Path]]], str]:

@@ -17,7 +17,14 @@ model's proposal to trust, pixel by pixel.
 :class:`GuardNet` is a fully convolutional network with a receptive field of :data:`HALO` pixels at most on each
 side, so :func:`guard_weights` and :func:`apply_guard` run it in square tiles of bounded memory (:data:`TILE` px
 plus the halo, whatever the image's width) whose result is identical to one pass over the whole image.  A catalogue entry names its guard's file in ``weights/MANIFEST``:
-``guard: {file: derain-starter-guard.safetensors, sha256: ..., recipe: ...}``; models without one are never guarded.
+``guard: {file: derain-starter-guard.safetensors, sha256: ..., recipe: ..., min_share: 0.005}``; models without one
+are never guarded.
+
+**Gate.**  Where the guard keeps only a trace of the change over the whole frame (mean weight under ``min_share``),
+the kept pixels are scattered false alarms or a degradation too faint to matter, and :func:`apply_guard` returns
+the input unchanged.  ``min_share`` is one number per guard, stored with its catalogue entry and chosen on
+degraded crops of training images, never the evaluation set (``data_tools/calibrate_guard.py``: of the candidate gates
+giving up at most 0.05 dB on average on the crops they gate, the smallest that leaves the fewest losing crops).
 """
 
 from __future__ import annotations
@@ -54,6 +61,9 @@ class GuardNet(nn.Module):
         feats: Channels at full resolution (twice as many at half resolution).
         global_context: Add the whole-image average of the half-resolution features.
     """
+
+    #: Gate (module docstring): below this mean weight over the image, :func:`apply_guard` keeps nothing.
+    min_share: float = 0.0
 
     def __init__(self, feats: int = 16, global_context: bool = False):
         super().__init__()
@@ -170,8 +180,9 @@ def guard_weights(net: GuardNet, x: np.ndarray, y: np.ndarray, tile: int = TILE)
 
 
 def apply_guard(net: GuardNet, x: np.ndarray, y: np.ndarray, out: np.ndarray | None = None,
-                tile: int = TILE) -> tuple[np.ndarray, float]:
-    """The guarded output ``x + w * (y - x)`` (what the ``model`` step returns) and the mean weight.
+                tile: int = TILE, min_share: float | None = None) -> tuple[np.ndarray, float]:
+    """The guarded output ``x + w * (y - x)`` (what the ``model`` step returns) and the mean weight; the input
+    itself where the mean weight is under the gate ``min_share`` (module docstring).
 
     Mixed tile by tile, so beyond ``out`` the memory is one tile's, whatever the image size.
 
@@ -179,9 +190,12 @@ def apply_guard(net: GuardNet, x: np.ndarray, y: np.ndarray, out: np.ndarray | N
         net, x, y, tile: As :func:`guard_weights`.
         out: Where to write the result, float32 ``(H, W, 3)``, sharing no memory with ``x`` or ``y`` (later
             tiles read their neighbours' pixels through the halo).  Default: a new array.
+        min_share: The gate, in [0, 1]; default ``net.min_share`` (0 for a guard read by :func:`load_guard`, the
+            catalogue's value for one from :func:`guard_for`); 0 turns the gate off.
 
     Returns:
-        ``(out, mean_w)``: ``out`` float32 ``(H, W, 3)``; ``mean_w`` in [0, 1], the share of the model's change kept.
+        ``(out, mean_w)``: ``out`` float32 ``(H, W, 3)``; ``mean_w`` in [0, 1], the guard's mean weight over the
+        image (the share of the model's change kept unless it is under the gate, when ``out`` equals ``x``).
 
     Raises:
         ValueError: as :func:`guard_weights`, or ``out`` of another shape or dtype, or sharing memory with ``x``
@@ -203,7 +217,10 @@ def apply_guard(net: GuardNet, x: np.ndarray, y: np.ndarray, out: np.ndarray | N
         blk += xb
         out[rows, cols] = blk
         total += float(wt.sum(dtype=np.float64))
-    return out, total / max(1, x.shape[0] * x.shape[1])
+    mean_w = total / max(1, x.shape[0] * x.shape[1])
+    if mean_w < (net.min_share if min_share is None else float(min_share)):
+        np.copyto(out, x, casting="same_kind")
+    return out, mean_w
 
 
 def save_guard(net: GuardNet, path: str | Path, meta: dict[str, str] | None = None) -> None:
@@ -235,10 +252,12 @@ def load_guard(path: str | Path) -> GuardNet:
 
 
 def guard_for(name: str) -> GuardNet | None:
-    """The guard of a catalogue model (its MANIFEST ``guard: {file, sha256, recipe}``), or None (no entry, or a path).
+    """The guard of a catalogue model (its MANIFEST ``guard: {file, sha256, recipe, min_share}``), or None (no
+    entry, or a path).
 
     The file is looked up beside the model's weights and its sha256 checked, as the model's own file is
-    (:func:`restore.models.catalog.verified_file`).
+    (:func:`restore.models.catalog.verified_file`).  ``min_share`` (optional, default 0: no gate) becomes the
+    network's :attr:`GuardNet.min_share`.
 
     Raises:
         ValueError: the entry's ``guard`` is malformed, or the file is not a guard network.
@@ -250,7 +269,12 @@ def guard_for(name: str) -> GuardNet | None:
     if entry is None or "guard" not in entry.extra:
         return None
     spec = entry.extra["guard"]
-    if not isinstance(spec, dict) or not {"file", "sha256"} <= set(spec) <= {"file", "sha256", "recipe"}:
-        raise ValueError(f"guard must be a mapping {{file: ..., sha256: ..., recipe: ...}}, not {spec!r}")
+    if not isinstance(spec, dict) or not {"file", "sha256"} <= set(spec) <= {"file", "sha256", "recipe", "min_share"}:
+        raise ValueError(f"guard must be a mapping {{file: ..., sha256: ..., recipe: ..., min_share: ...}}, not {spec!r}")
+    gate = spec.get("min_share", 0.0)
+    if isinstance(gate, bool) or not isinstance(gate, (int, float)) or not 0.0 <= gate < 1.0:
+        raise ValueError(f"guard min_share must be a number in [0, 1), not {gate!r}")
     path = verified_file(str(spec["file"]), str(spec["sha256"]), f"the guard of {name!r}", str(spec.get("recipe", "")))
-    return load_guard(path)
+    net = load_guard(path)
+    net.min_share = float(gate)
+    return net

@@ -84,6 +84,21 @@ def test_guarded_output_lies_between_input_and_model_output():
         apply_guard(_net(), x, y, out=y)
 
 
+def test_gate_leaves_the_image_alone_under_min_share():
+    """Mean weight under the gate: the input itself, not a faint mix; at or over it: the usual mix."""
+    x, y = _pair(40, 36)
+    net = _net()
+    mixed, w = apply_guard(net, x, y)
+    assert 0.05 < w < 0.95 and np.abs(mixed - x).max() > 1e-3
+    out, w_gated = apply_guard(net, x, y, min_share=w + 1e-3)
+    assert w_gated == w
+    np.testing.assert_array_equal(out, x)
+    np.testing.assert_array_equal(apply_guard(net, x, y, min_share=w - 1e-3)[0], mixed)
+    net.min_share = w + 1e-3  # the network's own gate is the default
+    np.testing.assert_array_equal(apply_guard(net, x, y)[0], x)
+    np.testing.assert_array_equal(apply_guard(net, x, y, min_share=0.0)[0], mixed)
+
+
 @pytest.mark.parametrize("global_context", [False, True])
 def test_save_and_load_round_trip(tmp_path, global_context):
     net = _net(3, global_context=global_context)
@@ -106,13 +121,13 @@ def guarded(tmp_path, monkeypatch):
     path = tiny_compact(d / "tiny.safetensors", scale=1)
     digest = hashlib.sha256(path.read_bytes()).hexdigest()
 
-    def manifest(net=None, sha=None):
+    def manifest(net=None, sha=None, **extra):
         entry = {"name": "tiny-guarded", "file": "tiny.safetensors", "sha256": digest, "arch": "Compact",
                  "task": "restoration"}
         if net is not None:
             save_guard(net, d / "tiny-guard.safetensors")
             real = hashlib.sha256((d / "tiny-guard.safetensors").read_bytes()).hexdigest()
-            entry["guard"] = {"file": "tiny-guard.safetensors", "sha256": sha or real}
+            entry["guard"] = {"file": "tiny-guard.safetensors", "sha256": sha or real, **extra}
         (d / "MANIFEST").write_text(yaml.safe_dump({"version": 1, "models": [entry]}))
         cat.refresh()
 
@@ -146,6 +161,25 @@ def test_model_step_applies_the_catalogue_guard(guarded):
     out, notes = _run("tiny-guarded", px, guard="off")
     np.testing.assert_allclose(out, raw, atol=1e-6)
     assert not any("guard" in n for n in notes)
+
+
+def test_model_step_applies_the_catalogue_gate(guarded):
+    """``min_share`` of the MANIFEST entry gates the step: over the guard's mean weight the photo is unchanged and the
+    run log says why; a malformed value fails once, at load, naming the MANIFEST."""
+    px = np.random.default_rng(0).random((24, 32, 3)).astype(np.float32)
+    net = _net(5)
+    guarded(net, min_share=0.0)
+    mixed, notes = _run("tiny-guarded", px)
+    w = float(notes[-1].split("kept ")[1].split("%")[0]) / 100
+    assert np.abs(mixed - px).max() > 1e-3 and 0.02 < w < 0.98
+    guarded(net, min_share=0.99)
+    out, notes = _run("tiny-guarded", px)
+    np.testing.assert_array_equal(out, px)
+    assert any("left the image unchanged" in n and "under its gate 99.0%" in n for n in notes)
+    for bad in (1.5, "0.1", True):
+        guarded(net, min_share=bad)
+        with pytest.raises(Exception, match="MANIFEST.*min_share must be a number in \\[0, 1\\)"):
+            _run("tiny-guarded", px)
 
 
 def test_a_wrong_guard_file_fails_once_at_load(guarded):

@@ -240,7 +240,11 @@ class ModelStage(Stage):
             from ...guard import apply_guard
 
             y, w = apply_guard(self.guard, px, y)
-            ctx.notes.append(f"guard: kept {w:.0%} of the model's change")
+            if w < self.guard.min_share:
+                ctx.notes.append(f"guard: left the image unchanged (it would keep {w:.1%} of the model's change, "
+                                 f"under its gate {self.guard.min_share:.1%})")
+            else:
+                ctx.notes.append(f"guard: kept {w:.0%} of the model's change")
         if blend < 1:
             y = blend_with_input(y, px, self.model.scale, blend)
         y = back(y)
