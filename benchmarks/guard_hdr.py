@@ -2,15 +2,16 @@
 """Do-no-harm of a guarded starter on clean photos given as scene-linear HDR (issue 20).
 
     python benchmarks/guard_hdr.py [--model derain-starter] [--guard auto|off|FILE] [--gains 1,4,16] [--threads 1]
-                                   [--degraded] [--exr]
+                                   [--degraded] [--exr] [--hdr auto|exposure|log]
 
 The clean set of ``benchmarks/starter_eval.py --do-no-harm`` (20 centre crops of 256 px: 5 held-out training-set
 images and the 15 HR images of ``../shared/data/sr``), each decoded to linear Rec.709 (``restore.color.srgb_to_linear``)
 and multiplied by a gain, goes through the ``model`` step as a ``LINEAR_REC709`` image.  With a peak above 1
-the step log-encodes the pixels for the network (``hdr: auto``, :func:`restore.color.hdr_encode`) and the guard
-sees that encoding; gain 1 keeps the peak at most 1 and so the sRGB encoding, the case the guards were first
-trained for.  Score: PSNR(output, input) in the log encoding of the input's peak (at least 1), capped at 100 dB;
-the bound of issue 20 is 40 dB on every image.  ``--guard FILE`` swaps a guard file in for the catalogue's.
+the step encodes the pixels for the network as ``--hdr`` says (the step's ``hdr`` option: ``auto``, the default,
+is the display exposure of :class:`restore.color.ExposureEncoding` for these same-size starters; ``log`` the log
+encoding of :func:`restore.color.hdr_encode`) and the guard sees that encoding; gain 1 keeps the peak at most 1
+and so the sRGB encoding, the case the guards were trained for.  Score: PSNR(output, input) in the log encoding
+of the input's peak (at least 1), capped at 100 dB; the bound of issue 20 is 40 dB on every image.  ``--guard FILE`` swaps a guard file in for the catalogue's.
 
 ``--degraded`` also measures the light and heavy degradations of ``starter_eval.py --do-no-harm`` (the same draws,
 ``starter_eval.degrade``, seeds 30000 + i; light = clean + 0.3 (heavy - clean); both 8-bit quantised) given the same
@@ -99,14 +100,16 @@ def main(argv=None) -> int:
     ap.add_argument("--shared", type=Path, default=ROOT.parent / "shared")
     ap.add_argument("--degraded", action="store_true", help="also light and heavy degradations (gain over the input)")
     ap.add_argument("--exr", action="store_true", help="also the real EXRs of <shared>/data/hdr_images")
+    ap.add_argument("--hdr", choices=("auto", "exposure", "log"), default="auto", help="the model step's hdr option")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     crops, note = starter_eval.clean_crops(args.shared)
-    stage = ModelStage(ModelOptions(name=args.model, threads=args.threads, guard="off" if args.guard == "off" else "auto"))
+    stage = ModelStage(ModelOptions(name=args.model, threads=args.threads, hdr=args.hdr,
+                                    guard="off" if args.guard == "off" else "auto"))
     stage.prepare()
     if args.guard not in ("auto", "off"):
         stage.guard = load_guard(args.guard)
-    print(f"{args.model}, guard {args.guard}; {note}")
+    print(f"{args.model}, guard {args.guard}, hdr {args.hdr}; {note}")
     for gain in (float(g) for g in args.gains.split(",") if g.strip()):
         ps = clean_psnr(stage, crops, gain)
         below = [n for (n, _), p in zip(crops, ps) if p < CLEAN_MIN_DB]

@@ -24,6 +24,8 @@ __all__ = [
     "apply_exposure",
     "hdr_encode",
     "hdr_decode",
+    "exposure_scale",
+    "ExposureEncoding",
     "PRIMARIES",
 ]
 
@@ -199,3 +201,59 @@ def hdr_decode(y: np.ndarray, peak: float) -> np.ndarray:
     """Inverse of :func:`hdr_encode`; ``y`` is clipped to [0, 1] first, so results lie in [0, peak]."""
     y = np.clip(np.asarray(y, dtype=np.float32), 0.0, 1.0)
     return (HDR_LOG_K * np.expm1(y * np.log1p(peak / HDR_LOG_K))).astype(np.float32)
+
+
+#: Share of pixels (by their largest channel) an HDR image's display exposure keeps below white.
+EXPOSURE_PERCENTILE = 99.5
+
+
+def exposure_scale(x: np.ndarray, percentile: float = EXPOSURE_PERCENTILE) -> float:
+    """The linear value that a display exposure of ``x`` maps to white: the ``percentile`` of the pixels' largest
+    colour channel, at least 1 (an image that fits [0, 1] is not darkened).
+
+    Args:
+        x: Linear float ``(H, W, C)`` (C >= 1), scene-referred, any range.
+        percentile: In (0, 100].
+
+    Returns:
+        The scale ``p >= 1``.
+    """
+    m = np.max(np.asarray(x)[..., : min(3, x.shape[-1])], axis=-1)
+    return max(1.0, float(np.percentile(m, percentile)))
+
+
+class ExposureEncoding:
+    """Linear HDR seen by a model trained on sRGB photos as a photographer would expose it (``hdr: exposure``).
+
+    The image is divided by :func:`exposure_scale` (its brightest 0.5 % of pixels then reach or pass white), clipped
+    to [0, 1] and sRGB-encoded (IEC 61966-2-1): the encoding such models were trained on, rather than a log curve
+    they never saw.  :meth:`decode` applies the model's change back in radiance: as a linear residual times the
+    scale for a channel below white, as a ratio for a channel clipped at white (a highlight the model leaves white
+    keeps its radiance; a bright rain streak the model darkens is darkened in proportion).  The two agree at white,
+    so the mapping is continuous.  Reversible where the model changes nothing: ``decode(encoded) == x``.
+
+    Args:
+        x: Linear float32 ``(H, W, 3)``, values >= 0 (negatives are treated as 0 by the encoding and kept by
+            :meth:`decode` where the model changes nothing).
+        percentile: As :func:`exposure_scale`.
+
+    Attributes:
+        scale: ``p``, the linear value mapped to white.
+        encoded: float32 ``(H, W, 3)`` in [0, 1], the model's input.
+    """
+
+    def __init__(self, x: np.ndarray, percentile: float = EXPOSURE_PERCENTILE):
+        self.x = np.asarray(x, dtype=np.float32)
+        self.scale = exposure_scale(self.x, percentile)
+        lin = np.clip(self.x / np.float32(self.scale), 0.0, 1.0)
+        self.encoded = linear_to_srgb(lin).astype(np.float32)
+
+    def decode(self, y: np.ndarray) -> np.ndarray:
+        """Linear float32 ``(H, W, 3)``, >= 0: per channel ``x + scale * (lin(y) - lin(encoded))`` below white,
+        ``x * lin(y)`` where ``x >= scale``; ``x`` itself where ``y`` equals the encoding.  ``y`` (the model's
+        output in the encoding) is clipped to [0, 1] first."""
+        ly = srgb_to_linear(np.clip(np.asarray(y, dtype=np.float32), 0.0, 1.0))
+        d = ly - srgb_to_linear(self.encoded)
+        clipped = self.x >= np.float32(self.scale)
+        out = np.where(clipped, self.x * ly, self.x + np.float32(self.scale) * d)
+        return np.where(y == self.encoded, self.x, np.maximum(out, 0.0)).astype(np.float32)

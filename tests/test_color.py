@@ -55,3 +55,31 @@ def test_exposure_needs_linear():
     assert color.apply_exposure(img, 2).pixels[0, 0, 0] == pytest.approx(1.0)
     with pytest.raises(ValueError):
         color.apply_exposure(Image(np.zeros((1, 1, 3), np.float32), SRGB), 1)
+
+
+def test_exposure_encoding_shows_hdr_as_an_exposed_srgb_photo_and_keeps_highlights():
+    """hdr: exposure (issue 20): an LDR photo brightened x4 reaches the model as (nearly) the same sRGB photo; the
+    model's change comes back scaled to radiance; clipped highlights keep their values whatever the model does."""
+    rng = np.random.default_rng(0)
+    ldr = color.srgb_to_linear(rng.random((40, 50, 3)).astype(np.float32))
+    ex = color.ExposureEncoding(ldr * 4)
+    p = float(np.percentile(ldr.max(axis=-1), 99.5))  # below 1: exposure_scale(ldr) itself would be 1
+    assert ex.scale == pytest.approx(4 * p, rel=1e-5)  # the percentile scales with the image
+    seen = color.linear_to_srgb(np.clip(ldr / p, 0, 1))
+    assert np.abs(ex.encoded - seen).max() < 1e-5
+    assert float(np.mean(np.max(ldr * 4, axis=-1) >= ex.scale)) == pytest.approx(0.005, abs=0.002)
+    np.testing.assert_allclose(ex.decode(ex.encoded), ldr * 4, atol=1e-6)  # no change: the input back
+    y = np.clip(ex.encoded - 0.05, 0, 1)  # the model darkens everything
+    out = ex.decode(y)
+    hdr, ly = ldr * 4, color.srgb_to_linear(y)
+    clipped = hdr >= ex.scale  # channels at or above white: darkened in proportion, not by the residual
+    assert clipped.any() and (~clipped).any()
+    np.testing.assert_allclose(out[clipped], hdr[clipped] * ly[clipped], rtol=1e-5)
+    want = hdr + ex.scale * (ly - color.srgb_to_linear(ex.encoded))
+    np.testing.assert_allclose(out[~clipped], np.maximum(want[~clipped], 0), atol=1e-5)
+    assert np.all(out >= 0)
+    # a highlight the model leaves white keeps its radiance (not clipped to the scale)
+    white = ex.encoded.copy()
+    np.testing.assert_array_equal(ex.decode(white)[clipped], hdr[clipped])
+    # an image within [0, 1] is not darkened: the scale is at least 1
+    assert color.ExposureEncoding(ldr * 0.5).scale == 1.0

@@ -182,6 +182,34 @@ def test_model_step_applies_the_catalogue_gate(guarded):
             _run("tiny-guarded", px)
 
 
+def test_model_step_exposes_hdr_for_a_same_size_model(guarded):
+    """hdr: auto on linear input above 1 (issue 20): a same-size model sees the display exposure
+    (:class:`restore.color.ExposureEncoding`), and its output comes back through that encoding's decode; ``hdr: log``
+    still gives the log encoding."""
+    from restore import color
+    from restore.image import LINEAR_REC709
+
+    guarded(None)
+    rng = np.random.default_rng(1)
+    hdr = (color.srgb_to_linear(rng.random((24, 32, 3)).astype(np.float32)) * 6.0).astype(np.float32)
+    ex = color.ExposureEncoding(hdr)
+    seen = []
+
+    def run(name, px, **opts):
+        stage = ModelStage(ModelOptions(name=name, tile=0, precision="fp32", threads=1, **opts))
+        stage.prepare()
+        inner = stage._run
+        stage._run = lambda hwc, ctx: seen.append(hwc.copy()) or inner(hwc, ctx)
+        return stage(Image(px, LINEAR_REC709, Metadata()), Context()).pixels
+
+    out = run("tiny-guarded", hdr)
+    np.testing.assert_allclose(seen[-1], ex.encoded, atol=1e-6)
+    direct, _ = _run("tiny-guarded", ex.encoded)  # the model on the exposed sRGB photo
+    np.testing.assert_allclose(out, ex.decode(direct), rtol=1e-4, atol=1e-4)
+    run("tiny-guarded", hdr, hdr="log")
+    np.testing.assert_allclose(seen[-1], color.hdr_encode(hdr, float(hdr.max())), atol=1e-6)
+
+
 def test_a_wrong_guard_file_fails_once_at_load(guarded):
     px = np.zeros((8, 8, 3), np.float32)
     guarded(_net(), sha="0" * 64)

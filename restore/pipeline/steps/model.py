@@ -32,9 +32,13 @@ class ModelOptions(_Strict):
     explicitly); ``overlap`` in input pixels (packed pixels for a CFA model; default: the architecture's own); ``alpha``: how an alpha channel is upscaled
     (``resize`` = Lanczos, ``model`` = through the model as grey);
     ``hdr``: how linear values above 1 are encoded around a model trained on
-    [0, 1] (``auto`` = the reversible peak-normalised log encoding of
-    :func:`restore.color.hdr_encode` when the image exceeds 1, sRGB otherwise;
-    ``log`` = always the log encoding; ``clip`` = clip to [0, 1], then sRGB);
+    sRGB [0, 1] (``exposure`` = the image exposed so its brightest 0.5 % reach
+    white, sRGB-encoded, the model's change applied back as a scaled linear
+    residual and clipped highlights kept (:class:`restore.color.ExposureEncoding`);
+    ``log`` = the reversible peak-normalised log encoding of
+    :func:`restore.color.hdr_encode`; ``auto`` = sRGB when the image fits
+    [0, 1], else ``exposure`` for a same-size model and ``log`` for an upscaler;
+    ``clip`` = clip to [0, 1], then sRGB);
     ``compile``: run the network through ``torch.compile`` (TorchInductor):
     the first run compiles for each tile shape (tens of seconds to minutes on
     a CPU), the compiled kernels are cached in ``~/.cache/restore/inductor``
@@ -67,7 +71,7 @@ class ModelOptions(_Strict):
     precision: Precision = "auto"
     device: str = "auto"
     alpha: Literal["resize", "model"] = "resize"
-    hdr: Literal["auto", "log", "clip"] = "auto"
+    hdr: Literal["auto", "exposure", "log", "clip"] = "auto"
     compile: bool = False
     backend: Literal["torch", "auto", "torch-bf16", "torch-compile", "onnxruntime", "openvino"] = "torch"
     threads: Union[int, Literal["auto"]] = "auto"
@@ -203,7 +207,12 @@ class ModelStage(Stage):
             return np.clip(px, 0, 1), lambda y: y, enc
         hdr = self.opts.hdr
         peak = float(np.max(px, initial=0.0))
-        if hdr == "log" or (hdr == "auto" and peak > 1.0):
+        if hdr == "auto" and peak > 1.0:
+            hdr = "exposure" if self.model.scale == 1 and px.shape[2] == 3 else "log"
+        if hdr == "exposure" and px.shape[2] == 3 and self.model.scale == 1:
+            ex = color.ExposureEncoding(px)
+            return ex.encoded, ex.decode, enc
+        if hdr in ("log", "exposure"):  # exposure needs a same-size RGB model: the log encoding otherwise
             peak = max(peak, 1.0)
             return color.hdr_encode(px, peak), lambda y: color.hdr_decode(y, peak), enc
         return color.linear_to_srgb(np.clip(px, 0, 1)), color.srgb_to_linear, enc
