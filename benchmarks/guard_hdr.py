@@ -101,6 +101,7 @@ def main(argv=None) -> int:
     ap.add_argument("--degraded", action="store_true", help="also light and heavy degradations (gain over the input)")
     ap.add_argument("--exr", action="store_true", help="also the real EXRs of <shared>/data/hdr_images")
     ap.add_argument("--hdr", choices=("auto", "exposure", "log"), default="auto", help="the model step's hdr option")
+    ap.add_argument("--min-share", type=float, default=0.0, help="--guard FILE: its gate (restore.guard)")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     crops, note = starter_eval.clean_crops(args.shared)
@@ -109,6 +110,7 @@ def main(argv=None) -> int:
     stage.prepare()
     if args.guard not in ("auto", "off"):
         stage.guard = load_guard(args.guard)
+        stage.guard.min_share = args.min_share
     print(f"{args.model}, guard {args.guard}, hdr {args.hdr}; {note}")
     for gain in (float(g) for g in args.gains.split(",") if g.strip()):
         ps = clean_psnr(stage, crops, gain)

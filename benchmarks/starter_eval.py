@@ -299,10 +299,11 @@ def real_sets(starter: str, shared: Path) -> tuple[dict[str, list[tuple[Path, Pa
     return out, ("real pairs missing: " + ", ".join(missing)) if missing else ""
 
 
-def evaluate_starter(starter: str, model: str, crops, shared: Path, guard: str = "auto"
+def evaluate_starter(starter: str, model: str, crops, shared: Path, guard: str = "auto", min_share: float = 0.0
                      ) -> tuple[list[dict], list[str]]:
-    """Every per-image row of one starter; ``guard``: ``auto`` (the catalogue entry's guard, as the model step
-    uses it; none for a weights path), ``off``, or a guard file (``data_tools/train_guard.py``)."""
+    """Every per-image row of one starter; ``guard``: ``auto`` (the catalogue entry's guard and gate, as the model
+    step uses them; none for a weights path), ``off``, or a guard file (``data_tools/train_guard.py``) with the gate
+    ``min_share``."""
     m = load_model(model)
     if guard == "off":
         net, label = None, "none"
@@ -311,6 +312,7 @@ def evaluate_starter(starter: str, model: str, crops, shared: Path, guard: str =
         label = "catalogue" if net is not None else "none"
     else:
         net, label = load_guard(guard), guard
+        net.min_share = min_share
     notes = [f"{starter}: {model} -> {m.arch}, guard {label}"]
     print(notes[0], flush=True)
     rows = []
@@ -499,7 +501,7 @@ def do_no_harm(args, model_for: dict[str, str]) -> int:
     results = {}
     for starter, model in model_for.items():
         t1 = time.time()
-        rows, notes = evaluate_starter(starter, model, crops, args.shared, args.guard_for[starter])
+        rows, notes = evaluate_starter(starter, model, crops, args.shared, args.guard_for[starter], args.min_share)
         sets = summarise(rows)
         old_sets = earlier.get("starters", {}).get(starter, {}).get("sets") if earlier else None
         results[starter] = {"model": model, "arch": notes[0].rsplit("-> ", 1)[1], "notes": notes,
@@ -554,6 +556,8 @@ def main(argv=None) -> int:
                     help="--do-no-harm: auto (default: each catalogue model's guard, as the model step applies it; "
                          "weights given as a path are not guarded), off, or guard files (data_tools/train_guard.py) "
                          "one per evaluated starter in the order of --models, 'off' for none")
+    ap.add_argument("--min-share", type=float, default=0.0,
+                    help="--guard FILE: the gate (restore.guard) to apply with it; catalogue guards use their own")
     args = ap.parse_args(argv)
     if args.reflection_out.resolve().is_relative_to(ROOT):
         ap.error("--reflection-out must lie outside the repository")

@@ -2,6 +2,7 @@
 """Choose a guard's gate ``min_share`` (:mod:`restore.guard`) on training images, never on the evaluation set.
 
     python data_tools/calibrate_guard.py --only derain,weather [--crops 2] [--threads 1] [--json PATH]
+    python data_tools/calibrate_guard.py --only derain --guard runs/guard-derain/guard.safetensors
 
 The do-no-harm evaluation (``benchmarks/starter_eval.py --do-no-harm``) showed images where the guard keeps a
 small share of the model's change (mean weight ``w`` of a few per cent) and that share makes the photo slightly
@@ -46,7 +47,7 @@ import starter_eval  # noqa: E402
 from data_tools import synth  # noqa: E402
 from data_tools.clean_data import load_images  # noqa: E402
 from restore import load_model  # noqa: E402
-from restore.guard import guard_for  # noqa: E402
+from restore.guard import guard_for, load_guard  # noqa: E402
 
 CROP_SEED, DEGRADE_SEED = 40000, 41000
 GRID = (0.0, 0.005, 0.01, 0.02, 0.03, 0.04, 0.05, 0.075, 0.1)
@@ -67,10 +68,10 @@ def training_crops(per_image: int, size: int = starter_eval.DNH_CROP) -> list[tu
     return out
 
 
-def rows_for(starter: str, crops) -> list[dict]:
-    """Per-crop rows of ``starter_eval.measure`` with the catalogue guard, gate off."""
+def rows_for(starter: str, crops, guard: Path | None = None) -> list[dict]:
+    """Per-crop rows of ``starter_eval.measure`` with the catalogue guard (or the ``guard`` file), gate off."""
     m = load_model(MODELS[starter])
-    net = guard_for(MODELS[starter])
+    net = load_guard(guard) if guard is not None else guard_for(MODELS[starter])
     if net is None:
         raise SystemExit(f"{MODELS[starter]} has no guard in weights/MANIFEST")
     net.min_share = 0.0
@@ -113,10 +114,14 @@ def main(argv=None) -> int:
     ap.add_argument("--crops", type=int, default=2, help="random crops per training image")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--json", type=Path, help="write every per-crop row and the gate tables here")
+    ap.add_argument("--guard", type=Path, default=None,
+                    help="a guard file (data_tools/train_guard.py) instead of the catalogue's; one starter in --only")
     args = ap.parse_args(argv)
     starters = [s.strip() for s in args.only.split(",") if s.strip()]
     if not starters or any(s not in MODELS for s in starters):
         ap.error(f"--only: a comma-separated subset of {','.join(MODELS)}")
+    if args.guard is not None and (len(starters) != 1 or not args.guard.is_file()):
+        ap.error("--guard: an existing guard file, with exactly one starter in --only")
     torch.set_num_threads(args.threads)
     crops = training_crops(args.crops)
     print(f"{len(crops)} training crops; gate rule: of {GRID}, those whose gated degraded crops gained <= "
@@ -124,7 +129,7 @@ def main(argv=None) -> int:
     doc = {"crops": len(crops), "grid": GRID, "give_up_db": GIVE_UP_DB, "starters": {}}
     for s in starters:
         t0 = time.time()
-        rows = rows_for(s, crops)
+        rows = rows_for(s, crops, args.guard)
         table, pick = gate_table(rows)
         print(f"\n{s} ({MODELS[s]}), {time.time() - t0:.0f} s; RGB gains in dB")
         print(f"{'gate':>6s} {'gated':>9s} {'mean':>7s} {'sum':>8s} {'worst':>7s} {'losses kept':>11s} "

@@ -6,7 +6,8 @@
 
 1. Draws ``--pairs`` training patches (``--patch`` px) of the clean training images (held-out images excluded) as
    ``data_tools/train.py`` draws them (:func:`data_tools.train.make_batch`): ``--identity`` of them clean/clean,
-   ``--light`` of the others lightened, the rest fully degraded; inputs rounded to 8 bits as a saved photo is;
+   ``--light`` of the others lightened, the rest fully degraded; with ``--exposure E`` each pair re-exposed by a
+   factor in logU[1/E, E] (:func:`re_expose`); inputs rounded to 8 bits as a saved photo is;
    ``--hdr`` of all pairs then log-encoded as scene-linear HDR (:func:`log_encode_pairs`), the encoding the
    ``model`` step gives an EXR.
 2. Runs the frozen model (``--model``: a catalogue name or a weights file) over them once, output clipped to
@@ -42,9 +43,23 @@ from restore.guard import GuardNet, save_guard  # noqa: E402
 KINDS = ("identity", "light", "heavy")
 
 
+def re_expose(x: torch.Tensor, c: torch.Tensor, factor: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Input and clean target of one pair (sRGB, ``(1, 3, P, P)``) exposed ``factor`` times brighter in linear light,
+    clipped to white and sRGB-encoded again: the same scene rendered brighter or darker, as another camera
+    exposure (or the model step's display exposure of an HDR image, :class:`restore.color.ExposureEncoding`) gives it."""
+    from restore import color
+
+    def one(a: torch.Tensor) -> torch.Tensor:
+        lin = color.srgb_to_linear(a.clamp(0, 1).numpy()) * np.float32(factor)
+        return torch.from_numpy(color.linear_to_srgb(np.clip(lin, 0.0, 1.0)).astype(np.float32))
+
+    return one(x), one(c)
+
+
 def draw_pairs(task: str, images, rng: np.random.Generator, n: int, patch: int, identity: float, light: float,
-               mix) -> tuple[torch.Tensor, torch.Tensor, np.ndarray]:
-    """``(x, clean, kind)``: float32 ``(n, 3, patch, patch)`` inputs (8-bit values) and targets, kind index per pair."""
+               mix, exposure: float = 1.0) -> tuple[torch.Tensor, torch.Tensor, np.ndarray]:
+    """``(x, clean, kind)``: float32 ``(n, 3, patch, patch)`` inputs (8-bit values) and targets, kind index per pair;
+    with ``exposure`` > 1 each pair re-exposed (:func:`re_expose`) by a factor drawn from logU[1/exposure, exposure]."""
     xs, cs, kinds = [], [], []
     for _ in range(n):
         u = rng.random()
@@ -55,6 +70,8 @@ def draw_pairs(task: str, images, rng: np.random.Generator, n: int, patch: int, 
             lighten = rng.random() < light / max(1e-9, 1.0 - identity)
             x, c = make_batch(task, images, rng, 1, patch, mix, identity=0.0, light=1.0 if lighten else 0.0)
             kind = 1 if lighten else 2
+        if exposure > 1.0:
+            x, c = re_expose(x, c, float(np.exp(rng.uniform(-np.log(exposure), np.log(exposure)))))
         xs.append(torch.round(x.clamp(0, 1) * 255) / 255)
         cs.append(c)
         kinds.append(kind)
@@ -157,6 +174,9 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--resume", action="store_true")
     ap.add_argument("--images", choices=("all", "pypi"), default="all")
+    ap.add_argument("--exposure", type=float, default=1.0,
+                    help="re-expose each pair by a factor in logU[1/E, E] (re_expose): a guard that holds for brighter "
+                         "and darker renditions of a scene; 1 = as drawn")
     ap.add_argument("--hdr", type=float, default=0.0,
                     help="share of pairs given as log-encoded scene-linear HDR, as the model step feeds an EXR "
                          "(log_encode_pairs); 0 = sRGB only")
@@ -165,6 +185,8 @@ def main(argv=None) -> int:
         ap.error("--identity and --light must be shares in [0, 1] that sum to at most 1")
     if args.patch % 32:
         ap.error("--patch must be a multiple of 32")
+    if not args.exposure >= 1.0:
+        ap.error("--exposure must be at least 1")
     mix = DEFAULT_MIX
     if args.mix is not None:
         try:
@@ -180,6 +202,8 @@ def main(argv=None) -> int:
                                                "images")}
     if args.hdr:  # older caches (no HDR share) stay valid for --hdr 0
         key["hdr"] = str(args.hdr)
+    if args.exposure != 1.0:  # and for --exposure 1
+        key["exposure"] = str(args.exposure)
     cache = args.out / "pairs.pt"
     data = None
     if cache.is_file():
@@ -189,7 +213,8 @@ def main(argv=None) -> int:
             print(f"{cache}: unreadable ({str(e).splitlines()[0] if str(e) else type(e).__name__}); drawing the pairs again")
     if data is None or data.get("key") != key:
         images = load_images("train", registries=("pypi",) if args.images == "pypi" else REGISTRIES)
-        x, c, kinds = draw_pairs(args.task, images, rng, args.pairs, args.patch, args.identity, args.light, mix)
+        x, c, kinds = draw_pairs(args.task, images, rng, args.pairs, args.patch, args.identity, args.light, mix,
+                                 args.exposure)
         if args.hdr:
             x, c = log_encode_pairs(x, c, rng, args.hdr)
         y = model_outputs(args.model, x)

@@ -264,6 +264,41 @@ def test_hdr_pairs_are_log_encoded_as_the_model_step_encodes_an_exr():
     assert min(ratios) < 1e-2
 
 
+def test_calibration_rule_picks_the_smallest_gate_that_drops_the_low_weight_losses():
+    """data_tools/calibrate_guard.py: the gate is the smallest candidate that leaves the fewest losing crops while
+    giving up at most GIVE_UP_DB per gated crop on average; losses at high weight cannot be gated away."""
+    from data_tools.calibrate_guard import GIVE_UP_DB, gate_table
+
+    def rows(pairs):
+        return [{"set": "light", "guard_w": w, "gain_rgb": g} for w, g in pairs] + [{"set": "clean", "guard_w": 0.0}]
+
+    table, pick = gate_table(rows([(0.0, 0.0), (0.003, -0.05), (0.008, -0.02), (0.5, 2.0), (0.9, -1.0)]))
+    assert pick == 0.01  # both low-weight losses gated; the loss at w 0.9 stays whatever the gate
+    row = next(r for r in table if r["gate"] == pick)
+    assert row["gated"] == 3 and row["losses_kept"] == 1 and row["clean_gated"] == 1
+    # a low-weight crop that gained a lot: gating it would give up more than GIVE_UP_DB on average
+    _, pick = gate_table(rows([(0.003, -0.05), (0.008, 1.0 + 3 * GIVE_UP_DB)]))
+    assert pick == 0.005
+    assert gate_table(rows([(0.5, 1.0)]))[1] == 0.0  # nothing to gate: no gate
+
+
+def test_re_expose_renders_both_sides_of_a_pair_at_one_exposure():
+    """train_guard --exposure: input and target brightened by one factor in linear light, clipped to white, sRGB."""
+    from data_tools.train_guard import re_expose
+    from restore import color
+
+    rng = np.random.default_rng(0)
+    x = torch.from_numpy(rng.random((1, 3, 8, 8), dtype=np.float32))
+    same_x, same_c = re_expose(x, x.clone(), 1.0)
+    assert torch.equal(same_x, same_c) and torch.allclose(same_x, x, atol=1e-5)
+    bx, bc = re_expose(x, x * 0.5, 2.0)
+    want = color.linear_to_srgb(np.clip(color.srgb_to_linear(x.numpy()) * 2, 0, 1))
+    np.testing.assert_allclose(bx.numpy(), want, atol=1e-6)
+    assert float(bx.max()) <= 1.0 and float((bx - x).min()) >= -1e-6
+    np.testing.assert_allclose(bc.numpy(), color.linear_to_srgb(np.clip(color.srgb_to_linear(x.numpy() * 0.5) * 2, 0, 1)),
+                               atol=1e-6)
+
+
 def test_guard_hdr_degraded_gains_score_the_step_against_the_clean_crop():
     """benchmarks/guard_hdr.py --degraded: a step that returns its input gains exactly 0 dB on every draw; one that
     doubles the radiance (rain only adds light) loses on every draw."""
