@@ -11,7 +11,8 @@ the step encodes the pixels for the network as ``--hdr`` says (the step's ``hdr`
 is the display exposure of :class:`restore.color.ExposureEncoding` for these same-size starters; ``log`` the log
 encoding of :func:`restore.color.hdr_encode`) and the guard sees that encoding; gain 1 keeps the peak at most 1
 and so the sRGB encoding, the case the guards were trained for.  Score: PSNR(output, input) in the log encoding
-of the input's peak (at least 1), capped at 100 dB; the bound of issue 20 is 40 dB on every image.  ``--guard FILE`` swaps a guard file in for the catalogue's.
+of the input's peak (at least 1), capped at 100 dB; the bound of issue 20 is 40 dB on every image.  ``--guard
+FILE`` swaps a guard file in for the catalogue's (with the gate ``--min-share``).
 
 ``--degraded`` also measures the light and heavy degradations of ``starter_eval.py --do-no-harm`` (the same draws,
 ``starter_eval.degrade``, seeds 30000 + i; light = clean + 0.3 (heavy - clean); both 8-bit quantised) given the same
