@@ -110,8 +110,9 @@ def main(argv=None) -> int:
                                     guard="off" if args.guard == "off" else "auto"))
     stage.prepare()
     if args.guard not in ("auto", "off"):
-        stage.guard = load_guard(args.guard)
+        stage.guard = load_guard(args.guard)  # for every input: the catalogue's guard for exposed HDR is dropped
         stage.guard.min_share = args.min_share
+        stage.guard_exposed = None
     print(f"{args.model}, guard {args.guard}, hdr {args.hdr}; {note}")
     for gain in (float(g) for g in args.gains.split(",") if g.strip()):
         ps = clean_psnr(stage, crops, gain)

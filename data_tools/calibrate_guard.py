@@ -3,6 +3,7 @@
 
     python data_tools/calibrate_guard.py --only derain,weather [--crops 2] [--threads 1] [--json PATH]
     python data_tools/calibrate_guard.py --only derain --guard runs/guard-derain/guard.safetensors
+    python data_tools/calibrate_guard.py --only derain --exposed   (the guard for HDR input, on exposed crops)
 
 The do-no-harm evaluation (``benchmarks/starter_eval.py --do-no-harm``) showed images where the guard keeps a
 small share of the model's change (mean weight ``w`` of a few per cent) and that share makes the photo slightly
@@ -68,21 +69,38 @@ def training_crops(per_image: int, size: int = starter_eval.DNH_CROP) -> list[tu
     return out
 
 
-def rows_for(starter: str, crops, guard: Path | None = None) -> list[dict]:
-    """Per-crop rows of ``starter_eval.measure`` with the catalogue guard (or the ``guard`` file), gate off."""
+def expose(x: np.ndarray, ref: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``x`` and its reference as the model step shows HDR input to a same-size model (``hdr: exposure``): both
+    divided in linear light by the 99.5th percentile of ``x``'s largest channel (unclamped: an 8-bit crop times
+    any gain gives this), clipped to white, sRGB-encoded (:class:`restore.color.ExposureEncoding`)."""
+    from restore import color
+
+    lin = color.srgb_to_linear(x)
+    p = max(float(np.percentile(lin.max(axis=-1), color.EXPOSURE_PERCENTILE)), 1e-6)
+
+    def one(a: np.ndarray) -> np.ndarray:
+        return color.linear_to_srgb(np.clip(color.srgb_to_linear(a) / p, 0.0, 1.0)).astype(np.float32)
+
+    return one(x), one(ref)
+
+
+def rows_for(starter: str, crops, guard: Path | None = None, exposed: bool = False) -> list[dict]:
+    """Per-crop rows of ``starter_eval.measure`` with the catalogue guard (or the ``guard`` file; with ``exposed``
+    the catalogue's guard for exposed HDR input), gate off; with ``exposed`` every crop is first :func:`expose`-d."""
     m = load_model(MODELS[starter])
-    net = load_guard(guard) if guard is not None else guard_for(MODELS[starter])
+    net = load_guard(guard) if guard is not None else guard_for(MODELS[starter], exposed=exposed)
     if net is None:
         raise SystemExit(f"{MODELS[starter]} has no guard in weights/MANIFEST")
     net.min_share = 0.0
     rows = []
     for k, (name, clean) in enumerate(crops):
-        rows.append(starter_eval.measure(starter, MODELS[starter], "clean", "", name, m.module, clean, None, net))
+        shown = expose(clean, clean)[0] if exposed else clean
+        rows.append(starter_eval.measure(starter, MODELS[starter], "clean", "", name, m.module, shown, None, net))
         for kind, heavy in starter_eval.degrade(starter, crops, k, seed_base=DEGRADE_SEED):
             light = synth.lighten(clean, heavy, synth.LIGHT_STRENGTH)
             for group, x in (("light", light), ("heavy", heavy)):
-                rows.append(starter_eval.measure(starter, MODELS[starter], group, kind, name, m.module,
-                                                 starter_eval.quantise(x), clean, net))
+                x, ref = expose(starter_eval.quantise(x), clean) if exposed else (starter_eval.quantise(x), clean)
+                rows.append(starter_eval.measure(starter, MODELS[starter], group, kind, name, m.module, x, ref, net))
         print(f"  {starter}: {k + 1}/{len(crops)} crops", end="\r", flush=True)
     print()
     return rows
@@ -114,6 +132,8 @@ def main(argv=None) -> int:
     ap.add_argument("--crops", type=int, default=2, help="random crops per training image")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--json", type=Path, help="write every per-crop row and the gate tables here")
+    ap.add_argument("--exposed", action="store_true",
+                    help="calibrate the guard for exposed HDR input: every crop shown as the model step exposes HDR")
     ap.add_argument("--guard", type=Path, default=None,
                     help="a guard file (data_tools/train_guard.py) instead of the catalogue's; one starter in --only")
     args = ap.parse_args(argv)
@@ -129,7 +149,7 @@ def main(argv=None) -> int:
     doc = {"crops": len(crops), "grid": GRID, "give_up_db": GIVE_UP_DB, "starters": {}}
     for s in starters:
         t0 = time.time()
-        rows = rows_for(s, crops, args.guard)
+        rows = rows_for(s, crops, args.guard, args.exposed)
         table, pick = gate_table(rows)
         print(f"\n{s} ({MODELS[s]}), {time.time() - t0:.0f} s; RGB gains in dB")
         print(f"{'gate':>6s} {'gated':>9s} {'mean':>7s} {'sum':>8s} {'worst':>7s} {'losses kept':>11s} "

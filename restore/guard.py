@@ -251,30 +251,51 @@ def load_guard(path: str | Path) -> GuardNet:
     return net.eval()
 
 
-def guard_for(name: str) -> GuardNet | None:
-    """The guard of a catalogue model (its MANIFEST ``guard: {file, sha256, recipe, min_share}``), or None (no
-    entry, or a path).
+def guard_for(name: str, exposed: bool = False) -> GuardNet | None:
+    """The guard of a catalogue model (its MANIFEST ``guard: {file, sha256, recipe, min_share, exposed}``), or None
+    (no entry, or a path).
 
     The file is looked up beside the model's weights and its sha256 checked, as the model's own file is
     (:func:`restore.models.catalog.verified_file`).  ``min_share`` (optional, default 0: no gate) becomes the
-    network's :attr:`GuardNet.min_share`.
+    network's :attr:`GuardNet.min_share`.  ``exposed`` (optional) is a second guard of the same form for HDR input
+    the model step shows the network as an exposure (``hdr: exposure``), trained to hold across exposures
+    (``data_tools/train_guard.py --exposure``).
+
+    Args:
+        name: Catalogue name.
+        exposed: The guard for exposed HDR input: None where the entry has none (the model step then uses the
+            main guard).
 
     Raises:
         ValueError: the entry's ``guard`` is malformed, or the file is not a guard network.
         ModelError: the guard's file is missing or its checksum differs.
     """
-    from .models.catalog import find, verified_file
+    from .models.catalog import find
 
     entry = find(name)
     if entry is None or "guard" not in entry.extra:
         return None
     spec = entry.extra["guard"]
-    if not isinstance(spec, dict) or not {"file", "sha256"} <= set(spec) <= {"file", "sha256", "recipe", "min_share"}:
+    if not isinstance(spec, dict):
         raise ValueError(f"guard must be a mapping {{file: ..., sha256: ..., recipe: ..., min_share: ...}}, not {spec!r}")
+    if exposed:
+        if "exposed" not in spec:
+            return None
+        return _load_spec(spec["exposed"], f"the exposed-HDR guard of {name!r}", nested=False)
+    return _load_spec(spec, f"the guard of {name!r}", nested=True)
+
+
+def _load_spec(spec, what: str, nested: bool) -> GuardNet:
+    """A guard from its MANIFEST mapping ``{file, sha256, recipe, min_share}`` (``exposed`` too where ``nested``)."""
+    from .models.catalog import verified_file
+
+    keys = {"file", "sha256", "recipe", "min_share"} | ({"exposed"} if nested else set())
+    if not isinstance(spec, dict) or not {"file", "sha256"} <= set(spec) <= keys:
+        raise ValueError(f"{what} must be a mapping {{file: ..., sha256: ..., recipe: ..., min_share: ...}}, not {spec!r}")
     gate = spec.get("min_share", 0.0)
     if isinstance(gate, bool) or not isinstance(gate, (int, float)) or not 0.0 <= gate < 1.0:
         raise ValueError(f"guard min_share must be a number in [0, 1), not {gate!r}")
-    path = verified_file(str(spec["file"]), str(spec["sha256"]), f"the guard of {name!r}", str(spec.get("recipe", "")))
+    path = verified_file(str(spec["file"]), str(spec["sha256"]), what, str(spec.get("recipe", "")))
     net = load_guard(path)
     net.min_share = float(gate)
     return net

@@ -121,13 +121,17 @@ def guarded(tmp_path, monkeypatch):
     path = tiny_compact(d / "tiny.safetensors", scale=1)
     digest = hashlib.sha256(path.read_bytes()).hexdigest()
 
-    def manifest(net=None, sha=None, **extra):
+    def manifest(net=None, sha=None, exposed=None, **extra):
         entry = {"name": "tiny-guarded", "file": "tiny.safetensors", "sha256": digest, "arch": "Compact",
                  "task": "restoration"}
         if net is not None:
             save_guard(net, d / "tiny-guard.safetensors")
             real = hashlib.sha256((d / "tiny-guard.safetensors").read_bytes()).hexdigest()
             entry["guard"] = {"file": "tiny-guard.safetensors", "sha256": sha or real, **extra}
+        if exposed is not None:
+            save_guard(exposed, d / "tiny-guard-exposed.safetensors")
+            real = hashlib.sha256((d / "tiny-guard-exposed.safetensors").read_bytes()).hexdigest()
+            entry["guard"]["exposed"] = {"file": "tiny-guard-exposed.safetensors", "sha256": real}
         (d / "MANIFEST").write_text(yaml.safe_dump({"version": 1, "models": [entry]}))
         cat.refresh()
 
@@ -210,6 +214,34 @@ def test_model_step_exposes_hdr_for_a_same_size_model(guarded):
     np.testing.assert_allclose(seen[-1], color.hdr_encode(hdr, float(hdr.max())), atol=1e-6)
 
 
+def test_exposed_hdr_input_gets_the_exposed_guard(guarded):
+    """A MANIFEST guard with an ``exposed`` entry: HDR input the step exposes is guarded by that one, sRGB input and
+    HDR through ``hdr: log`` by the main guard; without the entry, the main guard guards both."""
+    from restore import color
+    from restore.image import LINEAR_REC709
+
+    rng = np.random.default_rng(2)
+    ldr = rng.random((24, 32, 3)).astype(np.float32)
+    hdr = (color.srgb_to_linear(ldr) * 5.0).astype(np.float32)
+
+    def run(px, enc, **opts):
+        ctx = Context()
+        stage = ModelStage(ModelOptions(name="tiny-guarded", tile=0, precision="fp32", threads=1, **opts))
+        return stage(Image(px, enc, Metadata()), ctx).pixels, ctx.notes
+
+    guarded(_net(bias=60.0), exposed=_net(bias=-60.0))  # main guard keeps everything; exposed guard nothing
+    out, notes = run(hdr, LINEAR_REC709)
+    np.testing.assert_allclose(out, hdr, rtol=1e-5, atol=1e-6)  # the exposed guard left it alone
+    assert any("kept 0%" in n for n in notes)
+    out, notes = run(ldr, SRGB)
+    assert np.abs(out - ldr).max() > 1e-2 and any("kept 100%" in n for n in notes)
+    out, notes = run(hdr, LINEAR_REC709, hdr="log")
+    assert np.abs(out - hdr).max() > 1e-2 and any("kept 100%" in n for n in notes)
+    guarded(_net(bias=60.0))  # no exposed entry: the main guard for exposed input too
+    out, notes = run(hdr, LINEAR_REC709)
+    assert np.abs(out - hdr).max() > 1e-2 and any("kept 100%" in n for n in notes)
+
+
 def test_a_wrong_guard_file_fails_once_at_load(guarded):
     px = np.zeros((8, 8, 3), np.float32)
     guarded(_net(), sha="0" * 64)
@@ -280,6 +312,23 @@ def test_calibration_rule_picks_the_smallest_gate_that_drops_the_low_weight_loss
     _, pick = gate_table(rows([(0.003, -0.05), (0.008, 1.0 + 3 * GIVE_UP_DB)]))
     assert pick == 0.005
     assert gate_table(rows([(0.5, 1.0)]))[1] == 0.0  # nothing to gate: no gate
+
+
+def test_calibration_exposes_crops_as_the_model_step_exposes_hdr():
+    """calibrate_guard --exposed shows an 8-bit crop as the step shows that crop times any gain (hdr: exposure)."""
+    from data_tools.calibrate_guard import expose
+    from restore import color
+
+    rng = np.random.default_rng(3)
+    x = (np.round(rng.random((16, 20, 3)) * 200) / 255).astype(np.float32)  # darker than white: exposure brightens
+    ref = np.clip(x + 0.05, 0, 1).astype(np.float32)
+    ex, ex_ref = expose(x, ref)
+    for gain in (4.0, 16.0):
+        step = color.ExposureEncoding((color.srgb_to_linear(x) * gain).astype(np.float32))
+        np.testing.assert_allclose(ex, step.encoded, atol=2e-5)
+    assert float(ex.mean()) > float(x.mean()) and ex.max() <= 1.0
+    p = float(np.percentile(color.srgb_to_linear(x).max(axis=-1), 99.5))
+    np.testing.assert_allclose(ex_ref, color.linear_to_srgb(np.clip(color.srgb_to_linear(ref) / p, 0, 1)), atol=1e-6)
 
 
 def test_re_expose_renders_both_sides_of_a_pair_at_one_exposure():

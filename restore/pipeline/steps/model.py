@@ -145,6 +145,7 @@ class ModelStage(Stage):
         self.run_options = RunOptions.from_options(opts)
         self.run_state = RunState()
         self.guard = None
+        self.guard_exposed = None  # the guard for HDR input the step exposes (hdr: exposure); None: self.guard
 
     @property
     def _compiled(self) -> dict | None:
@@ -179,43 +180,45 @@ class ModelStage(Stage):
 
                 try:
                     self.guard = guard_for(self.opts.name)
+                    self.guard_exposed = guard_for(self.opts.name, exposed=True)
                 except (ValueError, ModelError) as e:
                     raise RestoreError(f"model {self.opts.name!r}: weights/MANIFEST: {e}") from None
             self.model = model
 
     # -- colour handling -------------------------------------------------
-    def _encode(self, image: Image) -> tuple[np.ndarray, Callable[[np.ndarray], np.ndarray], Encoding]:
-        """Model-space colour pixels (H, W, C) and the function that maps model output back."""
+    def _encode(self, image: Image) -> tuple[np.ndarray, Callable[[np.ndarray], np.ndarray], Encoding, bool]:
+        """Model-space colour pixels (H, W, C), the function that maps model output back, the encoding of the
+        result, and whether the pixels are an exposure of HDR input (``hdr: exposure``)."""
         want = self.model.info.input_encoding
         enc = image.encoding
         px = image.color
         if want == "cfa-packed" or enc.cfa:
-            return self._encode_cfa(image, want)
+            return (*self._encode_cfa(image, want), False)
         if want == "raw-rgb":
             if enc.transfer != "linear":
                 raise RestoreError(f"model {self.opts.name!r} takes linear camera RGB; develop the RAW with output: camera")
-            return np.clip(px, 0, 1), lambda y: y, enc
+            return np.clip(px, 0, 1), lambda y: y, enc, False
         if enc.primaries not in ("rec709", "camera") and px.shape[2] == 3:
             image = color.convert(image, Encoding(enc.transfer, "rec709", enc.referred))
             enc, px = image.encoding, image.color
         if want == "linear":
             lin = color.srgb_to_linear(px) if enc.transfer == "srgb" else px
             back = (lambda y: color.linear_to_srgb(y)) if enc.transfer == "srgb" else (lambda y: y)
-            return np.clip(lin, 0, 1), back, enc
+            return np.clip(lin, 0, 1), back, enc, False
         # model wants sRGB-encoded [0, 1]
         if enc.transfer == "srgb":
-            return np.clip(px, 0, 1), lambda y: y, enc
+            return np.clip(px, 0, 1), lambda y: y, enc, False
         hdr = self.opts.hdr
         peak = float(np.max(px, initial=0.0))
         if hdr == "auto" and peak > 1.0:
             hdr = "exposure" if self.model.scale == 1 and px.shape[2] == 3 else "log"
         if hdr == "exposure" and px.shape[2] == 3 and self.model.scale == 1:
             ex = color.ExposureEncoding(px)
-            return ex.encoded, ex.decode, enc
+            return ex.encoded, ex.decode, enc, True
         if hdr in ("log", "exposure"):  # exposure needs a same-size RGB model: the log encoding otherwise
             peak = max(peak, 1.0)
-            return color.hdr_encode(px, peak), lambda y: color.hdr_decode(y, peak), enc
-        return color.linear_to_srgb(np.clip(px, 0, 1)), color.srgb_to_linear, enc
+            return color.hdr_encode(px, peak), lambda y: color.hdr_decode(y, peak), enc, False
+        return color.linear_to_srgb(np.clip(px, 0, 1)), color.srgb_to_linear, enc, False
 
     def _encode_cfa(self, image: Image, want: str) -> tuple[np.ndarray, Callable[[np.ndarray], np.ndarray], Encoding]:
         """A CFA mosaic packed to planes for a packed-CFA model (tiles, overlap and blend in packed pixels);
@@ -237,7 +240,7 @@ class ModelStage(Stage):
 
     def __call__(self, image: Image, ctx: Context) -> Image:
         self.prepare()
-        px, back, enc = self._encode(image)
+        px, back, enc, exposed = self._encode(image)
         blend = float(self.opts.blend)
         if blend > 0:
             # side inputs computed from the whole image (a noise profile, a noise level), if any
@@ -245,13 +248,14 @@ class ModelStage(Stage):
         y = self._run(px, ctx) if blend > 0 else None
         if y is not None and self.model.info.output_range != "unbounded":
             y = np.clip(y, 0.0, 1.0)
-        if y is not None and self.guard is not None and y.shape == px.shape and px.shape[2] == 3:
+        guard = self.guard_exposed if exposed and self.guard_exposed is not None else self.guard
+        if y is not None and guard is not None and y.shape == px.shape and px.shape[2] == 3:
             from ...guard import apply_guard
 
-            y, w = apply_guard(self.guard, px, y)
-            if w < self.guard.min_share:
+            y, w = apply_guard(guard, px, y)
+            if w < guard.min_share:
                 ctx.notes.append(f"guard: left the image unchanged (it would keep {w:.1%} of the model's change, "
-                                 f"under its gate {self.guard.min_share:.1%})")
+                                 f"under its gate {guard.min_share:.1%})")
             else:
                 ctx.notes.append(f"guard: kept {w:.0%} of the model's change")
         if blend < 1:
