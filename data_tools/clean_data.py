@@ -18,6 +18,14 @@ Sources (all installed by ordinary package clients, licences allow reuse):
   their 1280x1024 size; LGPL-3.0 per each wallpaper's ``metadata.json``
   (Debian's copyright file: GPL-2+ for ``Files: *``).  The illustrations in
   that package are left out.
+* Split ``extra`` (not yet used by any shipped recipe, so the ``train`` split keeps reproducing them; trainers take
+  it with ``--extra-images``): the photographs among Debian ``lomiri-wallpapers-16.04`` and
+  ``lomiri-wallpapers-20.04`` (Ubuntu wallpaper contest photos; CC-BY-4.0, CC-BY-SA-3.0/4.0 or CC0-1.0 per file,
+  from each package's ``copyright``) and ``mate-backgrounds`` ``nature/`` (GPL-2+ per its ``copyright``): 26
+  photos of landscapes, plants, water, interiors and objects.  The illustrations, gradients and composites of
+  those packages are left out.  Read downscaled (area) to at most ``EXTRA_MAX_SIDE`` px on the long side: the
+  originals are 2-20 MP JPEGs, and halving them or more averages away their compression artefacts and sensor
+  noise, which a denoiser's clean targets must not carry.
 
 Nothing from ``../shared`` is ever read: those are evaluation data.
 
@@ -27,8 +35,8 @@ Usage:
 
 From code: ``load_images(split)`` returns float32 RGB [0, 1] arrays, verified
 against the sha256 recorded in ``data_tools/data_manifest.yaml``.  ``split`` is
-``'train'`` or ``'heldout'`` (held-out images are never used by train.py; the
-reflection evaluation and the tests use them).
+``'train'``, ``'heldout'`` (never used by train.py; the reflection evaluation and the tests use them) or
+``'extra'`` (see above).
 """
 
 from __future__ import annotations
@@ -63,6 +71,28 @@ PLASMA_PHOTOS = {
     "OneStandsOut": "Risto Saukonpaa", "Path": "Risto Saukonpaa", "summer_1am": "Risto Saukonpaa",
 }
 PLASMA_SIZE = "1280x1024.jpg"
+BACKGROUNDS = Path("/usr/share/backgrounds")
+# file -> (Debian package, licence as its copyright file states it); photographs only
+LOMIRI_PHOTOS = {
+    "Bridge_by_Sander_Klootwijk.jpg": ("lomiri-wallpapers-16.04", "CC-BY-SA-4.0"),
+    "Dragonfly_by_Bolly.jpg": ("lomiri-wallpapers-16.04", "CC-BY-SA-4.0"),
+    "Picture_0B_by_freespace.jpg": ("lomiri-wallpapers-16.04", "CC-BY-4.0"),
+    "Picture_1A_by_freespace.jpg": ("lomiri-wallpapers-16.04", "CC-BY-4.0"),
+    "Wine_by_Jakkub_Mede.jpg": ("lomiri-wallpapers-16.04", "CC-BY-4.0"),
+    "aitzgorri_by_Aitzol_Berasategi.jpg": ("lomiri-wallpapers-16.04", "CC-BY-4.0"),
+    "free_by_Peter_Nerlich.jpg": ("lomiri-wallpapers-16.04", "CC-BY-SA-4.0"),
+    "friends_by_Aitzol_Berasategi.jpg": ("lomiri-wallpapers-16.04", "CC-BY-4.0"),
+    "greentock_by_Peter_Nerlich.jpg": ("lomiri-wallpapers-16.04", "CC-BY-SA-4.0"),
+    "life_by_Aitzol_Berasategi.jpg": ("lomiri-wallpapers-16.04", "CC-BY-4.0"),
+    "picosdeeuropa_by_Aitzol_Berasategi.jpg": ("lomiri-wallpapers-16.04", "CC-BY-4.0"),
+    "seeding_by_Clements_Engelhardt.jpg": ("lomiri-wallpapers-16.04", "CC0-1.0"),
+    "sunset_by_Aitzol_Berasategi.jpg": ("lomiri-wallpapers-16.04", "CC-BY-4.0"),
+    "Kleiber_by_Lukas_Baubkus.jpg": ("lomiri-wallpapers-20.04", "CC-BY-SA-3.0"),
+}
+MATE_NATURE = ["Aqua.jpg", "Blinds.jpg", "Dune.jpg", "FreshFlower.jpg", "Garden.jpg", "GreenMeadow.jpg", "LadyBird.jpg",
+               "RainDrops.jpg", "Storm.jpg", "TwoWings.jpg", "Wood.jpg", "YellowFlower.jpg"]
+#: Long side, in px, the ``extra`` photographs are read at (module docstring).
+EXTRA_MAX_SIDE = 1600
 # never trained on: reflection evaluation and tests
 HELDOUT = {"chelsea.png", "coffee.png", "butterfly.jpg", "fruits.jpg", "home.jpg"}
 
@@ -129,10 +159,23 @@ def sources(names=None) -> list[dict]:
                     "path": str(path), "abspath": str(path),
                     "licence": f"LGPL-3.0 (photographer {author}; {folder}/metadata.json)",
                     "install": "apt-get update && apt-get install -y plasma-workspace-wallpapers"})
+    extra = []
+    for name, (package, licence) in LOMIRI_PHOTOS.items():
+        extra.append({"name": f"lomiri-{name}", "package": f"debian:{package}={_debian_version(package)}",
+                      "path": str(BACKGROUNDS / name), "licence": f"{licence} ({package} copyright)",
+                      "install": f"apt-get update && apt-get install -y {package}"})
+    ver = _debian_version("mate-backgrounds")
+    for name in MATE_NATURE:
+        extra.append({"name": f"mate-{name}", "package": f"debian:mate-backgrounds={ver}",
+                      "path": str(BACKGROUNDS / "mate" / "nature" / name), "licence": "GPL-2+ (mate-backgrounds copyright)",
+                      "install": "apt-get update && apt-get install -y mate-backgrounds"})
+    for e in extra:
+        e.update(abspath=e["path"], split="extra", max_side=EXTRA_MAX_SIDE)
+    out += extra
     if names is not None:
         out = [e for e in out if e["name"] in names]
     for e in out:
-        e["split"] = "heldout" if e["name"] in HELDOUT else "train"
+        e.setdefault("split", "heldout" if e["name"] in HELDOUT else "train")
         if not Path(e["abspath"]).is_file():
             raise SystemExit(f"missing clean image {e['abspath']} ({e['package']}): {e['install']}")
     return out
@@ -145,7 +188,8 @@ def sha256(path: str | Path) -> str:
 def write_manifest(path: Path = MANIFEST) -> None:
     entries = []
     for e in sources():
-        entries.append({k: e[k] for k in ("name", "package", "path", "licence", "split")} | {"sha256": sha256(e["abspath"])})
+        entries.append({k: e[k] for k in ("name", "package", "path", "licence", "split", "max_side") if k in e}
+                       | {"sha256": sha256(e["abspath"])})
     doc = {
         "version": 1,
         "description": "Clean images for data_tools/train.py (synthetic degradations by data_tools/synth). "
@@ -155,10 +199,14 @@ def write_manifest(path: Path = MANIFEST) -> None:
     path.write_text(yaml.safe_dump(doc, sort_keys=False, width=120))
 
 
-def read_image(path: str | Path) -> np.ndarray:
+def read_image(path: str | Path, max_side: int | None = None) -> np.ndarray:
+    """float32 RGB ``(H, W, 3)`` in [0, 1]; downscaled by area averaging to at most ``max_side`` px on the long side."""
     im = cv2.imread(str(path), cv2.IMREAD_COLOR)  # grey samples become 3-channel
     if im is None:
         raise SystemExit(f"cannot read {path}")
+    if max_side is not None and max(im.shape[:2]) > max_side:
+        f = max_side / max(im.shape[:2])
+        im = cv2.resize(im, (round(im.shape[1] * f), round(im.shape[0] * f)), interpolation=cv2.INTER_AREA)
     return (im[..., ::-1].astype(np.float32) / 255.0).copy()
 
 
@@ -170,7 +218,7 @@ def load_images(split: str = "train", verify: bool = True, registries: tuple[str
     """Clean float32 RGB [0, 1] images of ``split``, checked against the manifest's sha256.
 
     Args:
-        split: ``"train"`` or ``"heldout"``.
+        split: ``"train"``, ``"heldout"`` or ``"extra"`` (module docstring).
         verify: Check each file's sha256 against the manifest.
         registries: Only images from these registries.  ``("pypi",)`` needs
             nothing beyond ``pip install -e ".[test]"`` (scikit-image's samples):
@@ -187,7 +235,7 @@ def load_images(split: str = "train", verify: bool = True, registries: tuple[str
         src = found[name]["abspath"]
         if verify and sha256(src) != want[name]["sha256"]:
             raise SystemExit(f"{src}: sha256 differs from {MANIFEST.name} (package version changed?)")
-        out.append(read_image(src))
+        out.append(read_image(src, want[name].get("max_side")))
     return out
 
 
@@ -198,7 +246,7 @@ def main(argv=None) -> int:
     if args.write_manifest:
         write_manifest()
         print(f"wrote {MANIFEST}")
-    for split in ("train", "heldout"):
+    for split in ("train", "heldout", "extra"):
         ims = load_images(split)
         print(f"{split}: {len(ims)} images, {sum(i.shape[0] * i.shape[1] for i in ims) / 1e6:.2f} Mpx")
     return 0

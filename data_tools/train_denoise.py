@@ -8,7 +8,8 @@ Bayer RAW) or ``--task rgb-denoise`` (``DenoiseUNet``, sRGB photos).
 Data (Brooks et al., "Unprocessing Images for Learned Raw Denoising", CVPR 2019; :mod:`data_tools.unprocess`):
 
 * ``2 * --patch`` px sRGB crops of the clean *training* images of ``data_tools/clean_data.py`` (the starters'
-  sources; held-out images and everything under ``../shared`` are never read), random 90-degree rotation / flip;
+  sources; held-out images and everything under ``../shared`` are never read; ``--extra-images`` adds the 26
+  photographs of its ``extra`` split), random 90-degree rotation / flip;
 * each crop unprocessed with its own random camera (CCM mix, brightening and white-balance gains, Bayer pattern
   drawn uniformly from RGGB/GRBG/GBRG/BGGR) to a linear mosaic;
 * Poisson-Gaussian noise ``var = a*x + b`` (exact: ``a * Poisson(x/a) + N(0, b)``, clipped at white), the level
@@ -250,6 +251,8 @@ def main(argv=None) -> int:
     ap.add_argument("--weights", type=Path, default=None, help="output weights (default weights/<task>.safetensors)")
     ap.add_argument("--images", choices=("all", "pypi"), default="all",
                     help="clean training images: all (PyPI + Debian packages) or pypi (scikit-image only)")
+    ap.add_argument("--extra-images", action="store_true",
+                    help="also the 'extra' split of data_tools/clean_data.py (26 more photographs, Debian packages)")
     args = ap.parse_args(argv)
     if args.patch % 8:
         ap.error("--patch must be a multiple of 8 (three 2x downsamplings)")
@@ -262,7 +265,10 @@ def main(argv=None) -> int:
     torch.manual_seed(args.seed)
     rng = np.random.default_rng(args.seed)
 
-    images = load_images("train", registries=("pypi",) if args.images == "pypi" else REGISTRIES)
+    registries = ("pypi",) if args.images == "pypi" else REGISTRIES
+    images = load_images("train", registries=registries)
+    if args.extra_images:
+        images += load_images("extra", registries=registries)
     blocks = tuple(int(b) for b in args.blocks.split(",") if b.strip())
     model = build_model(args.task, blocks)
     if args.init is not None and not args.resume:
@@ -284,7 +290,8 @@ def main(argv=None) -> int:
                            task=args.task, args={k: str(v) for k, v in vars(args).items()})
     step, elapsed = train_loop.run(model, opt, rng, step_loss, loop, ap.error)
     train_meta = {"task": args.task, "steps": step, "seconds": round(elapsed), "seed": args.seed, "patch": args.patch,
-                  "batch": args.batch, "lr": args.lr, "images": args.images, "paper_fraction": PAPER_FRACTION,
+                  "batch": args.batch, "lr": args.lr, "images": args.images, "extra_images": args.extra_images,
+                  "n_images": len(images), "paper_fraction": PAPER_FRACTION,
                   "iso_a_range": list(ISO_A_RANGE), "iso_line": [round(ISO_SLOPE, 4), round(ISO_OFFSET, 4)],
                   "iso_b_std": ISO_B_STD, "model": {**MODEL_KWARGS[args.task], **({"blocks": blocks} if blocks else {})},
                   "loss": args.loss, "sigma_floor": SIGMA_FLOOR[args.task],
@@ -301,7 +308,9 @@ def main(argv=None) -> int:
           + (f" --clean-fraction {args.clean_fraction:g}" if args.task == "rgb-denoise" else "")
           + (f" --grain-fraction {args.grain_fraction:g}" if args.task == "rgb-denoise" and args.grain_fraction else "")
           + (f" --blocks {args.blocks}" if blocks else "")
-          + (f" --init {args.init}" if args.init is not None else ""), flush=True)
+          + (f" --init {args.init}" if args.init is not None else "")
+          + (" --images pypi" if args.images == "pypi" else "")
+          + (" --extra-images" if args.extra_images else ""), flush=True)
     return 0
 
 

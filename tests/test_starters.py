@@ -229,3 +229,25 @@ def test_clean_sources_need_only_the_packages_asked_for(monkeypatch, tmp_path):
     assert len(images) == 6 and all(i.dtype == np.float32 and i.ndim == 3 for i in images)
     with pytest.raises(SystemExit, match="apt-get install"):
         clean_data.load_images("train")
+
+
+def test_extra_photographs_are_a_separate_split_read_downscaled(monkeypatch, tmp_path):
+    """The 'extra' split (issue 19's larger training set) never enters 'train' (shipped recipes keep reproducing),
+    names the Debian package to install when missing, and is read area-downscaled to EXTRA_MAX_SIDE."""
+    import cv2
+    import yaml
+
+    from data_tools import clean_data
+
+    doc = yaml.safe_load(clean_data.MANIFEST.read_text())
+    extra = [e for e in doc["images"] if e["split"] == "extra"]
+    assert len(extra) == 26 and all(e["max_side"] == clean_data.EXTRA_MAX_SIDE and e["licence"] for e in extra)
+    assert not any("max_side" in e for e in doc["images"] if e["split"] != "extra")
+    monkeypatch.setattr(clean_data, "BACKGROUNDS", tmp_path / "no-backgrounds")
+    with pytest.raises(SystemExit, match="apt-get install -y mate-backgrounds"):
+        clean_data.sources({"mate-Dune.jpg"})
+    big = (np.arange(3000 * 2000 * 3) % 251).astype(np.uint8).reshape(2000, 3000, 3)
+    cv2.imwrite(str(tmp_path / "big.png"), big)
+    small = clean_data.read_image(tmp_path / "big.png", max_side=1600)
+    assert small.shape == (1067, 1600, 3) and small.dtype == np.float32 and 0 <= small.min() <= small.max() <= 1
+    assert clean_data.read_image(tmp_path / "big.png").shape == (2000, 3000, 3)
