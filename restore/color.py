@@ -217,8 +217,14 @@ def exposure_scale(x: np.ndarray, percentile: float = EXPOSURE_PERCENTILE) -> fl
 
     Returns:
         The scale ``p >= 1``.
+
+    Raises:
+        ValueError: ``x`` is not ``(H, W, C)`` with at least one pixel.
     """
-    m = np.max(np.asarray(x)[..., : min(3, x.shape[-1])], axis=-1)
+    x = np.asarray(x)
+    if x.ndim != 3 or x.size == 0:
+        raise ValueError(f"exposure needs an (H, W, C) image with pixels, got shape {x.shape}")
+    m = np.max(x[..., : min(3, x.shape[-1])], axis=-1)
     return max(1.0, float(np.percentile(m, percentile)))
 
 
@@ -240,6 +246,9 @@ class ExposureEncoding:
     Attributes:
         scale: ``p``, the linear value mapped to white.
         encoded: float32 ``(H, W, 3)`` in [0, 1], the model's input.
+
+    Raises:
+        ValueError: as :func:`exposure_scale`.
     """
 
     def __init__(self, x: np.ndarray, percentile: float = EXPOSURE_PERCENTILE):

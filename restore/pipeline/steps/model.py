@@ -34,7 +34,7 @@ class ModelOptions(_Strict):
     ``hdr``: how linear values above 1 are encoded around a model trained on
     sRGB [0, 1] (``exposure`` = the image exposed so its brightest 0.5 % reach
     white, sRGB-encoded, the model's change applied back as a scaled linear
-    residual and clipped highlights kept (:class:`restore.color.ExposureEncoding`);
+    residual, as a ratio on channels clipped at white (:class:`restore.color.ExposureEncoding`);
     ``log`` = the reversible peak-normalised log encoding of
     :func:`restore.color.hdr_encode`; ``auto`` = sRGB when the image fits
     [0, 1], else ``exposure`` for a same-size model and ``log`` for an upscaler;
