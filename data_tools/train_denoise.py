@@ -61,6 +61,7 @@ import argparse
 import json
 import re
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -143,6 +144,19 @@ def add_grain(crop: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return np.clip(crop + amp * g, 0.0, 1.0).astype(np.float32)
 
 
+def develop_pair(crop: np.ndarray, rng: np.random.Generator, level: Callable[[], tuple[float, float] | None]
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """``(clean, noisy)`` sRGB developments ``(H, W, 3)`` float32 in [0, 1] of one sRGB crop (float32 in [0, 1])
+    through one random camera (:func:`data_tools.unprocess.unprocess` / ``process``), with Poisson-Gaussian noise
+    ``(a, b) = level()`` added to the mosaic, or none where ``level()`` is None (``noisy`` is then the clean
+    development).  ``level`` is called after the camera is drawn, so ``rng``'s stream is the one the shipped
+    recipes were trained with."""
+    mosaic, meta = up.unprocess(crop, rng, cfa_pattern=None)
+    ab = level()
+    noisy_m = mosaic if ab is None else up.add_noise(mosaic, *ab, rng)
+    return up.process(mosaic, meta), up.process(noisy_m, meta)
+
+
 def make_pair_srgb(img: np.ndarray, rng: np.random.Generator, patch: int, low_iso: float = 0.0,
                    clean_fraction: float = CLEAN_FRACTION, grain_fraction: float = GRAIN_FRACTION
                    ) -> tuple[np.ndarray, np.ndarray]:
@@ -152,9 +166,7 @@ def make_pair_srgb(img: np.ndarray, rng: np.random.Generator, patch: int, low_is
     crop = augment(random_crop(img, 2 * patch, rng), rng)
     if grain_fraction and rng.random() < grain_fraction:
         crop = add_grain(crop, rng)
-    mosaic, meta = up.unprocess(crop, rng, cfa_pattern=None)
-    noisy_m = mosaic if rng.random() < clean_fraction else up.add_noise(mosaic, *sample_level(rng, low_iso), rng)
-    clean, noisy = up.process(mosaic, meta), up.process(noisy_m, meta)
+    clean, noisy = develop_pair(crop, rng, lambda: None if rng.random() < clean_fraction else sample_level(rng, low_iso))
     level = np.full(noisy.shape[:2], estimate_sigma(noisy), np.float32)
     return np.concatenate([noisy.transpose(2, 0, 1), level[None]]), np.ascontiguousarray(clean.transpose(2, 0, 1))
 

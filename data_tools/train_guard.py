@@ -10,6 +10,11 @@
    factor in logU[1/E, E] (:func:`re_expose`); inputs rounded to 8 bits as a saved photo is;
    ``--hdr`` of all pairs then log-encoded as scene-linear HDR (:func:`log_encode_pairs`), the encoding the
    ``model`` step gives an EXR.
+   ``--task denoise`` (the RGB denoiser, ``rgb-denoise``) draws its pairs as ``data_tools/train_denoise.py
+   --task rgb-denoise`` does (:func:`draw_denoise_pairs`): each crop developed by a random synthetic camera, clean
+   (identity), with a low noise level (light: ISO ~100-3200 of ``restore.noise.ISO_LEVELS``' sensor) or a high one
+   (heavy: ISO ~3200-80000); ``--grain`` of the crops carry scene grain kept in the target (a film scan's), and the
+   model is given :func:`restore.noise.estimate_sigma` of each 8-bit input, as the model step gives it.
 2. Runs the frozen model (``--model``: a catalogue name or a weights file) over them once, output clipped to
    [0, 1] as the ``model`` step clips it, and caches ``(x, model(x), clean)`` in ``<out>/pairs.pt`` (reused when
    the same arguments ask for it again).
@@ -37,7 +42,7 @@ sys.path.insert(0, str(ROOT))
 
 from data_tools import train_loop  # noqa: E402
 from data_tools.clean_data import REGISTRIES, load_images  # noqa: E402
-from data_tools.train import DEFAULT_MIX, TASKS, make_batch, parse_mix  # noqa: E402
+from data_tools.train import DEFAULT_MIX, TASKS, augment, make_batch, parse_mix, random_crop  # noqa: E402
 from restore.guard import GuardNet, save_guard  # noqa: E402
 
 KINDS = ("identity", "light", "heavy")
@@ -78,6 +83,36 @@ def draw_pairs(task: str, images, rng: np.random.Generator, n: int, patch: int, 
     return torch.cat(xs), torch.cat(cs), np.asarray(kinds)
 
 
+def draw_denoise_pairs(images, rng: np.random.Generator, n: int, patch: int, identity: float, light: float,
+                       grain: float) -> tuple[torch.Tensor, torch.Tensor, np.ndarray, torch.Tensor]:
+    """``(x, clean, kind, sigma)`` for the RGB denoiser: float32 ``(n, 3, patch, patch)`` 8-bit noisy developments
+    and clean targets, kind index per pair (module docstring), and float32 ``(n,)`` the noise level
+    :func:`restore.noise.estimate_sigma` of each input (the model's conditioning)."""
+    from data_tools import train_denoise as td
+    from restore.noise import estimate_sigma
+
+    xs, cs, kinds, sig = [], [], [], []
+    for _ in range(n):
+        u = rng.random()
+        kind = 0 if u < identity else (1 if u < identity + light else 2)
+        crop = augment(random_crop(images[int(rng.integers(len(images)))], patch, rng), rng)
+        if grain and rng.random() < grain:
+            crop = td.add_grain(crop, rng)
+        if kind == 0:
+            ab = None
+        else:
+            lo, hi = (td.LOW_ISO_A_RANGE if kind == 1 else (td.LOW_ISO_A_RANGE[1], td.ISO_A_RANGE[1]))
+            log_a = rng.uniform(np.log(lo), np.log(hi))
+            ab = (float(np.exp(log_a)), float(np.exp(td.ISO_SLOPE * log_a + td.ISO_OFFSET + rng.normal(0.0, td.ISO_B_STD))))
+        clean, noisy = td.develop_pair(crop, rng, lambda: ab)
+        noisy = np.round(np.clip(noisy, 0.0, 1.0) * 255.0).astype(np.float32) / 255.0
+        xs.append(torch.from_numpy(noisy.transpose(2, 0, 1).copy()))
+        cs.append(torch.from_numpy(np.ascontiguousarray(clean.transpose(2, 0, 1))))
+        kinds.append(kind)
+        sig.append(estimate_sigma(noisy))
+    return torch.stack(xs), torch.stack(cs), np.asarray(kinds), torch.tensor(sig, dtype=torch.float32)
+
+
 def log_encode_pairs(x: torch.Tensor, c: torch.Tensor, rng: np.random.Generator, share: float
                      ) -> tuple[torch.Tensor, torch.Tensor]:
     """A ``share`` of the pairs as the ``model`` step feeds scene-linear HDR to an sRGB network.
@@ -108,14 +143,19 @@ def log_encode_pairs(x: torch.Tensor, c: torch.Tensor, rng: np.random.Generator,
     return x, c
 
 
-def model_outputs(model: str, x: torch.Tensor, batch: int = 8) -> torch.Tensor:
+def model_outputs(model: str, x: torch.Tensor, batch: int = 8, sigma: torch.Tensor | None = None) -> torch.Tensor:
+    """The frozen model's outputs for inputs ``x`` ``(n, 3, P, P)``, clipped to [0, 1]; ``sigma`` ``(n,)``: a
+    noise-level plane appended to each input (the RGB denoiser's conditioning)."""
     from restore import load_model
 
     module = load_model(model).module.eval()
     outs = []
     with torch.inference_mode():
         for i in range(0, len(x), batch):
-            outs.append(module(x[i:i + batch]).clamp(0, 1))
+            xb = x[i:i + batch]
+            if sigma is not None:
+                xb = torch.cat([xb, sigma[i:i + batch, None, None, None].expand(-1, 1, *xb.shape[2:])], 1)
+            outs.append(module(xb).clamp(0, 1))
             print(f"  model outputs {min(len(x), i + batch)}/{len(x)}", end="\r", flush=True)
     print()
     return torch.cat(outs).float()
@@ -150,7 +190,8 @@ def report(net: GuardNet, x, y, c, kinds) -> dict:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--task", choices=TASKS, required=True)
+    ap.add_argument("--task", choices=(*TASKS, "denoise"), required=True,
+                    help="a starter's task, or denoise (the RGB denoiser)")
     ap.add_argument("--model", required=True, help="the frozen model: catalogue name or weights file")
     ap.add_argument("--out", type=Path, required=True, help="run folder (pairs.pt, ckpt.pt, loss.csv)")
     ap.add_argument("--weights", type=Path, default=None, help="default <out>/guard.safetensors")
@@ -177,6 +218,8 @@ def main(argv=None) -> int:
     ap.add_argument("--exposure", type=float, default=1.0,
                     help="re-expose each pair by a factor in logU[1/E, E] (re_expose): a guard that holds for brighter "
                          "and darker renditions of a scene; 1 = as drawn")
+    ap.add_argument("--grain", type=float, default=0.3,
+                    help="denoise only: share of crops with scene grain kept in the target (train_denoise.add_grain)")
     ap.add_argument("--hdr", type=float, default=0.0,
                     help="share of pairs given as log-encoded scene-linear HDR, as the model step feeds an EXR "
                          "(log_encode_pairs); 0 = sRGB only")
@@ -187,6 +230,8 @@ def main(argv=None) -> int:
         ap.error("--patch must be a multiple of 32")
     if not args.exposure >= 1.0:
         ap.error("--exposure must be at least 1")
+    if args.task == "denoise" and (args.hdr or args.exposure != 1.0 or args.mix is not None):
+        ap.error("--hdr, --exposure and --mix are for the starters, not --task denoise")
     mix = DEFAULT_MIX
     if args.mix is not None:
         try:
@@ -204,6 +249,8 @@ def main(argv=None) -> int:
         key["hdr"] = str(args.hdr)
     if args.exposure != 1.0:  # and for --exposure 1
         key["exposure"] = str(args.exposure)
+    if args.task == "denoise":
+        key["grain"] = str(args.grain)
     cache = args.out / "pairs.pt"
     data = None
     if cache.is_file():
@@ -213,11 +260,16 @@ def main(argv=None) -> int:
             print(f"{cache}: unreadable ({str(e).splitlines()[0] if str(e) else type(e).__name__}); drawing the pairs again")
     if data is None or data.get("key") != key:
         images = load_images("train", registries=("pypi",) if args.images == "pypi" else REGISTRIES)
-        x, c, kinds = draw_pairs(args.task, images, rng, args.pairs, args.patch, args.identity, args.light, mix,
-                                 args.exposure)
+        sigma = None
+        if args.task == "denoise":
+            x, c, kinds, sigma = draw_denoise_pairs(images, rng, args.pairs, args.patch, args.identity, args.light,
+                                                    args.grain)
+        else:
+            x, c, kinds = draw_pairs(args.task, images, rng, args.pairs, args.patch, args.identity, args.light, mix,
+                                     args.exposure)
         if args.hdr:
             x, c = log_encode_pairs(x, c, rng, args.hdr)
-        y = model_outputs(args.model, x)
+        y = model_outputs(args.model, x, sigma=sigma)
         data = {"key": key, "x": x, "y": y, "c": c, "kinds": torch.from_numpy(kinds)}
         torch.save(data, cache)
     x, y, c, kinds = data["x"], data["y"], data["c"], data["kinds"].numpy()

@@ -272,6 +272,43 @@ def test_train_guard_runs(tmp_path):
     load_guard(tmp_path / "run/guard.safetensors")
 
 
+def test_denoise_pairs_are_camera_developments_with_the_estimated_level():
+    """train_guard --task denoise: identity pairs are the 8-bit clean development itself; light pairs carry less
+    noise than heavy ones; each pair's conditioning is estimate_sigma of its 8-bit input."""
+    from data_tools.train_guard import draw_denoise_pairs
+    from restore.noise import estimate_sigma
+
+    rng = np.random.default_rng(3)
+    images = [rng.random((96, 96, 3)).astype(np.float32) * 0.3 + 0.3 for _ in range(2)]
+    x, c, kinds, sigma = draw_denoise_pairs(images, np.random.default_rng(0), 24, 32, 0.3, 0.35, 0.0)
+    assert x.shape == c.shape == (24, 3, 32, 32) and sigma.shape == (24,) and set(kinds) == {0, 1, 2}
+    assert torch.equal(x, torch.round(x * 255) / 255)  # 8-bit inputs, as a saved photo
+    for i in range(24):
+        assert sigma[i].item() == pytest.approx(estimate_sigma(x[i].numpy().transpose(1, 2, 0)), rel=1e-6)
+        if kinds[i] == 0:
+            assert torch.allclose(x[i], c[i], atol=0.5 / 255 + 1e-6)
+    err = [float((x[kinds == k] - c[kinds == k]).square().mean()) for k in (1, 2)]
+    assert err[0] < err[1]
+
+
+def test_model_outputs_append_the_noise_level_plane(monkeypatch):
+    """train_guard.model_outputs gives the RGB denoiser its conditioning plane: a model reading the plane back
+    returns it in every pixel."""
+    import restore
+    from data_tools import train_guard
+
+    class Echo(torch.nn.Module):
+        def forward(self, x):
+            return x[:, 3:4].expand(-1, 3, -1, -1)
+
+    class Loaded:
+        module = Echo()
+
+    monkeypatch.setattr(restore, "load_model", lambda name: Loaded())
+    y = train_guard.model_outputs("echo", torch.zeros(5, 3, 8, 8), batch=2, sigma=torch.arange(5.0) / 10)
+    assert torch.allclose(y[:, :, 4, 4], (torch.arange(5.0) / 10)[:, None].expand(5, 3))
+
+
 def test_hdr_pairs_are_log_encoded_as_the_model_step_encodes_an_exr():
     """train_guard --hdr: the chosen pairs are decoded to linear, brightened and log-encoded with one peak above
     the patch's own maximum (so input and target stay comparable and the step's ``hdr: auto`` path applies)."""
