@@ -4,6 +4,7 @@
     python data_tools/calibrate_guard.py --only derain,weather [--crops 2] [--threads 1] [--json PATH]
     python data_tools/calibrate_guard.py --only derain --guard runs/guard-derain/guard.safetensors
     python data_tools/calibrate_guard.py --only derain --exposed   (the guard for HDR input, on exposed crops)
+    python data_tools/calibrate_guard.py --only denoise --model W --guard G   (the RGB denoiser's guard)
 
 The do-no-harm evaluation (``benchmarks/starter_eval.py --do-no-harm``) showed images where the guard keeps a
 small share of the model's change (mean weight ``w`` of a few per cent) and that share makes the photo slightly
@@ -18,6 +19,10 @@ the evaluation images, this script builds the evaluation's kinds of crops from t
   ("light");
 * every crop through the catalogue model and its guard with the gate off, as the model step runs them, recording
   the guard's mean weight ``w`` and the gain ``PSNR(out, clean) - PSNR(in, clean)`` (RGB, 8-bit output).
+
+For the RGB denoiser (``--only denoise``, :func:`denoise_rows`) each crop is instead developed by a random
+synthetic camera, clean and at each ISO level of ``restore.noise.ISO_LEVELS`` (800 and 3200 count as light,
+12800 and 51200 as heavy), as ``benchmarks/denoise_eval.py`` builds its cases.
 
 Rule (fixed before the gate was tried on the evaluation set): among the candidate gates ``GRID`` whose gated
 crops (degraded crops with ``w`` under the gate) gained at most ``GIVE_UP_DB`` on average (leaving them alone
@@ -53,7 +58,10 @@ from restore.guard import guard_for, load_guard  # noqa: E402
 CROP_SEED, DEGRADE_SEED = 40000, 41000
 GRID = (0.0, 0.005, 0.01, 0.02, 0.03, 0.04, 0.05, 0.075, 0.1)
 GIVE_UP_DB = 0.05
-MODELS = {"derain": "derain-starter", "weather": "weather-starter", "reflection": "reflection-starter"}
+MODELS = {"derain": "derain-starter", "weather": "weather-starter", "reflection": "reflection-starter",
+          "denoise": "rgb-denoise"}
+#: The RGB denoiser's calibration sets: ISO levels of ``restore.noise.ISO_LEVELS`` counted as light and heavy.
+DENOISE_SETS = {800: "light", 3200: "light", 12800: "heavy", 51200: "heavy"}
 
 
 def training_crops(per_image: int, size: int = starter_eval.DNH_CROP) -> list[tuple[str, np.ndarray]]:
@@ -106,6 +114,45 @@ def rows_for(starter: str, crops, guard: Path | None = None, exposed: bool = Fal
     return rows
 
 
+def denoise_rows(model: str, crops, guard: Path | None = None) -> list[dict]:
+    """Per-crop rows for the RGB denoiser (``denoise``): each training crop developed by a random synthetic camera
+    (``default_rng(DEGRADE_SEED + k)``), clean and with the noise of each ``ISO_LEVELS`` level (``DENOISE_SETS``
+    says light or heavy), 8-bit; through ``model`` at :func:`restore.noise.estimate_sigma` of the input and the
+    guard with the gate off, as ``benchmarks/denoise_eval.py`` runs it."""
+    import denoise_eval
+
+    from data_tools import unprocess as up
+    from restore.noise import ISO_LEVELS, estimate_sigma
+
+    module = load_model(model).module.eval()
+    net = load_guard(guard) if guard is not None else guard_for(model)
+    if net is None:
+        raise SystemExit(f"{model} has no guard in weights/MANIFEST")
+    net.min_share = 0.0
+    rows = []
+    for k, (name, crop) in enumerate(crops):
+        rng = np.random.default_rng(DEGRADE_SEED + k)
+        mosaic, meta = up.unprocess(crop.astype(np.float32), rng, cfa_pattern=None)
+        clean = starter_eval.quantise(up.process(mosaic, meta)).astype(np.float32)
+        cases = [("clean", "", clean, None)] + [
+            (DENOISE_SETS[iso], str(iso),
+             starter_eval.quantise(up.process(up.add_noise(mosaic, a, b, rng), meta)).astype(np.float32), clean)
+            for iso, (a, b) in ISO_LEVELS.items()]
+        for group, kind, x, ref in cases:
+            y = np.clip(denoise_eval.ours(module, x, estimate_sigma(x)), 0.0, 1.0).astype(np.float32)
+            out, w = denoise_eval.guarded(net, x, y)
+            out = starter_eval.quantise(out)
+            row = {"starter": "denoise", "model": model, "set": group, "kind": kind, "image": name, "guard_w": w}
+            if ref is None:
+                row["psnr_out_y"], row["psnr_out_rgb"] = starter_eval.capped_scores(out, x)
+            else:
+                row["gain_rgb"] = starter_eval.capped_scores(out, ref)[1] - starter_eval.capped_scores(x, ref)[1]
+            rows.append(row)
+        print(f"  denoise: {k + 1}/{len(crops)} crops", end="\r", flush=True)
+    print()
+    return rows
+
+
 def gate_table(rows: list[dict]) -> tuple[list[dict], float]:
     """Per candidate gate: degraded crops gated, their mean / sum / worst gain, losses left above the gate; and the
     gate the rule (module docstring) picks."""
@@ -128,7 +175,10 @@ def gate_table(rows: list[dict]) -> tuple[list[dict], float]:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--only", default="derain,weather", help="comma-separated starters (derain, weather, reflection)")
+    ap.add_argument("--only", default="derain,weather",
+                    help="comma-separated starters (derain, weather, reflection) or denoise (the RGB denoiser)")
+    ap.add_argument("--model", default=None,
+                    help="denoise only: the denoiser's weights file (default: the catalogue's rgb-denoise)")
     ap.add_argument("--crops", type=int, default=2, help="random crops per training image")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--json", type=Path, help="write every per-crop row and the gate tables here")
@@ -149,9 +199,14 @@ def main(argv=None) -> int:
     doc = {"crops": len(crops), "grid": GRID, "give_up_db": GIVE_UP_DB, "starters": {}}
     for s in starters:
         t0 = time.time()
-        rows = rows_for(s, crops, args.guard, args.exposed)
+        if s == "denoise":
+            if args.exposed:
+                ap.error("--exposed is for the starters' HDR guards")
+            rows = denoise_rows(args.model or MODELS[s], crops, args.guard)
+        else:
+            rows = rows_for(s, crops, args.guard, args.exposed)
         table, pick = gate_table(rows)
-        print(f"\n{s} ({MODELS[s]}), {time.time() - t0:.0f} s; RGB gains in dB")
+        print(f"\n{s} ({args.model or MODELS[s]}), {time.time() - t0:.0f} s; RGB gains in dB")
         print(f"{'gate':>6s} {'gated':>9s} {'mean':>7s} {'sum':>8s} {'worst':>7s} {'losses kept':>11s} "
               f"{'worst kept':>10s} {'clean gated':>11s}")
         for r in table:

@@ -309,6 +309,27 @@ def test_model_outputs_append_the_noise_level_plane(monkeypatch):
     assert torch.allclose(y[:, :, 4, 4], (torch.arange(5.0) / 10)[:, None].expand(5, 3))
 
 
+def test_denoise_calibration_scores_each_level_against_the_clean_development(tmp_path):
+    """calibrate_guard --only denoise: one clean row (PSNR against the input) and one row per ISO level (gain over
+    the noisy input) per crop; with a guard that keeps nothing every gain is exactly 0 and the clean crop is left
+    alone (the rows measure the guarded output, not the network's)."""
+    from data_tools import calibrate_guard
+    from restore.models.archs.rgbdenoise import DenoiseUNet
+    from safetensors.torch import save_file
+
+    torch.manual_seed(0)
+    weights = tmp_path / "den.safetensors"
+    save_file({k: v.contiguous() for k, v in DenoiseUNet(base=8).state_dict().items()}, str(weights))
+    save_guard(_net(bias=-30.0), tmp_path / "g.safetensors")
+    rng = np.random.default_rng(0)
+    crops = [(f"c{i}", np.round(rng.random((64, 64, 3)) * 255) / 255) for i in range(2)]
+    rows = calibrate_guard.denoise_rows(str(weights), crops, tmp_path / "g.safetensors")
+    assert [r["set"] for r in rows[:5]] == ["clean", "light", "light", "heavy", "heavy"] and len(rows) == 10
+    assert all(r["gain_rgb"] == 0.0 for r in rows if r["set"] != "clean")
+    assert all(r["psnr_out_rgb"] >= 100 for r in rows if r["set"] == "clean")
+    assert all(r["guard_w"] < 1e-6 for r in rows)
+
+
 def test_hdr_pairs_are_log_encoded_as_the_model_step_encodes_an_exr():
     """train_guard --hdr: the chosen pairs are decoded to linear, brightened and log-encoded with one peak above
     the patch's own maximum (so input and target stay comparable and the step's ``hdr: auto`` path applies)."""
