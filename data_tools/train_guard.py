@@ -1,8 +1,10 @@
 #!/usr/bin/env python3
-"""Train the do-no-harm guard of a starter (issue 20; :mod:`restore.guard`).
+"""Train the do-no-harm guard of a starter (issue 20) or of the RGB denoiser (issue 19; :mod:`restore.guard`).
 
     python data_tools/train_guard.py --task derain --model derain-starter --out runs/guard-derain \\
         --pairs 1200 --minutes 10 --seed 0 [--weights weights/derain-starter-guard.safetensors]
+    python data_tools/train_guard.py --task denoise --model runs/denoise-ft2/rgb-denoise.safetensors \\
+        --out runs/guard-dn --pairs 1500 --minutes 12 --global-context --identity-weight 20
 
 1. Draws ``--pairs`` training patches (``--patch`` px) of the clean training images (held-out images excluded) as
    ``data_tools/train.py`` draws them (:func:`data_tools.train.make_batch`): ``--identity`` of them clean/clean,
