@@ -190,6 +190,10 @@ def main(argv=None) -> int:
     starters = [s.strip() for s in args.only.split(",") if s.strip()]
     if not starters or any(s not in MODELS for s in starters):
         ap.error(f"--only: a comma-separated subset of {','.join(MODELS)}")
+    if "denoise" in starters and args.exposed:
+        ap.error("--exposed is for the starters' HDR guards, not denoise")
+    if args.model is not None and starters != ["denoise"]:
+        ap.error("--model is for --only denoise (the starters are the catalogue's)")
     if args.guard is not None and (len(starters) != 1 or not args.guard.is_file()):
         ap.error("--guard: an existing guard file, with exactly one starter in --only")
     torch.set_num_threads(args.threads)
@@ -200,8 +204,6 @@ def main(argv=None) -> int:
     for s in starters:
         t0 = time.time()
         if s == "denoise":
-            if args.exposed:
-                ap.error("--exposed is for the starters' HDR guards")
             rows = denoise_rows(args.model or MODELS[s], crops, args.guard)
         else:
             rows = rows_for(s, crops, args.guard, args.exposed)

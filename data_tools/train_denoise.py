@@ -104,18 +104,22 @@ SIGMA_FLOOR = {"raw-denoise": 5e-4, "rgb-denoise": 0.5 / 255}
 LOW_ISO_A_RANGE = (2.5e-5, 4e-4)
 
 
+def iso_line_level(rng: np.random.Generator, a_range: tuple[float, float]) -> tuple[float, float]:
+    """``(a, b)`` on the sensor's ISO line (module docstring): ``log a ~ U[log a_range]``, ``log b = ISO_SLOPE log a
+    + ISO_OFFSET + N(0, ISO_B_STD)``; ``a`` and ``b`` in normalised raw units (white = 1)."""
+    log_a = rng.uniform(np.log(a_range[0]), np.log(a_range[1]))
+    log_b = ISO_SLOPE * log_a + ISO_OFFSET + rng.normal(0.0, ISO_B_STD)
+    return float(np.exp(log_a)), float(np.exp(log_b))
+
+
 def sample_level(rng: np.random.Generator, low_iso: float = 0.0) -> tuple[float, float]:
     """``(a, b)`` from the mixed distribution described in the module docstring; with probability ``low_iso``
     from ``LOW_ISO_A_RANGE`` instead."""
     if low_iso > 0 and rng.random() < low_iso:
-        log_a = rng.uniform(np.log(LOW_ISO_A_RANGE[0]), np.log(LOW_ISO_A_RANGE[1]))
-        log_b = ISO_SLOPE * log_a + ISO_OFFSET + rng.normal(0.0, ISO_B_STD)
-        return float(np.exp(log_a)), float(np.exp(log_b))
+        return iso_line_level(rng, LOW_ISO_A_RANGE)
     if rng.random() < PAPER_FRACTION:
         return up.sample_noise_level(rng)
-    log_a = rng.uniform(np.log(ISO_A_RANGE[0]), np.log(ISO_A_RANGE[1]))
-    log_b = ISO_SLOPE * log_a + ISO_OFFSET + rng.normal(0.0, ISO_B_STD)
-    return float(np.exp(log_a)), float(np.exp(log_b))
+    return iso_line_level(rng, ISO_A_RANGE)
 
 
 def make_pair(img: np.ndarray, rng: np.random.Generator, patch: int, low_iso: float = 0.0

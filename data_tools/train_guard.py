@@ -100,12 +100,8 @@ def draw_denoise_pairs(images, rng: np.random.Generator, n: int, patch: int, ide
         crop = augment(random_crop(images[int(rng.integers(len(images)))], patch, rng), rng)
         if grain and rng.random() < grain:
             crop = td.add_grain(crop, rng)
-        if kind == 0:
-            ab = None
-        else:
-            lo, hi = (td.LOW_ISO_A_RANGE if kind == 1 else (td.LOW_ISO_A_RANGE[1], td.ISO_A_RANGE[1]))
-            log_a = rng.uniform(np.log(lo), np.log(hi))
-            ab = (float(np.exp(log_a)), float(np.exp(td.ISO_SLOPE * log_a + td.ISO_OFFSET + rng.normal(0.0, td.ISO_B_STD))))
+        ab = None if kind == 0 else td.iso_line_level(
+            rng, td.LOW_ISO_A_RANGE if kind == 1 else (td.LOW_ISO_A_RANGE[1], td.ISO_A_RANGE[1]))
         clean, noisy = td.develop_pair(crop, rng, lambda: ab)
         noisy = np.round(np.clip(noisy, 0.0, 1.0) * 255.0).astype(np.float32) / 255.0
         xs.append(torch.from_numpy(noisy.transpose(2, 0, 1).copy()))
