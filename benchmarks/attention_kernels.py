@@ -83,7 +83,7 @@ def network(model_name: str, tile: int, repeat: int) -> None:
     from restore.models import load_model
 
     m = load_model(model_name)
-    x = torch.rand(1, m.tile_input_channels, tile, tile, generator=torch.Generator().manual_seed(0))
+    x = torch.rand(1, m.input_channels, tile, tile, generator=torch.Generator().manual_seed(0))
     for backend in ("torch", "torch-bf16"):
         if unavailable(m, backend, torch.device("cpu")):
             continue
@@ -117,7 +117,7 @@ def profile(model_name: str, tile: int, backend: str) -> None:
 
     m = load_model(model_name)
     fwd, dt = build_forward(m, backend, torch.device("cpu"))
-    x = torch.rand(1, m.tile_input_channels, tile, tile, generator=torch.Generator().manual_seed(0))
+    x = torch.rand(1, m.input_channels, tile, tile, generator=torch.Generator().manual_seed(0))
     ctx = torch.autocast("cpu", dtype=dt) if dt != torch.float32 else contextlib.nullcontext()
     with torch.inference_mode(), ctx:
         fwd(x)

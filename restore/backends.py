@@ -15,11 +15,12 @@ A *backend* is one way of running a loaded model's forward on tiles:
 =================  ==========================================================================================
 
 ``backend: auto`` (:func:`backend_for`) times every path available here on one probe tile
-(:data:`PROBE_TILE` px, the thread count the run uses), checks each fp32 path's output against ``torch`` (max
-absolute difference <= :data:`MAX_DIFF`), and keeps the fastest, but moves off ``torch`` only for a path at
-least :data:`MARGIN` faster (timing noise never picks a slower path).  The choice is cached in
-``~/.cache/restore/backends.json`` per CPU (:func:`restore.threads.machine_key`: name, family/model, ISA flags),
-usable CPU count, architecture and weight shapes, torch and runtime versions and a digest of the kernels' code
+(:data:`PROBE_TILE` px, or the architecture's ``probe_tile``; the thread count the run uses), checks each fp32
+path's output against ``torch`` (max absolute difference <= :data:`MAX_DIFF`), and keeps the fastest, but moves
+off ``torch`` only for a path at least :data:`MARGIN` faster (timing noise never picks a slower path).  The
+choice is cached in ``~/.cache/restore/backends.json`` per CPU (:func:`restore.threads.machine_key`: name,
+family/model, ISA flags), usable CPU count, architecture and weight shapes, probe tile, torch and runtime
+versions and a digest of the kernels' code
 (:func:`restore.models.onnx.code_digest`), like the thread count (:mod:`restore.threads`).  On CUDA and MPS
 ``auto`` is ``torch`` (the ``precision`` option then decides fp16/bf16).
 
@@ -44,6 +45,7 @@ __all__ = [
     "BACKENDS",
     "MARGIN",
     "MAX_DIFF",
+    "PER_SHAPE",
     "PROBE_TILE",
     "Choice",
     "backend_for",
@@ -60,6 +62,9 @@ __all__ = [
 BACKENDS = ("torch", "torch-bf16", "torch-compile", "onnxruntime", "openvino")
 #: The in-process PyTorch paths of :data:`BACKENDS` (no export, no per-shape session); the rest are separate runtimes.
 TORCH_PATHS = ("torch", "torch-bf16", "torch-compile")
+#: Paths that build something per input shape (a compiled graph; an ONNX export and a session): the tiler gives
+#: them input windows of one shape (:attr:`restore.tiling.TileSpec.uniform`).
+PER_SHAPE = ("torch-compile", "onnxruntime", "openvino")
 
 #: Largest max absolute difference to fp32 ``torch`` an fp32 backend may have on the probe tile (values in
 #: the model's [0, 1] encoding) to be chosen by ``auto``: the issue-21 rule for restoration models, and far
@@ -96,11 +101,9 @@ def unavailable(model: RestorationModel, backend: str, device: torch.device) -> 
             return "this CPU has neither AMX nor AVX512-BF16: bf16 would be emulated"
         return None
     if backend == "torch-compile":
-        return None if model.compilable else "the forward wraps a side-input network"
+        return None
     if device.type != "cpu":
         return f"{backend} runs here on the CPU only"
-    if not model.compilable:
-        return "the model has a side input the export cannot carry"
     return runtime_missing(backend)
 
 
@@ -130,18 +133,24 @@ def eligible(model: RestorationModel, backend: str, device: torch.device, precis
 
 def build_forward(model: RestorationModel, backend: str, device: torch.device,
                   compiled: Callable[[torch.nn.Module], Callable] | None = None) -> tuple[Callable, torch.dtype]:
-    """The tiler forward and compute dtype of ``backend``.
+    """The network forward and compute dtype of ``backend``.
+
+    The forward runs the network alone, on its full input ``(B, model.input_channels, h, w)`` (side-input
+    channels after the image's); :meth:`RestorationModel.forward_for(device, network=forward)
+    <restore.models.RestorationModel.forward_for>` puts a model's side input (the RAW denoiser's sigma map, the
+    RGB denoiser's noise level, RRFormer's hypercolumn) in front of it, computed in PyTorch per image, so a
+    compiled graph or an ONNX export never holds one image's side input.
 
     Args:
-        model: The loaded model (side inputs bound).
+        model: The loaded model.
         backend: One of :data:`BACKENDS`.
         device: Where it runs.
         compiled: How ``torch-compile`` compiles the module (the model step passes its cached wrapper,
             :func:`restore.pipeline.model_run._compiled_forward`); default ``torch.compile(dynamic=False)``.
 
     Returns:
-        ``(forward, dtype)``: ``forward`` maps ``(B, C, h, w)`` tensors to the output; ``dtype`` is what the
-        tiler autocasts to (``torch.bfloat16`` for ``torch-bf16``, else ``torch.float32``).
+        ``(forward, dtype)``: ``forward`` maps network inputs to the output; ``dtype`` is what the tiler
+        autocasts to (``torch.bfloat16`` for ``torch-bf16``, else ``torch.float32``).
 
     Raises:
         RestoreError: the backend cannot run here (:func:`unavailable`).
@@ -149,10 +158,10 @@ def build_forward(model: RestorationModel, backend: str, device: torch.device,
     why = unavailable(model, backend, device)
     if why:
         raise RestoreError(f"backend {backend}: {why}")
+    module = model.module.to(device)
     if backend in ("torch", "torch-bf16"):
-        return model.forward_for(device), torch.bfloat16 if backend == "torch-bf16" else torch.float32
+        return module, torch.bfloat16 if backend == "torch-bf16" else torch.float32
     if backend == "torch-compile":
-        module = model.module.to(device)
         return (compiled(module) if compiled else torch.compile(module, dynamic=False)), torch.float32
     from .models.onnx import OnnxForward
 
@@ -160,11 +169,12 @@ def build_forward(model: RestorationModel, backend: str, device: torch.device,
 
 
 def probe_shape(model: RestorationModel) -> tuple[int, int]:
-    """``(H, W)`` of the probe tile: :data:`PROBE_TILE` rounded up to the size multiple, or the native size."""
+    """``(H, W)`` of the probe tile: the architecture's ``probe_tile`` (:class:`~restore.models.archs.ArchInfo`)
+    or :data:`PROBE_TILE`, rounded up to the size multiple; or the native size of a fixed-size model."""
     if model.fixed_size:
         return tuple(model.fixed_size)  # type: ignore[return-value]
     mult = max(1, model.multiple_of)
-    edge = max(-(-PROBE_TILE // mult) * mult, model.min_size)
+    edge = max(-(-(model.info.probe_tile or PROBE_TILE) // mult) * mult, model.min_size)
     return edge, edge
 
 
@@ -179,7 +189,9 @@ def _first_line(e: BaseException) -> str:
 
 def measure(model: RestorationModel, backends: list[str], device: torch.device, repeat: int = 3,
             compiled: Callable[[torch.nn.Module], Callable] | None = None) -> dict[str, dict]:
-    """Time each backend on the probe tile and compare its output with fp32 ``torch``.
+    """Time each backend's network forward (:func:`build_forward`) on the probe tile, a seeded random
+    ``(1, model.input_channels, H, W)`` input (side inputs, computed in PyTorch whatever the path, are not
+    timed), and compare its output with fp32 ``torch``.
 
     Every backend is built and called once first (the warm-up compiles, exports, builds kernels); then the timed
     calls run in ``repeat`` interleaved rounds (A B C, A B C ...) and each backend keeps its best, so a moment of
@@ -193,7 +205,8 @@ def measure(model: RestorationModel, backends: list[str], device: torch.device, 
         Whatever building or running ``torch`` itself raises (there is nothing to fall back to).
     """
     h, w = probe_shape(model)
-    x = torch.rand(1, model.tile_input_channels, h, w, generator=torch.Generator().manual_seed(0)).to(device)
+    # the network's full input (side-input channels too): the side input is computed in PyTorch whatever the path
+    x = torch.rand(1, model.input_channels, h, w, generator=torch.Generator().manual_seed(0)).to(device)
     errors = (MemoryError, RestoreError, RuntimeError, ValueError, TypeError, ImportError, OSError)
     out: dict[str, dict] = {}
     ready: dict[str, tuple[Callable, torch.dtype]] = {}
@@ -243,7 +256,7 @@ class Choice:
 
 
 def choose(table: Mapping[str, Mapping], allowed: Mapping[str, str | None], max_diff: float = MAX_DIFF,
-           margin: float = MARGIN) -> Choice:
+           margin: float = MARGIN, probe: int = PROBE_TILE) -> Choice:
     """Pick the backend from a timing table (:func:`measure`'s result).
 
     The fastest of the backends that ran, that ``allowed`` permits (``allowed[name]`` None; a string is the
@@ -252,6 +265,8 @@ def choose(table: Mapping[str, Mapping], allowed: Mapping[str, str | None], max_
     other than ``torch`` only when at least ``margin`` faster than ``torch``, and a separate runtime (ONNX
     Runtime, OpenVINO: an export and a session per tile shape, seconds each) only when at least ``margin``
     faster than the best PyTorch path.  Without a ``torch`` timing, ``torch``.
+
+    ``probe`` is the probe tile's edge the reason names.
 
     Returns:
         :class:`Choice` naming the backend, with every timing in the reason.
@@ -288,7 +303,7 @@ def choose(table: Mapping[str, Mapping], allowed: Mapping[str, str | None], max_
             best, best_s = name, float(row["seconds"])
     skipped = [f"{n}: {why}" for n, why in allowed.items() if why]
     why = f"; not tried: {'; '.join(skipped)}" if skipped else ""
-    return Choice(best, f"backend auto: {best} ({timings} per {PROBE_TILE}-px probe tile{why})", fallback=torch_fallback)
+    return Choice(best, f"backend auto: {best} ({timings} per {probe}-px probe tile{why})", fallback=torch_fallback)
 
 
 def backend_for(model: RestorationModel, device: torch.device, precision: str = "auto",
@@ -297,7 +312,7 @@ def backend_for(model: RestorationModel, device: torch.device, precision: str = 
     """``backend: auto``: the fastest allowed backend for ``model`` here, measured once and cached.
 
     Args:
-        model: The loaded model (side inputs bound).
+        model: The loaded model (its side inputs need not be bound: the probe is the network alone).
         device: Where it runs; not the CPU: ``torch``.
         precision: The step's ``precision`` option (``fp32`` excludes ``torch-bf16``; ``bf16`` allows only it).
         compiled: The step's ``torch.compile`` wrapper (see :func:`build_forward`).
@@ -332,14 +347,15 @@ def backend_for(model: RestorationModel, device: torch.device, precision: str = 
                 pass
     from .models.onnx import code_digest
 
+    probe = probe_shape(model)
     key = (f"{machine_key()}/{_usable_cpus()}cpu/{_torch.get_num_threads()}threads/{model.arch}/{model.shape_key}/"
-           f"{precision}/{'+'.join(candidates)}/{'/'.join(versions)}/code-{code_digest()}")
+           f"probe{probe[0]}x{probe[1]}/{precision}/{'+'.join(candidates)}/{'/'.join(versions)}/code-{code_digest()}")
     hit = read_table(_TABLE).get(key)
     if isinstance(hit, dict) and hit.get("backend") in candidates and hit.get("fallback", "torch") in candidates:
         return Choice(hit["backend"], f"{hit.get('reason', 'backend auto: ' + hit['backend'])} (measured before)",
                       hit.get("fallback", "torch"))
     table = (measure_fn or measure)(model, candidates, device, compiled=compiled)
-    choice = choose(table, allowed)
+    choice = choose(table, allowed, probe=probe[0])
     update_table(_TABLE, key, {"backend": choice.backend, "reason": choice.reason, "fallback": choice.fallback})
     return Choice(choice.backend, f"{choice.reason} (measured now)", choice.fallback)
 
@@ -359,7 +375,8 @@ def gemm_rate(dtype: torch.dtype = torch.float32, n: int = 2048, repeat: int = 3
 
 
 def model_flops(model: RestorationModel, shape: tuple[int, int]) -> float:
-    """FLOPs of one fp32 forward of ``model`` on a ``(1, C, H, W)`` input (``shape`` = ``(H, W)``), as
+    """FLOPs of one fp32 forward of ``model``'s network on a ``(1, C, H, W)`` input (``shape`` = ``(H, W)``,
+    ``C`` = ``model.input_channels``: a side input's own network, e.g. RRFormer's VGG19, is not counted), as
     :class:`torch.utils.flop_counter.FlopCounterMode` counts them: matrix products and convolutions (2 per
     multiply-add, including the fused attention's), not element-wise work.
 
@@ -374,8 +391,8 @@ def model_flops(model: RestorationModel, shape: tuple[int, int]) -> float:
     def cpu_sdpa(query, key, value, *args, out_shape=None, **kwargs) -> int:
         return fc.sdpa_flop_count(query, key, value)
 
-    x = torch.rand(1, model.tile_input_channels, *shape)
-    forward = model.forward_for(torch.device("cpu"))
+    x = torch.rand(1, model.input_channels, *shape)  # the network alone, as :func:`measure` times it
+    forward = model.module.to("cpu")
     counter = fc.FlopCounterMode(display=False,
                                  custom_mapping={torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: cpu_sdpa})
     with torch.inference_mode(), counter:

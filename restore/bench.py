@@ -76,24 +76,32 @@ def synthetic_image(width: int, height: int, seed: int = 0, channels: int = 3) -
 BENCH_ISO = 3200
 
 
-def bench_method(model_name: str, method: str, width: int, height: int, tile: int, overlap: int, repeat: int, precision: str, device: str) -> dict:
+def bench_method(model_name: str, method: str, width: int, height: int, tile: int, overlap: int, repeat: int, precision: str, device: str,
+                 backend: str = "torch") -> dict:
     """Time one method in this process with autograd off (restored after); returns seconds, Mpx/s and peak RSS (MiB).
 
     ``whole`` and ``tiled`` run exactly as the model step would with ``tile: 0`` or the given ``tile`` and
     ``overlap`` set explicitly (:func:`restore.pipeline.model_run.run_model`: same device and precision
     choice, context, alignment, overlap clamp); ``esrgan-loop`` runs :func:`esrgan_tile_loop` on the same
-    device and precision.  Torch's thread count is left as it is for every method.
+    device and precision.  ``backend`` is the step's ``backend:`` for ``whole`` and ``tiled``
+    (:mod:`restore.backends`; with ``auto`` the row's ``backend_note`` says what was chosen); the best of
+    ``repeat`` runs is reported, so a runtime's export and session set-up (the first run) are not in it.
+    Torch's thread count is left as it is for every method.
     """
     from .models import load_model
 
     with torch.no_grad():  # never left disabled for the caller (tests call this in-process)
-        return _bench_method(load_model(model_name), method, width, height, tile, overlap, repeat, precision, device)
+        return _bench_method(load_model(model_name), method, width, height, tile, overlap, repeat, precision, device, backend)
 
 
-def _bench_method(m, method: str, width: int, height: int, tile: int, overlap: int, repeat: int, precision: str, device: str) -> dict:
-    from .pipeline.model_run import RunOptions, device_and_dtype, run_model
+def _bench_method(m, method: str, width: int, height: int, tile: int, overlap: int, repeat: int, precision: str, device: str,
+                  backend: str = "torch") -> dict:
+    from .pipeline.base import Context
+    from .pipeline.model_run import RunOptions, RunState, device_and_dtype, run_model
 
-    run = RunOptions(tile=0 if method == "whole" else tile, overlap=overlap, precision=precision, device=device)
+    run = RunOptions(tile=0 if method == "whole" else tile, overlap=overlap, precision=precision, device=device,
+                     backend=backend)
+    ctx, state = Context(), RunState()  # one state across the repeats, as one pipeline run keeps across files
     from .image import SRGB, Image, Metadata
     from .noise import ISO_LEVELS, NoiseProfile
 
@@ -108,7 +116,7 @@ def _bench_method(m, method: str, width: int, height: int, tile: int, overlap: i
             torch.cuda.synchronize()
         t0 = time.perf_counter()
         if method in ("whole", "tiled"):
-            run_model(m, img, run)
+            run_model(m, img, run, ctx=ctx, state=state)
         else:
             t = torch.from_numpy(img.transpose(2, 0, 1).copy())[None].to(dev)
             with torch.inference_mode(), torch.autocast(dev.type, dtype=dtype, enabled=dtype != torch.float32):
@@ -118,6 +126,11 @@ def _bench_method(m, method: str, width: int, height: int, tile: int, overlap: i
         best = min(best, time.perf_counter() - t0)
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     res = {"method": method, "seconds": best, "mpx_per_s": width * height / 1e6 / best, "peak_rss_mib": rss, "dtype": str(dtype).replace("torch.", "")}
+    if method in ("whole", "tiled"):
+        res["backend"] = backend
+        notes = [n for n in ctx.notes if n.startswith("backend auto")]
+        if notes:
+            res["backend_note"] = "; ".join(dict.fromkeys(notes))
     if dev.type == "cuda":
         res["peak_gpu_mib"] = torch.cuda.max_memory_allocated() / 2**20
         res["device"] = torch.cuda.get_device_name()
@@ -125,12 +138,14 @@ def _bench_method(m, method: str, width: int, height: int, tile: int, overlap: i
 
 
 def run_bench(model_name: str, width: int, height: int, tile: int = 128, overlap: int = 16, repeat: int = 2,
-              precision: str = "fp32", device: str = "cpu", methods=("whole", "tiled", "esrgan-loop")) -> list[dict]:
+              precision: str = "fp32", device: str = "cpu", methods=("whole", "tiled", "esrgan-loop"),
+              backend: str = "torch") -> list[dict]:
     """Run each method in a fresh Python process and collect the results (see :func:`bench_method`)."""
     out = []
     for meth in methods:
         code = ("import json,sys; from restore.bench import bench_method; "
-                f"print(json.dumps(bench_method({model_name!r}, {meth!r}, {width}, {height}, {tile}, {overlap}, {repeat}, {precision!r}, {device!r})))")
+                f"print(json.dumps(bench_method({model_name!r}, {meth!r}, {width}, {height}, {tile}, {overlap}, {repeat}, {precision!r}, {device!r}, "
+                f"{backend!r})))")
         out.append({"method": meth, **_fresh(code)})
     whole = next((r for r in out if r.get("method") == "whole" and "seconds" in r), None)
     factor = ((tile + 2 * overlap) / tile) ** 2
@@ -177,7 +192,7 @@ def bench_backend(model_name: str, backend: str, tile: int, repeat: int, out_npy
     else:
         m = load_model(model_name)
         forward, dtype = build_forward(m, backend, dev)
-        channels = m.tile_input_channels
+        channels = m.input_channels  # the network alone (side-input channels random, as backends.measure)
     x = torch.rand(1, channels, tile, tile, generator=torch.Generator().manual_seed(0))
     y = _call(forward, x, dtype)
     times = []

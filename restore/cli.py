@@ -451,8 +451,11 @@ def eval_cmd(outputs: Path, truth: Path, crop: int, rgb: bool, as_json: bool) ->
 @click.option("--set5", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
               help="--backends: Set5 folder (HR/, LR_bicubic/X<scale>/) for each path's mean PSNR-Y.")
 @click.option("--only", default=None, help="--backends: comma-separated paths to time (default: all available).")
+@click.option("--backend", default="torch", show_default=True,
+              help="whole/tiled: how the network runs, as the model step's `backend:` (auto, torch, torch-bf16, "
+                   "torch-compile, onnxruntime, openvino; the best of --repeat runs is reported, so set-up is not in it).")
 def bench(model: str, size: str, tile: int, overlap: int, repeat: int, precision: str, device: str, methods: str, as_json: bool,
-          backends: bool, rounds: int, set5: Path | None, only: str | None) -> None:
+          backends: bool, rounds: int, set5: Path | None, only: str | None, backend: str) -> None:
     """Time MODEL whole-image, tiled, and with the reference SR scripts' tile loop, `esrgan-loop` (each in a fresh
     process); with --backends, time each inference path on one tile."""
     from .bench import run_bench
@@ -464,12 +467,16 @@ def bench(model: str, size: str, tile: int, overlap: int, repeat: int, precision
         w, h = (int(v) for v in size.lower().split("x"))
     except ValueError:
         _fail(f"--size must be WIDTHxHEIGHT, got {size!r}")
-    rows = run_bench(model, w, h, tile, overlap, repeat, precision, device, tuple(methods.split(",")))
+    from .backends import BACKENDS
+
+    if backend not in ("auto", *BACKENDS):
+        _fail(f"--backend must be auto or one of {', '.join(BACKENDS)}, got {backend!r}")
+    rows = run_bench(model, w, h, tile, overlap, repeat, precision, device, tuple(methods.split(",")), backend)
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
     con = _console()
-    con.print(f"{model}, {w}x{h}, tile {tile}, overlap {overlap}, {precision}, {device}", markup=False)
+    con.print(f"{model}, {w}x{h}, tile {tile}, overlap {overlap}, {precision}, {device}, backend {backend}", markup=False)
     for r in rows:
         if "error" in r:
             con.print(f"  {r['method']:12s} failed: {r['error']}", markup=False)
@@ -477,6 +484,8 @@ def bench(model: str, size: str, tile: int, overlap: int, repeat: int, precision
         extra = f", {r['ratio_to_whole']:.2f}x whole (overlap factor {r['overlap_factor']:.2f})" if "ratio_to_whole" in r else ""
         gpu = f", peak GPU {r['peak_gpu_mib']:.0f} MiB" if "peak_gpu_mib" in r else ""
         con.print(f"  {r['method']:12s} {r['seconds']:8.2f} s  {r['mpx_per_s']:.4f} Mpx/s  peak RSS {r['peak_rss_mib']:.0f} MiB{gpu}{extra}", markup=False)
+        if r.get("backend_note"):
+            con.print(f"  {'':12s} {r['backend_note']}", markup=False)
 
 
 def _bench_backends(model: str, tile: int, rounds: int, repeat: int, set5: Path | None, only: str | None, as_json: bool) -> None:

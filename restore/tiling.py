@@ -54,6 +54,11 @@ class TileSpec:
             cropped from its output (``tile_pad`` in the reference inference scripts), so a
             convolutional receptive field sees real neighbours; clipped at
             the image border, where whole-image inference has none either.
+        uniform: Give every tile's input window one shape: with ``context``, a border window is shifted
+            inside the image instead of clipped (the border tile gets more context on its inner side, which
+            changes nothing).  For paths that build per input shape (a compiled graph, an ONNX export and
+            session: :data:`restore.backends.PER_SHAPE`), where clipped windows cost up to four builds;
+            PyTorch eager computes the clipped windows, 8-11 % less work for the RAW denoiser's 1024 tiles.
         align: The size the model pads its input to internally (its
             attention window, e.g. 32 for an 8x32 split window), which ``multiple_of`` does not
             show: balanced tiles are rounded up to it, so shrinking a tile never
@@ -65,6 +70,7 @@ class TileSpec:
     batch: int = 1
     context: int = 0
     align: int = 1
+    uniform: bool = False
 
 
 def plan_axis(length: int, tile: int, overlap: int) -> list[int]:
@@ -359,7 +365,7 @@ def run_tiled(
             if on_oom:
                 on_oom(cur, new)
             spec_now = TileSpec(tile=new, overlap=min(spec_now.overlap, new // 2 - 1), batch=1, context=spec_now.context,
-                                align=spec_now.align)
+                                align=spec_now.align, uniform=spec_now.uniform)
 
 
 def _run_tiled_once(forward, image, *, scale, out_channels, spec, multiple_of, min_size, device, dtype, progress, layout, out):
@@ -406,11 +412,22 @@ def _run_tiled_once(forward, image, *, scale, out_channels, spec, multiple_of, m
     cy = int(spec.context) if len(ys) > 1 else 0
     cx = int(spec.context) if len(xs) > 1 else 0
 
+    # spec.uniform: every tile's input window has one shape, the tile plus its context on both sides, shifted
+    # inside the canvas at the border instead of clipped there (the canvas edge is where the whole-image run has
+    # it too).  One shape is one compiled graph, one ONNX export and session: clipped windows gave the RAW
+    # denoiser's 1024-px tiles four shapes, four sessions and 3.5 GB instead of 1.8 on a 50 MP mosaic.
+    win_h, win_w = min(th + 2 * cy, ph), min(tw + 2 * cx, pw)
+
     def cut(y0: int, x0: int) -> tuple[torch.Tensor, int, int]:
-        """Model input for the tile at (y0, x0): the tile plus context, clipped to the canvas,
-        reflect-padded past the image and up to the size requirements; and the tile's offset in it."""
-        ry0, rx0 = max(0, y0 - cy), max(0, x0 - cx)
-        ry1, rx1 = min(ph, y0 + th + cy), min(pw, x0 + tw + cx)
+        """Model input for the tile at (y0, x0): the tile plus context, clipped to the canvas (or, with
+        ``spec.uniform``, a window of the one shape shifted inside it), reflect-padded past the image and up to
+        the size requirements; and the tile's offset in it."""
+        if spec.uniform:
+            ry0, rx0 = max(0, min(y0 - cy, ph - win_h)), max(0, min(x0 - cx, pw - win_w))
+            ry1, rx1 = ry0 + win_h, rx0 + win_w
+        else:
+            ry0, rx0 = max(0, y0 - cy), max(0, x0 - cx)
+            ry1, rx1 = min(ph, y0 + th + cy), min(pw, x0 + tw + cx)
         need_h = max(_round_up(ry1 - ry0, m), min_m)
         need_w = max(_round_up(rx1 - rx0, m), min_m)
         t = src[:, ry0 : min(ry1, h), rx0 : min(rx1, w)]
@@ -453,7 +470,7 @@ def _run_tiled_once(forward, image, *, scale, out_channels, spec, multiple_of, m
             for b0 in range(0, len(xs), batch):
                 ixs = list(range(b0, min(b0 + batch, len(xs))))
                 cuts = [cut(y0, xs[ix]) for ix in ixs]
-                # tiles with context differ in size at the border: run equal shapes together
+                # clipped windows differ in size at the border: run equal shapes together
                 shapes: dict[tuple, list[int]] = {}
                 for k, (t, _, _) in enumerate(cuts):
                     shapes.setdefault(tuple(t.shape), []).append(k)

@@ -137,6 +137,21 @@ def test_named_and_auto_backends_match_torch_in_a_run(dat):
     assert list(state.backend_forward) == [("onnxruntime", "cpu")]
 
 
+def test_auto_measures_nothing_for_an_image_run_whole_when_only_fp32_torch_may_run(dat):
+    """A whole image would use a PyTorch path anyway; with bf16 and compile excluded that is fp32 torch, so the
+    first small file of a run does not pay for timing the runtimes (the RAW denoiser's example DNG)."""
+    from unittest import mock
+
+    img = np.random.default_rng(1).random((20, 24, 3), dtype=np.float32)
+    ctx, state = Context(), RunState()
+    with mock.patch.object(backends, "measure", side_effect=AssertionError("measured")):
+        y = run_model(dat, img, RunOptions(tile=32, overlap=4, backend="auto", precision="fp32"), ctx=ctx, state=state)
+    assert state.backend is None and any("no other PyTorch path" in n for n in ctx.notes)
+    assert np.array_equal(y, run_model(dat, img, RunOptions(tile=32, overlap=4, precision="fp32")))
+    with mock.patch.object(backends, "measure", side_effect=AssertionError("measured")), pytest.raises(AssertionError):
+        run_model(dat, img, RunOptions(tile=16, overlap=4, backend="auto", precision="fp32"), ctx=ctx, state=state)
+
+
 def test_measure_times_and_compares(dat):
     table = backends.measure(dat, ["torch"], torch.device("cpu"), repeat=1)
     assert table["torch"]["seconds"] > 0 and table["torch"]["max_diff"] == 0.0

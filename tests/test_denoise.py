@@ -165,14 +165,14 @@ def test_noise_sigma_out_of_range_is_a_pipeline_error(tmp_path):
         load_pipeline(y)
 
 
-def test_named_export_backend_on_a_side_input_model_fails_once_at_load(models):
-    """The noise-level side input cannot be carried by an ONNX export: a named runtime is refused when the step
-    loads (one line naming the model and the backend), not on every file; ``auto`` keeps PyTorch."""
-    step = _step(models["identity"], backend="onnxruntime")
-    with pytest.raises(RestoreError, match=r"backend onnxruntime: the model has a side input") as e:
-        step.prepare()
-    assert "\n" not in str(e.value)
-    _step(models["identity"], backend="auto").prepare()
+def test_export_backend_runs_the_network_with_each_images_own_noise_level(models):
+    """A named ONNX runtime runs the network alone; the noise level is estimated per image in PyTorch and put in
+    front of it, so one export serves images of different levels and each matches PyTorch."""
+    step = _step(models["random"], tile=64, backend="onnxruntime")
+    step.prepare()
+    for img in (_rgb(96, 112, seed=1, noise=0.005), _rgb(96, 112, seed=2, noise=0.1)):
+        ref = _step(models["random"], tile=64)(img, Context()).pixels
+        assert np.abs(step(img, Context()).pixels - ref).max() <= 1e-4
 
 
 # ------------------------------------------------------------------------------------------- shipped
@@ -260,3 +260,6 @@ def test_bench_binds_side_inputs_computed_from_the_image(models, tmp_path):
         for method in ("whole", "tiled"):
             r = bench_method(str(path), method, 64, 48, 32, 8, 1, "fp32", "cpu")
             assert r["seconds"] > 0 and r["method"] == method, (path, r)
+    # and through an ONNX runtime: the network alone, the side input in front of it
+    r = bench_method(str(raw), "tiled", 64, 48, 32, 8, 1, "fp32", "cpu", "onnxruntime")
+    assert r["seconds"] > 0 and r["backend"] == "onnxruntime", r

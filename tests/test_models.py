@@ -129,5 +129,5 @@ def test_load_model_applies_the_descriptors_facts():
     """The loaded model carries its descriptor: spandrel's own architectures keep the declared tiling facts."""
     m = load_model("dat-light-x2")
     assert m.info.overlap == 32 and m.info.window == 32 and m.info.cpu_bf16_ok and m.info.attention
-    assert m.compilable and m.tile_input_channels == 3
+    assert m.tile_input_channels == m.input_channels == 3
     assert m.forward_for(torch.device("cpu")) is m.module

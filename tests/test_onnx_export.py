@@ -79,7 +79,7 @@ def test_fused_window_attention_exports(arch):
     assert np.abs(got - official).max() <= ATOL, np.abs(got - official).max()
 
 
-def test_onnx_forward_exports_per_shape_and_refuses_side_inputs():
+def test_onnx_forward_exports_per_shape_and_runs_the_network_alone():
     case = next(c for c in CASES if c.arch == "Restormer")
     model, _ = _restore_model(case, case.variants[0][1])
     fwd = OnnxForward(model, "onnxruntime", threads=1)
@@ -88,10 +88,15 @@ def test_onnx_forward_exports_per_shape_and_refuses_side_inputs():
         with torch.inference_mode():
             assert (fwd(x) - model.module(x)).abs().max() <= ATOL
     assert len(fwd._runs) == 2
+    # a side-input model: the export is of the network alone, on its full input (image + side channels), and
+    # forward_for puts the image's own side input in front of it
     side = next(c for c in CASES if c.arch == "DenoiseUNet")
     denoiser, _ = _restore_model(side, side.variants[0][1])
-    with pytest.raises(RestoreError, match="side input"):
-        OnnxForward(denoiser, "onnxruntime")
+    fwd = OnnxForward(denoiser, "onnxruntime", threads=1)
+    x = torch.rand(1, denoiser.input_channels, 32, 48)
+    assert denoiser.input_channels > denoiser.tile_input_channels
+    with torch.inference_mode():
+        assert (fwd(x) - denoiser.module(x)).abs().max() <= ATOL
 
 
 def test_export_refuses_sizes_the_model_cannot_take():

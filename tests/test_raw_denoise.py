@@ -227,6 +227,23 @@ def test_noise_profile_feeds_the_sigma_map(models):
     assert not np.allclose(a, b)
 
 
+@pytest.mark.parametrize("backend", ["onnxruntime", "auto"])
+def test_export_backends_run_the_network_with_each_images_own_sigma_map(models, backend):
+    """An ONNX runtime runs the network alone, once exported for the tile shape; the sigma map is computed per
+    image in PyTorch in front of it.  Two files of different noise profiles through one step then each match
+    PyTorch: the first file's profile is not baked into the export (issue 19's speed path)."""
+    quiet = _random_cfa(200, 232, "RGGB", seed=3)
+    loud = replace(_random_cfa(200, 232, "RGGB", seed=4), meta=replace(quiet.meta, noise_profile=NoiseProfile(a=2e-2, b=4e-4)))
+    step = _step(models["random"], tile=48, backend=backend)
+    for img in (quiet, loud, quiet):
+        ref = _step(models["random"], tile=48)(img, Context()).pixels
+        assert np.abs(step(img, Context()).pixels - ref).max() <= 1e-4
+    if backend == "onnxruntime":  # the tiles' input windows have one shape: one export and session for the run
+        assert [len(f._runs) for f, _ in step.run_state.backend_forward.values()] == [1]
+    with_quiet = replace(loud, meta=quiet.meta)  # the same pixels under the other profile: the map matters here
+    assert not np.allclose(step(with_quiet, Context()).pixels, step(loud, Context()).pixels, atol=1e-3)
+
+
 def test_blend_mixes_in_the_packed_domain(models):
     img = _random_cfa(40, 56, "GBRG")
     full = _step(models["random"], tile=0)(img, Context()).pixels

@@ -186,6 +186,30 @@ def test_context_border_makes_a_wide_receptive_field_exact(rng):
     assert np.abs(ctx - whole).max() < 1e-5
 
 
+@pytest.mark.parametrize("hw,tile,context,mult", [((50, 70), 24, 8, 1), ((61, 97), 16, 8, 8), ((40, 40), 24, 12, 4)])
+def test_uniform_windows_have_one_shape_and_stay_exact(rng, hw, tile, context, mult):
+    """``uniform``: border windows are shifted inside the canvas, not clipped, so every call sees one shape (one
+    compiled graph, one ONNX export and session per run); the output still equals the whole image's, as the
+    clipped windows' does."""
+    torch.manual_seed(1)
+    net = torch.nn.Sequential(*[torch.nn.Conv2d(3, 3, 3, padding=1) for _ in range(7)])
+    shapes = set()
+
+    def forward(x):
+        shapes.add(tuple(x.shape[2:]))
+        return net(x)
+
+    img = rng.random((3, *hw), dtype=np.float32)
+    whole = run_tiled(net, img, scale=1, spec=TileSpec(tile=0), multiple_of=mult)
+    tiled = run_tiled(forward, img, scale=1, spec=TileSpec(tile=tile, overlap=4, context=context, uniform=True),
+                      multiple_of=mult)
+    assert len(shapes) == 1, shapes
+    assert np.abs(tiled - whole).max() < 1e-5
+    shapes.clear()
+    clipped = run_tiled(forward, img, scale=1, spec=TileSpec(tile=tile, overlap=4, context=context), multiple_of=mult)
+    assert np.abs(clipped - whole).max() < 1e-5 and len(shapes) >= 1
+
+
 def test_balanced_tiles_keep_the_count_and_compute_fewer_pixels():
     from restore.tiling import balanced_tile
 

@@ -107,28 +107,31 @@ class RestorationModel:
                 raise RestoreError(f"model {self.name!r}: {side.name}: {str(e).splitlines()[0]}") from None
 
     @property
-    def compilable(self) -> bool:
-        """False when the forward wraps a side-input network (:meth:`forward_for`): run eagerly."""
-        return not self._active_side_inputs()
-
-    @property
     def tile_input_channels(self) -> int:
         """Channels of the image the tiler feeds :meth:`forward_for`'s function: the
         side input's image channels when one is active, else :attr:`input_channels`."""
         active = self._active_side_inputs()
         return active[0].image_channels if active else self.input_channels
 
-    def forward_for(self, device: torch.device) -> Callable[[torch.Tensor], torch.Tensor]:
+    def forward_for(self, device: torch.device,
+                    network: Callable[[torch.Tensor], torch.Tensor] | None = None) -> Callable[[torch.Tensor], torch.Tensor]:
         """The function the tiler calls: ``(B, tile_input_channels, H, W) -> (B, output_channels, H*s, W*s)``.
 
-        The module itself (moved to ``device``), or, with an active side input,
-        a function computing the network input from the image first (the
-        side network moved to ``device`` too).
+        The network itself, or, with an active side input, a function computing the network's full input
+        from the image tile first (the side input bound now: :meth:`prepare` / :meth:`bind_image`; its
+        network moved to ``device``) and then calling the network.
+
+        Args:
+            device: Where it runs.
+            network: What runs the network on its full input ``(B, input_channels, H, W)``: a compiled
+                module or an ONNX runtime (:func:`restore.backends.build_forward`); default the module,
+                moved to ``device``.  Side inputs stay in PyTorch around it, so one network forward (one
+                export, one compiled graph) serves every image while each image brings its own side input.
 
         Raises:
-            RestoreError: a side input is needed but :meth:`prepare` did not load it.
+            RestoreError: a side input is needed but :meth:`prepare` / :meth:`bind_image` did not load it.
         """
-        module = self.module.to(device)
+        module = self.module.to(device) if network is None else network
         active = self._active_side_inputs()
         if not active:
             return module

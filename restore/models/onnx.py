@@ -147,12 +147,15 @@ def onnx_session(onnx_bytes: bytes, runtime: str, threads: int) -> Callable[[np.
             so.intra_op_num_threads = max(1, threads)
             so.inter_op_num_threads = 1
             so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+            # no pre-planned buffer pattern: the RAW denoiser's 1104-px tile peaks at 766 MiB instead of 1417 at
+            # the same speed (2.92 vs 2.89 s; benchmarks/RESULTS.md, "ONNX runtimes for the RAW denoiser")
+            so.enable_mem_pattern = False
             so.log_severity_level = 3
             sess = ort.InferenceSession(onnx_bytes, so, providers=["CPUExecutionProvider"])
             name = sess.get_inputs()[0].name
 
             def run(x: np.ndarray) -> np.ndarray:
-                return sess.run(None, {name: x})[0]
+                return np.array(sess.run(None, {name: x})[0], copy=True)
 
             return run
         import openvino as ov
@@ -248,9 +251,10 @@ class OnnxForward:
 
     Calling it with a float32 ``(B, C, h, w)`` tensor (``C`` = ``model.input_channels``) exports the network
     for that shape the first time (:func:`cached_export`: once per machine, weights and shape) and returns the
-    float32 ``(B, C_out, h*s, w*s)`` output as a CPU tensor.  Only for models without a side input computed
-    per image or loaded beside the checkpoint (``RestorationModel.compilable``): their export would bake one
-    image's side input into the graph.
+    float32 ``(B, C_out, h*s, w*s)`` output as a CPU tensor.  It runs the network alone: a model's side input
+    (a noise-sigma map, a hypercolumn) is computed per image in PyTorch and concatenated in front of it
+    (:meth:`RestorationModel.forward_for(device, network=...) <restore.models.RestorationModel.forward_for>`),
+    so the export never holds one image's side input.
 
     Args:
         model: The loaded model.
@@ -258,15 +262,13 @@ class OnnxForward:
         threads: Intra-op threads of the runtime (default: torch's current count).
 
     Raises:
-        RestoreError: the runtime is missing, or the model has a side input.
+        RestoreError: the runtime is missing.
     """
 
     def __init__(self, model: RestorationModel, runtime: str, threads: int | None = None):
         missing = runtime_missing(runtime)
         if missing:
             raise RestoreError(missing)
-        if not model.compilable:
-            raise RestoreError(f"model {model.name!r} has a side input: {runtime} cannot run it (use backend torch)")
         self.model, self.runtime = model, runtime
         self.threads = threads if threads is not None else torch.get_num_threads()
         self._runs: dict[tuple[int, ...], Callable[[np.ndarray], np.ndarray]] = {}

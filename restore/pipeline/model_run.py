@@ -9,7 +9,7 @@ threads are decided the same way for each.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Callable, Literal
 
 import numpy as np
@@ -259,7 +259,9 @@ def run_model(
         torch.set_num_threads(_threads(m, run, eager_forward, cin, dtype, ctx, state))
     try:
         whole = not spec.tile or (isinstance(spec.tile, int) and max(hw) <= spec.tile)
-        forward, dtype = _backend_forward(m, run, device, dtype, eager_forward, state, ctx, whole)
+        forward, dtype, per_shape = _backend_forward(m, run, device, dtype, eager_forward, state, ctx, whole)
+        if per_shape and not spec.uniform:  # one input shape: one compiled graph / export and session per run
+            spec = replace(spec, uniform=True)
         outs = _run_groups(m, forward, groups, spec, device, dtype, ctx, layout)
     finally:
         torch.set_num_threads(threads_before)
@@ -273,17 +275,26 @@ def run_model(
 
 def _backend_forward(m, run: RunOptions, device, dtype, eager: Callable, state: RunState, ctx: Context,
                      whole: bool = False):
-    """The forward and compute dtype of ``run.backend`` (:mod:`restore.backends`); ``auto`` is measured once
-    per machine and model (cached), its choice noted once per state.  With ``whole`` (the image runs as one
-    tile, a shape of its own) ``auto`` uses its fastest PyTorch path instead of a separate runtime."""
+    """The forward, compute dtype and per-shape flag of ``run.backend`` (:mod:`restore.backends`): ``(forward,
+    dtype, per_shape)``, ``per_shape`` True for a path that builds per input shape (a compiled graph, an ONNX
+    export and session: :data:`restore.backends.PER_SHAPE`).  ``auto`` is measured once per machine and model
+    (cached), its choice noted once per state.  With ``whole`` (the image runs as one tile, a shape of its own)
+    ``auto`` uses its fastest PyTorch path instead of a separate runtime."""
     import torch
 
-    from ..backends import TORCH_PATHS, backend_for, build_forward
+    from ..backends import PER_SHAPE, TORCH_PATHS, backend_for, build_forward, eligible
 
     def compiled(module):
         return _compiled_forward(module, state, ctx)
 
     name = run.backend
+    if name == "auto" and whole and state.backend is None and device.type == "cpu" and all(
+            eligible(m, b, device, run.precision, run.compile) for b in TORCH_PATHS[1:]):
+        # an image run whole uses a PyTorch path, and fp32 torch is the only one allowed: nothing to measure
+        note = "backend auto: torch for images run whole (no other PyTorch path allowed here)"
+        if note not in ctx.notes:
+            ctx.notes.append(note)
+        return eager, torch.float32, False
     if name == "auto":
         if state.backend is None:
             with warmup(ctx):  # timed once per machine and model, cached
@@ -296,15 +307,16 @@ def _backend_forward(m, run: RunOptions, device, dtype, eager: Callable, state: 
             if note not in ctx.notes:
                 ctx.notes.append(note)
         if name == "torch":  # on the CPU auto's torch is fp32 (bf16 is its own candidate, torch-bf16)
-            return eager, (dtype if device.type != "cpu" else torch.float32)
+            return eager, (dtype if device.type != "cpu" else torch.float32), False
     elif name == "torch":
-        if run.compile and m.compilable:
-            return _compiled_forward(m.module.to(device), state, ctx), dtype
-        return eager, dtype
+        if run.compile:
+            return m.forward_for(device, network=_compiled_forward(m.module.to(device), state, ctx)), dtype, True
+        return eager, dtype, False
     key = (name, str(device))
-    if key not in state.backend_forward:
+    if key not in state.backend_forward:  # the network's forward, built once per run (export, session, kernels)
         state.backend_forward[key] = build_forward(m, name, device, compiled)
-    return state.backend_forward[key]
+    network, dtype = state.backend_forward[key]
+    return m.forward_for(device, network=network), dtype, name in PER_SHAPE  # this image's side input in front
 
 
 def _run_groups(m, forward: Callable, groups: list[np.ndarray], spec, device, dtype, ctx: Context, layout: str) -> list[np.ndarray]:

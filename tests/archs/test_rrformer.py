@@ -161,7 +161,7 @@ def test_side_input_through_prepare_and_forward_for(tmp_path):
     from safetensors.torch import save_file
 
     m = _tiny(3 + HYPERCOLUMN_CHANNELS)
-    assert m.info.extra_inputs == ("vgg19-hypercolumn",) and not m.compilable and m.tile_input_channels == 3
+    assert m.info.extra_inputs == ("vgg19-hypercolumn",) and m.tile_input_channels == 3 < m.input_channels
     with pytest.raises(RestoreError, match="vgg19"):
         m.prepare({"name": "drnet"})
     with pytest.raises(RestoreError, match="cannot use as VGG19 weights"):
@@ -175,9 +175,13 @@ def test_side_input_through_prepare_and_forward_for(tmp_path):
     x = torch.rand(1, 3, 32, 32)
     with torch.no_grad():
         assert torch.equal(m.forward_for(torch.device("cpu"))(x), m.module(build_hypercolumn_input(x, vgg)))
+        # another network forward (a compiled graph, an ONNX runtime) gets the same full input
+        seen = []
+        m.forward_for(torch.device("cpu"), network=lambda z: seen.append(z) or z[:, :3])(x)
+        assert torch.equal(seen[0], build_hypercolumn_input(x, vgg))
 
 
 def test_drnet_without_hypercolumn_takes_plain_rgb():
     m = _tiny(3)
     m.prepare({"name": "drnet"})  # no VGG needed
-    assert m.compilable and m.tile_input_channels == 3 and m.forward_for(torch.device("cpu")) is m.module
+    assert m.tile_input_channels == m.input_channels == 3 and m.forward_for(torch.device("cpu")) is m.module

@@ -208,6 +208,10 @@ class ArchInfo:
         attention: Fused inference forwards applied at load time
             (:class:`AttentionPatch`; spandrel's window-attention archs).
         official: The official checkpoints it loads (:class:`Official`), or None.
+        probe_tile: Edge in input pixels of the tile ``backend: auto`` times its paths on
+            (:func:`restore.backends.probe_shape`); 0 = :data:`restore.backends.PROBE_TILE`.  For a network
+            whose paths rank differently on small tiles than on the tiles its pipelines run (per-call overheads
+            weigh more on a cheap convolutional network).
         notes: Free text shown by ``restore models``.
     """
 
@@ -225,6 +229,7 @@ class ArchInfo:
     cpu_bf16: str = ""
     attention: tuple[AttentionPatch, ...] = ()
     official: Official | None = None
+    probe_tile: int = 0
     notes: str = ""
 
     @property

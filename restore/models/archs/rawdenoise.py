@@ -318,6 +318,10 @@ RawDenoiseArch = register(  # type: ignore[misc]  # _base's pattern: the name no
         context_of=lambda m: tile_context(m.depth, m.blocks),
         whole_image=False,
         side_inputs=(SIGMA_MAP,),
+        # backend: auto times its paths at 512 packed px: there they rank as on the 1024-px tiles of the shipped
+        # pipelines (Zen 4, 2 threads: torch 0.77 s, onnxruntime 0.62, openvino 0.60; at 1024 px 3.59 / 2.54 /
+        # 2.40 s), while at the default 128 px torch's lower per-call cost ranks it first
+        probe_tile=512,
         notes=(
             "restore's own RAW denoiser: packed Bayer planes (R, G1, G2, B; 0 = black, 1 = white) + a per-pixel "
             "noise sigma map from the image's noise profile; output = input planes + net, not clamped (raw values "
