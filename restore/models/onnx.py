@@ -4,8 +4,9 @@
 the fused attention of :mod:`restore.models.fused_attention` where the architecture declares it) as an ONNX
 graph for one fixed input shape ``(batch, input_channels, H, W)``.  The graph is fixed-size because the
 architectures pad, split windows and size their attention from the input's shape in Python, so a trace
-records one shape; the tiler feeds tiles of one shape (border tiles are reflect-padded to it,
-:func:`restore.tiling.run_tiled`), so one export serves a whole run.  Models with a side input (a VGG19
+records one shape; the tiler feeds these runtimes tiles of one shape (border tiles are reflect-padded to it, and
+context windows shifted inside the image instead of clipped: :attr:`restore.tiling.TileSpec.uniform`), so one
+export serves a whole run.  Models with a side input (a VGG19
 hypercolumn, a noise-sigma map) are exported with the network's full input: the side channels are
 concatenated after the image's, as the network takes them.
 
