@@ -156,7 +156,7 @@ def onnx_session(onnx_bytes: bytes, runtime: str, threads: int) -> Callable[[np.
             name = sess.get_inputs()[0].name
 
             def run(x: np.ndarray) -> np.ndarray:
-                return np.array(sess.run(None, {name: x})[0], copy=True)
+                return sess.run(None, {name: x})[0]
 
             return run
         import openvino as ov
