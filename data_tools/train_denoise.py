@@ -24,6 +24,8 @@ Data (Brooks et al., "Unprocessing Images for Learned Raw Denoising", CVPR 2019;
 
 * ``raw-denoise``: the clean and noisy mosaics packed to ``(4, patch, patch)`` R, G1, G2, B; conditioning
   ``sigma_map(noisy, a, b, 4)`` (from the noisy planes, as at inference); input ``(B, 8, patch, patch)``;
+  ``--grain-fraction`` (default 0, as the shipped recipe) puts scene grain on that share of the crops before
+  unprocessing, in the target too (:func:`add_grain`, below);
 * ``rgb-denoise``: both mosaics developed back to sRGB by the same camera (:func:`data_tools.unprocess.process`:
   white balance, bilinear demosaic, colour matrix, gamma, tone curve), so the noise is a camera's
   (signal-dependent, spatially correlated by demosaicing); ``CLEAN_FRACTION`` of the patches get no noise at
@@ -122,10 +124,13 @@ def sample_level(rng: np.random.Generator, low_iso: float = 0.0) -> tuple[float,
     return iso_line_level(rng, ISO_A_RANGE)
 
 
-def make_pair(img: np.ndarray, rng: np.random.Generator, patch: int, low_iso: float = 0.0
-              ) -> tuple[np.ndarray, np.ndarray]:
-    """RAW pair: input ``(8, patch, patch)`` (noisy planes + sigma map), target ``(4, patch, patch)``."""
+def make_pair(img: np.ndarray, rng: np.random.Generator, patch: int, low_iso: float = 0.0,
+              grain_fraction: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+    """RAW pair: input ``(8, patch, patch)`` (noisy planes + sigma map), target ``(4, patch, patch)``; a share
+    ``grain_fraction`` of the crops get scene grain (:func:`add_grain`) before unprocessing, kept in the target."""
     crop = augment(random_crop(img, 2 * patch, rng), rng)
+    if grain_fraction and rng.random() < grain_fraction:
+        crop = add_grain(crop, rng)
     mosaic, meta = up.unprocess(crop, rng, cfa_pattern=None)
     clean = up.pack_bayer(mosaic, meta["cfa_pattern"])
     a, b = sample_level(rng, low_iso)
@@ -181,7 +186,7 @@ PAIRS = {"raw-denoise": make_pair, "rgb-denoise": make_pair_srgb}
 def make_batch(images, rng, batch: int, patch: int, task: str = "raw-denoise", low_iso: float = 0.0,
                clean_fraction: float = CLEAN_FRACTION, grain_fraction: float = GRAIN_FRACTION):
     pair = PAIRS[task]
-    extra = (clean_fraction, grain_fraction) if task == "rgb-denoise" else ()
+    extra = (clean_fraction, grain_fraction) if task == "rgb-denoise" else (grain_fraction,)
     xs, ys = zip(*(pair(images[int(rng.integers(len(images)))], rng, patch, low_iso, *extra) for _ in range(batch)))
     return torch.from_numpy(np.stack(xs)), torch.from_numpy(np.stack(ys))
 
@@ -256,7 +261,7 @@ def main(argv=None) -> int:
     ap.add_argument("--clean-fraction", type=float, default=CLEAN_FRACTION,
                     help="rgb-denoise: share of patches without noise (the identity)")
     ap.add_argument("--grain-fraction", type=float, default=GRAIN_FRACTION,
-                    help="rgb-denoise: share of crops with scene grain kept in the target (add_grain)")
+                    help="share of crops with scene grain kept in the target (add_grain)")
     ap.add_argument("--init", type=Path, default=None, help="start from these weights (safetensors)")
     ap.add_argument("--blocks", default="", help="residual blocks per U-Net level, e.g. 2,2,0 (default none); "
                     "with --init, blocks the weights lack start as the identity")
@@ -312,7 +317,7 @@ def main(argv=None) -> int:
                   "iso_b_std": ISO_B_STD, "model": {**MODEL_KWARGS[args.task], **({"blocks": blocks} if blocks else {})},
                   "loss": args.loss, "sigma_floor": SIGMA_FLOOR[args.task],
                   "low_iso": args.low_iso, "clean_fraction": args.clean_fraction if args.task == "rgb-denoise" else 0.0,
-                  "grain_fraction": args.grain_fraction if args.task == "rgb-denoise" else 0.0,
+                  "grain_fraction": args.grain_fraction,
                   "init": None if args.init is None else args.init.name}
     save_weights(model, args.weights, train_meta)
     print(f"done: {step} steps in {elapsed:.0f} s; wrote {args.weights} ({args.weights.stat().st_size / 1e6:.2f} MB)",
@@ -322,7 +327,7 @@ def main(argv=None) -> int:
           f" --patch {args.patch} --batch {args.batch} --lr {args.lr:g} --threads {args.threads} --loss {args.loss}"
           + (f" --low-iso {args.low_iso:g}" if args.low_iso else "")
           + (f" --clean-fraction {args.clean_fraction:g}" if args.task == "rgb-denoise" else "")
-          + (f" --grain-fraction {args.grain_fraction:g}" if args.task == "rgb-denoise" and args.grain_fraction else "")
+          + (f" --grain-fraction {args.grain_fraction:g}" if args.grain_fraction else "")
           + (f" --blocks {args.blocks}" if blocks else "")
           + (f" --init {args.init}" if args.init is not None else "")
           + (" --images pypi" if args.images == "pypi" else "")
