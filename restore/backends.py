@@ -92,15 +92,13 @@ def unavailable(model: RestorationModel, backend: str, device: torch.device) -> 
 
     if backend not in BACKENDS:
         raise RestoreError(f"unknown backend {backend!r}; use auto or one of {', '.join(BACKENDS)}")
-    if backend == "torch":
+    if backend in ("torch", "torch-compile"):
         return None
     if backend == "torch-bf16":
         if not model.supports_bfloat16:
             return "the architecture is not safe in bfloat16"
         if device.type == "cpu" and not cpu_has_fast_bf16():
             return "this CPU has neither AMX nor AVX512-BF16: bf16 would be emulated"
-        return None
-    if backend == "torch-compile":
         return None
     if device.type != "cpu":
         return f"{backend} runs here on the CPU only"
