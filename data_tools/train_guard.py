@@ -205,6 +205,11 @@ def main(argv=None) -> int:
     ap.add_argument("--feats", type=int, default=16)
     ap.add_argument("--global-context", action="store_true",
                     help="GuardNet(global_context=True): the weights also see the whole image's mean features")
+    ap.add_argument("--frame-weight", action="store_true",
+                    help="GuardNet(frame_weight=True): also one weight for the whole image (implies --global-context)")
+    ap.add_argument("--init", type=Path, default=None,
+                    help="start from this guard's weights (a .safetensors of restore.guard.save_guard); layers the "
+                         "new form adds (--frame-weight) start fresh")
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--minutes", type=float, default=10.0)
@@ -274,7 +279,17 @@ def main(argv=None) -> int:
     weight = torch.where(torch.from_numpy(kinds) == 0, args.identity_weight, 1.0).float()
     print(f"{len(x)} pairs: " + ", ".join(f"{n} {int((kinds == k).sum())}" for k, n in enumerate(KINDS)), flush=True)
 
-    net = GuardNet(args.feats, args.global_context)
+    net = GuardNet(args.feats, args.global_context, args.frame_weight)
+    if args.init is not None:
+        from restore.guard import load_guard
+
+        try:
+            start = load_guard(args.init)
+        except ValueError as e:
+            ap.error(f"--init: {e}")
+        missing = net.load_state_dict(start.state_dict(), strict=False)
+        if missing.unexpected_keys or any(not k.startswith("frame.") for k in missing.missing_keys):
+            ap.error(f"--init {args.init}: a guard of another form (--feats / --global-context differ)")
     opt = torch.optim.AdamW(net.parameters(), lr=args.lr, betas=(0.9, 0.99), weight_decay=1e-4)
     crop = args.patch // 2 + 32  # random sub-crops: more positions per pair, cheaper steps
 
@@ -301,7 +316,8 @@ def main(argv=None) -> int:
     weights.parent.mkdir(parents=True, exist_ok=True)
     save_guard(net, weights, {"restore.guard.model": str(args.model), "restore.train": json.dumps(
         {"steps": step, "seconds": round(elapsed), **key, "identity_weight": args.identity_weight, "lr": args.lr,
-         "loss": args.loss, "feats": args.feats, "global_context": args.global_context,
+         "loss": args.loss, "feats": args.feats, "global_context": net.global_context,
+         "frame_weight": args.frame_weight, "init": str(args.init) if args.init else None,
          "batch": args.batch, "train_pairs": rows}, sort_keys=True)})
     print(f"done: {step} steps in {elapsed:.0f} s; wrote {weights}", flush=True)
     return 0

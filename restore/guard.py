@@ -57,18 +57,25 @@ class GuardNet(nn.Module):
     rain-like lines of a clean photo then look different.  :func:`guard_weights` computes that average in a first
     pass over tiles, so tiles still give the one-pass result.
 
+    With ``frame_weight`` (which implies ``global_context``) a linear layer on that average also gives one weight
+    ``s`` in (0, 1) for the whole image, and the per-pixel weights become ``s + (1 - s) w``: a change spread over
+    the frame (a veil of fine rain, a haze) can be kept as one decision instead of pixel by pixel, which a
+    per-pixel weight trained to distrust texture-like changes rarely learns.  ``s`` starts near 0.
+
     Args:
         feats: Channels at full resolution (twice as many at half resolution).
         global_context: Add the whole-image average of the half-resolution features.
+        frame_weight: Add the whole-image weight ``s`` (implies ``global_context``).
     """
 
     #: Gate (module docstring): below this mean weight over the image, :func:`apply_guard` keeps nothing.
     min_share: float = 0.0
 
-    def __init__(self, feats: int = 16, global_context: bool = False):
+    def __init__(self, feats: int = 16, global_context: bool = False, frame_weight: bool = False):
         super().__init__()
         f = int(feats)
-        self.global_context = bool(global_context)
+        self.frame_weight = bool(frame_weight)
+        self.global_context = bool(global_context) or self.frame_weight
         self.head = nn.Conv2d(6, f, 3, padding=1)
         self.down = nn.Conv2d(f, 2 * f, 3, stride=2, padding=1)
         self.body = nn.ModuleList(nn.Conv2d(2 * f, 2 * f, 3, padding=d, dilation=d) for d in (1, 2, 4, 8))
@@ -76,6 +83,11 @@ class GuardNet(nn.Module):
         self.out = nn.Conv2d(f, 1, 1)
         if self.global_context:
             self.ctx = nn.Linear(2 * f, f)
+        if self.frame_weight:
+            self.frame = nn.Linear(2 * f, 1)
+            with torch.no_grad():  # s = sigmoid(-5) ~ 0.007 at the start: the image is trusted only when learnt
+                self.frame.weight.mul_(0.1)
+                self.frame.bias.fill_(-5.0)
 
     def features(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Full- and half-resolution features ``(N, f, H, W)``, ``(N, 2f, H/2, W/2)`` of ``x`` and ``y - x``."""
@@ -94,7 +106,11 @@ class GuardNet(nn.Module):
         if self.global_context:
             z = d.mean(dim=(2, 3)) if z is None else z
             t = t + self.ctx(z)[:, :, None, None]
-        return torch.sigmoid(self.out(F.leaky_relu(t, 0.1)))
+        w = torch.sigmoid(self.out(F.leaky_relu(t, 0.1)))
+        if self.frame_weight:
+            s = torch.sigmoid(self.frame(z))[:, :, None, None]
+            w = s + (1.0 - s) * w
+        return w
 
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Weights ``w`` for the residual ``y - x`` (the whole-image context is this input's).
@@ -224,12 +240,13 @@ def apply_guard(net: GuardNet, x: np.ndarray, y: np.ndarray, out: np.ndarray | N
 
 
 def save_guard(net: GuardNet, path: str | Path, meta: dict[str, str] | None = None) -> None:
-    """Write ``net`` as a ``.safetensors`` file (float32; ``restore.guard.feats`` in the metadata)."""
+    """Write ``net`` as a ``.safetensors`` file (float32; its form in the ``restore.guard.*`` metadata)."""
     from safetensors.torch import save_file
 
     sd = {k: v.detach().float().contiguous().clone() for k, v in net.state_dict().items()}
     save_file(sd, str(path), metadata={"restore.guard.feats": str(net.head.out_channels),
-                                       "restore.guard.global": str(int(net.global_context)), **(meta or {})})
+                                       "restore.guard.global": str(int(net.global_context)),
+                                       "restore.guard.frame": str(int(net.frame_weight)), **(meta or {})})
 
 
 def load_guard(path: str | Path) -> GuardNet:
@@ -244,7 +261,8 @@ def load_guard(path: str | Path) -> GuardNet:
     try:
         with safe_open(str(path), "pt") as f:
             meta = f.metadata() or {}
-        net = GuardNet(int(meta.get("restore.guard.feats", "16")), meta.get("restore.guard.global") == "1")
+        net = GuardNet(int(meta.get("restore.guard.feats", "16")), meta.get("restore.guard.global") == "1",
+                       meta.get("restore.guard.frame") == "1")
         net.load_state_dict(load_file(str(path)), strict=True)
     except Exception as e:  # safetensors' own errors, a missing file, keys or shapes of another network
         raise ValueError(f"{path}: not a guard network ({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None

@@ -22,13 +22,20 @@ from restore.pipeline.steps.model import ModelOptions, ModelStage  # noqa: E402
 cat = importlib.import_module("restore.models.catalog")  # the module (restore.models.catalog is also a function)
 
 
-def _net(seed=0, bias=None, global_context=False):
+def _net(seed=0, bias=None, global_context=False, frame_weight=False):
     torch.manual_seed(seed)
-    net = GuardNet(8, global_context).eval()
-    if bias is not None:
-        with torch.no_grad():
+    net = GuardNet(8, global_context, frame_weight).eval()
+    with torch.no_grad():
+        if bias is not None:
             net.out.bias.fill_(bias)
+        if frame_weight:  # a whole-image weight that matters (it starts near 0) and depends on the image
+            net.frame.bias.fill_(0.0)
+            net.frame.weight.normal_(0.0, 1.0)
     return net
+
+
+#: The guard's forms: (global_context, frame_weight).
+FORMS = [(False, False), (True, False), (True, True)]
 
 
 def _pair(h, w, seed=0):
@@ -37,12 +44,12 @@ def _pair(h, w, seed=0):
     return x, np.clip(x + rng.normal(0, 0.1, x.shape), 0, 1).astype(np.float32)
 
 
-@pytest.mark.parametrize("global_context", [False, True])
+@pytest.mark.parametrize("global_context, frame_weight", FORMS)
 @pytest.mark.parametrize("h, w", [(150, 41), (97, 64)])
-def test_tiles_give_the_whole_image_result(h, w, global_context):
+def test_tiles_give_the_whole_image_result(h, w, global_context, frame_weight):
     """Odd sizes and tiles far smaller than the image: identical to one pass (the halo covers the receptive field;
-    the whole-image context is summed over the tiles' own pixels)."""
-    net = _net(global_context=global_context)
+    the whole-image context, and the whole-image weight made from it, are summed over the tiles' own pixels)."""
+    net = _net(global_context=global_context, frame_weight=frame_weight)
     x, y = _pair(h, w)
     whole = guard_weights(net, x, y, tile=10_000)
     assert whole.shape == (h, w, 1) and whole.dtype == np.float32
@@ -99,16 +106,37 @@ def test_gate_leaves_the_image_alone_under_min_share():
     np.testing.assert_array_equal(apply_guard(net, x, y, min_share=0.0)[0], mixed)
 
 
-@pytest.mark.parametrize("global_context", [False, True])
-def test_save_and_load_round_trip(tmp_path, global_context):
-    net = _net(3, global_context=global_context)
+@pytest.mark.parametrize("global_context, frame_weight", FORMS)
+def test_save_and_load_round_trip(tmp_path, global_context, frame_weight):
+    net = _net(3, global_context=global_context, frame_weight=frame_weight)
     save_guard(net, tmp_path / "g.safetensors")
     back = load_guard(tmp_path / "g.safetensors")
+    assert (back.global_context, back.frame_weight) == (global_context, frame_weight)
     x, y = _pair(20, 22)
     np.testing.assert_array_equal(guard_weights(back, x, y), guard_weights(net, x, y))
     (tmp_path / "bad.safetensors").write_bytes(b"not a guard")
     with pytest.raises(ValueError, match="bad.safetensors: not a guard network"):
         load_guard(tmp_path / "bad.safetensors")
+
+
+def test_frame_weight_keeps_the_change_over_the_whole_image():
+    """The whole-image weight s lifts every pixel's weight to at least s (s + (1 - s) w), and only where the
+    network has it; at the start of training s is small (sigmoid(-5)), so a new guard trusts nothing by default."""
+    x, y = _pair(40, 48)
+    plain = _net(5, bias=-8.0, global_context=True)
+    framed = _net(5, bias=-8.0, global_context=True, frame_weight=True)
+    framed.load_state_dict(plain.state_dict(), strict=False)  # the same per-pixel part
+    with torch.no_grad():
+        framed.frame.weight.zero_()
+        framed.frame.bias.fill_(np.log(0.3 / 0.7))  # s = 0.3
+    wp, wf = guard_weights(plain, x, y), guard_weights(framed, x, y)
+    assert wp.max() < 0.01
+    np.testing.assert_allclose(wf, 0.3 + 0.7 * wp, atol=1e-6)
+    assert GuardNet(8, frame_weight=True).global_context  # the frame weight needs the whole-image context
+    fresh = GuardNet(8, frame_weight=True).eval()
+    with torch.no_grad():
+        s = torch.sigmoid(fresh.frame(torch.randn(4, 16)))
+    assert float(s.max()) < 0.05
 
 
 @pytest.fixture
