@@ -3,12 +3,12 @@
 where the kept change helps or harms (issue 20).
 
     python benchmarks/guard_case.py --starter weather --image heldout/coffee.png --kind rain --set light
-                                    [--shared ../shared] [--threads 1]
+                                    [--guard G.safetensors --min-share 0.005] [--shared ../shared] [--threads 1]
 
 The case is rebuilt exactly as ``benchmarks/starter_eval.py --do-no-harm`` draws it (same clean crop, seed,
 ``synth.lighten`` strength and 8-bit quantisation), so its guarded figure matches that row of the per-image JSON.
 Prints, in RGB PSNR against the clean crop (dB; the output 8-bit quantised, as the evaluation scores it): the
-input, the network alone and the guarded output (with the catalogue guard's gate); the guard's mean weight and
+input, the network alone and the guarded output (with the catalogue guard and its gate, or ``--guard`` and ``--min-share``); the guard's mean weight and
 the share of pixels above 0.1 / 0.5 (weights before the gate); and, per weight band, the change of the summed
 squared error (over pixels and channels, values in [0, 1]) that the kept change makes against the input
 (negative = the change helps).
@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import starter_eval as S  # noqa: E402
 
 from data_tools import synth  # noqa: E402
-from restore.guard import apply_guard, guard_for, guard_weights  # noqa: E402
+from restore.guard import apply_guard, guard_for, guard_weights, load_guard  # noqa: E402
 
 BANDS = (0.0, 0.01, 0.1, 0.3, 0.5)
 
@@ -39,6 +39,9 @@ def main(argv=None) -> int:
     ap.add_argument("--kind", default=None, help="weather: rain, haze, snow or raindrop (default: the starter's only kind)")
     ap.add_argument("--set", choices=("clean", "light", "heavy"), default="light")
     ap.add_argument("--shared", type=Path, default=S.ROOT.parent / "shared")
+    ap.add_argument("--guard", type=Path, default=None,
+                    help="a guard file (data_tools/train_guard.py) instead of the catalogue's; its gate is --min-share")
+    ap.add_argument("--min-share", type=float, default=0.0, help="--guard: the gate to apply with it")
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -60,9 +63,16 @@ def main(argv=None) -> int:
         x = S.quantise(synth.lighten(clean, heavy, synth.LIGHT_STRENGTH) if args.set == "light" else heavy)
 
     model = f"{args.starter}-starter"
-    net = guard_for(model)
-    if net is None:
-        raise SystemExit(f"{model}: no guard in the catalogue")
+    if args.guard is not None:
+        try:
+            net = load_guard(args.guard)
+        except ValueError as e:
+            raise SystemExit(str(e)) from None
+        net.min_share = args.min_share
+    else:
+        net = guard_for(model)
+        if net is None:
+            raise SystemExit(f"{model}: no guard in the catalogue")
     y = np.clip(S.run_model(S.load_model(model).module, x), 0.0, 1.0)
     w = guard_weights(net, x, y)
     out, mean_w = apply_guard(net, x, y)

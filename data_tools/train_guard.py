@@ -210,6 +210,9 @@ def main(argv=None) -> int:
     ap.add_argument("--init", type=Path, default=None,
                     help="start from this guard's weights (a .safetensors of restore.guard.save_guard); layers the "
                          "new form adds (--frame-weight) start fresh")
+    ap.add_argument("--frame-only", action="store_true",
+                    help="with --init and --frame-weight: train only the whole-image weight, the per-pixel guard "
+                         "stays as it was")
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--minutes", type=float, default=10.0)
@@ -233,6 +236,8 @@ def main(argv=None) -> int:
         ap.error("--patch must be a multiple of 32")
     if not args.exposure >= 1.0:
         ap.error("--exposure must be at least 1")
+    if args.frame_only and (args.init is None or not args.frame_weight):
+        ap.error("--frame-only needs --init and --frame-weight")
     if args.task == "denoise" and (args.hdr or args.exposure != 1.0 or args.mix is not None):
         ap.error("--hdr, --exposure and --mix are for the starters, not --task denoise")
     mix = DEFAULT_MIX
@@ -290,7 +295,10 @@ def main(argv=None) -> int:
         missing = net.load_state_dict(start.state_dict(), strict=False)
         if missing.unexpected_keys or any(not k.startswith("frame.") for k in missing.missing_keys):
             ap.error(f"--init {args.init}: a guard of another form (--feats / --global-context differ)")
-    opt = torch.optim.AdamW(net.parameters(), lr=args.lr, betas=(0.9, 0.99), weight_decay=1e-4)
+    if args.frame_only:
+        for name, p in net.named_parameters():
+            p.requires_grad_(name.startswith("frame."))
+    opt = torch.optim.AdamW([p for p in net.parameters() if p.requires_grad], lr=args.lr, betas=(0.9, 0.99), weight_decay=1e-4)
     crop = args.patch // 2 + 32  # random sub-crops: more positions per pair, cheaper steps
 
     def step_loss() -> torch.Tensor:
@@ -318,6 +326,7 @@ def main(argv=None) -> int:
         {"steps": step, "seconds": round(elapsed), **key, "identity_weight": args.identity_weight, "lr": args.lr,
          "loss": args.loss, "feats": args.feats, "global_context": net.global_context,
          "frame_weight": args.frame_weight, "init": str(args.init) if args.init else None,
+         "frame_only": args.frame_only,
          "batch": args.batch, "train_pairs": rows}, sort_keys=True)})
     print(f"done: {step} steps in {elapsed:.0f} s; wrote {weights}", flush=True)
     return 0
