@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable, Mapping
+from typing import TYPE_CHECKING, Callable, Literal, Mapping, get_args
 
 import torch
 
@@ -43,6 +43,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 __all__ = [
     "BACKENDS",
+    "Backend",
     "MARGIN",
     "MAX_DIFF",
     "PER_SHAPE",
@@ -58,8 +59,10 @@ __all__ = [
     "unavailable",
 ]
 
+#: A backend's name (the ``model`` step's ``backend`` option adds ``auto``): the one place the names are written.
+Backend = Literal["torch", "torch-bf16", "torch-compile", "onnxruntime", "openvino"]
 #: Every backend name, in the order ``auto`` times them (``torch`` first: it is the reference).
-BACKENDS = ("torch", "torch-bf16", "torch-compile", "onnxruntime", "openvino")
+BACKENDS: tuple[str, ...] = get_args(Backend)
 #: The in-process PyTorch paths of :data:`BACKENDS` (no export, no per-shape session); the rest are separate runtimes.
 TORCH_PATHS = ("torch", "torch-bf16", "torch-compile")
 #: Paths that build something per input shape (a compiled graph; an ONNX export and a session): the tiler gives

@@ -15,6 +15,8 @@ def tiling_text(info: ArchInfo) -> str:
         return "whole image when it fits (global attention)"
     if info.overlap == 0:
         return "not tiled"
+    if info.context_of is not None:  # the checkpoint's layout (depth, blocks) sets the context when it loads
+        return f"overlap {info.overlap}, context from the checkpoint's layout ({info.context} for the default one)"
     return f"overlap {info.overlap}" + (f", context {info.context}" if info.context else "")
 
 
@@ -23,7 +25,8 @@ def architectures() -> list[dict[str, object]]:
 
     Returns:
         Dicts with ``arch``, ``source`` (``"restore"`` or ``"spandrel"``), ``task``,
-        ``frames``, ``input_encoding``, ``output_range``, ``overlap``, ``context``,
+        ``frames``, ``input_encoding``, ``output_range``, ``overlap``, ``context`` (the
+        default layout's where ``context_per_checkpoint``: a checkpoint's own layout sets it when it loads),
         ``window``, ``tiling`` (:func:`tiling_text`), ``cpu_bf16`` (the measured
         verdict, ``""`` when not verified), ``fused_attention`` (bool), ``repo``,
         ``checkpoints`` (list of str), ``layout`` and ``notes``.
@@ -41,6 +44,7 @@ def architectures() -> list[dict[str, object]]:
             "output_range": info.output_range,
             "overlap": info.overlap,
             "context": info.context,
+            "context_per_checkpoint": info.context_of is not None,
             "window": info.window,
             "tiling": tiling_text(info),
             "cpu_bf16": info.cpu_bf16,
@@ -70,7 +74,7 @@ def table_markdown() -> str:
     lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
     for r in architectures():
         name = f"[{r['arch']}]({r['repo']})" if r["repo"] else str(r["arch"])
-        cells = [name, r["source"], r["task"], r["frames"], r["input_encoding"], f"{r['overlap']} / {r['context']}",
+        cells = [name, r["source"], r["task"], r["frames"], r["input_encoding"], f"{r['overlap']} / {r['context']}" + (" (default layout)" if r["context_per_checkpoint"] else ""),
                  r["tiling"], r["cpu_bf16"] or "fp32", "; ".join(r["checkpoints"])]  # type: ignore[arg-type]
         lines.append("| " + " | ".join(_cell(c) for c in cells) + " |")
     return "\n".join(lines) + "\n"

@@ -9,6 +9,7 @@ import numpy as np
 from pydantic import Field, field_validator, model_validator
 
 from ... import color
+from ...backends import Backend
 from ...errors import ModelError, RestoreError
 from ...image import Encoding, Image
 from ..base import Context, Stage
@@ -73,7 +74,7 @@ class ModelOptions(_Strict):
     alpha: Literal["resize", "model"] = "resize"
     hdr: Literal["auto", "exposure", "log", "clip"] = "auto"
     compile: bool = False
-    backend: Literal["torch", "auto", "torch-bf16", "torch-compile", "onnxruntime", "openvino"] = "torch"
+    backend: Literal["auto", Backend] = "torch"
     threads: Union[int, Literal["auto"]] = "auto"
     blend: float = Field(1.0, ge=0.0, le=1.0)
     guard: Literal["auto", "off"] = "auto"
