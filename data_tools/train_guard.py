@@ -201,6 +201,9 @@ def main(argv=None) -> int:
     ap.add_argument("--loss", choices=("charbonnier", "psnr"), default="charbonnier",
                     help="per-pair distance: Charbonnier, or -PSNR (log MSE, floored at 50 dB) which weighs every "
                          "pair's relative error alike and so the worst images more")
+    ap.add_argument("--harm-weight", type=float, default=0.0,
+                    help="add this weight times the mean of max(0, |guarded - clean| - |input - clean|): a pixel the "
+                         "kept change makes worse costs more than a gain it leaves out (0 = the plain distance)")
     ap.add_argument("--mix", default=None, help="weather only: as data_tools/train.py --mix")
     ap.add_argument("--feats", type=int, default=16)
     ap.add_argument("--global-context", action="store_true",
@@ -311,6 +314,8 @@ def main(argv=None) -> int:
             per = 10 * torch.log10(((g - cb) ** 2).mean(dim=(1, 2, 3)) + 1e-5)
         else:
             per = torch.sqrt((g - cb) ** 2 + 1e-6).mean(dim=(1, 2, 3))
+        if args.harm_weight:
+            per = per + args.harm_weight * torch.relu((g - cb).abs() - (xb - cb).abs()).mean(dim=(1, 2, 3))
         return (per * weight[idx]).sum() / weight[idx].sum()
 
     loop = train_loop.Loop(out=args.out, lr=args.lr, warmup=50, clip=1.0, minutes=args.minutes, steps=args.steps,
@@ -324,7 +329,7 @@ def main(argv=None) -> int:
     weights.parent.mkdir(parents=True, exist_ok=True)
     save_guard(net, weights, {"restore.guard.model": str(args.model), "restore.train": json.dumps(
         {"steps": step, "seconds": round(elapsed), **key, "identity_weight": args.identity_weight, "lr": args.lr,
-         "loss": args.loss, "feats": args.feats, "global_context": net.global_context,
+         "loss": args.loss, "harm_weight": args.harm_weight, "feats": args.feats, "global_context": net.global_context,
          "frame_weight": args.frame_weight, "init": str(args.init) if args.init else None,
          "frame_only": args.frame_only,
          "batch": args.batch, "train_pairs": rows}, sort_keys=True)})

@@ -293,11 +293,24 @@ def test_train_guard_runs(tmp_path):
     """data_tools/train_guard.py end to end on a few pairs (pypi images only)."""
     cmd = [sys.executable, str(ROOT / "data_tools/train_guard.py"), "--task", "derain", "--model", "derain-starter",
            "--out", str(tmp_path / "run"), "--pairs", "6", "--patch", "64", "--steps", "3", "--batch", "2",
-           "--images", "pypi"]
+           "--images", "pypi", "--global-context"]
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
     assert "identity" in r.stdout and (tmp_path / "run/guard.safetensors").is_file()
-    load_guard(tmp_path / "run/guard.safetensors")
+    first = load_guard(tmp_path / "run/guard.safetensors")
+    # a whole-image weight learnt on top of it (the cached pairs reused): the per-pixel guard stays exactly as it was
+    more = ["--init", str(tmp_path / "run/guard.safetensors"), "--frame-weight", "--frame-only", "--harm-weight", "1",
+            "--weights", str(tmp_path / "framed.safetensors")]
+    r = subprocess.run(cmd + more, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    framed = load_guard(tmp_path / "framed.safetensors")
+    assert framed.frame_weight and not first.frame_weight
+    sd = framed.state_dict()
+    assert sd["frame.bias"].item() != -5.0  # trained
+    for k, v in first.state_dict().items():
+        torch.testing.assert_close(sd[k], v, rtol=0, atol=0)
+    r = subprocess.run(cmd + ["--frame-only"], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 2 and "--frame-only needs --init and --frame-weight" in r.stderr
 
 
 def test_denoise_pairs_are_camera_developments_with_the_estimated_level():
