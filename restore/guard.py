@@ -12,7 +12,7 @@ so the guard can only move the output back towards the input (``w = 0``: the pix
 trained (``data_tools/train_guard.py``) on clean, lightly and heavily degraded training patches to minimise the
 distance of the guarded output to the clean image, which is smallest where ``w`` keeps the residuals that point
 towards the clean image and drops the rest.  A guard cannot add what the model missed; it decides how much of the
-model's proposal to trust, pixel by pixel.
+model's proposal to trust, pixel by pixel, and (``frame_weight``, the weather starter's guard) for the whole frame.
 
 :class:`GuardNet` is a fully convolutional network with a receptive field of :data:`HALO` pixels at most on each
 side, so :func:`guard_weights` and :func:`apply_guard` run it in square tiles of bounded memory (:data:`TILE` px
