@@ -8,10 +8,10 @@ where the kept change helps or harms (issue 20).
 The case is rebuilt exactly as ``benchmarks/starter_eval.py --do-no-harm`` draws it (same clean crop, seed,
 ``synth.lighten`` strength and 8-bit quantisation), so its guarded figure matches that row of the per-image JSON.
 Prints, in RGB PSNR against the clean crop (dB; the output 8-bit quantised, as the evaluation scores it): the
-input, the network alone and the guarded output (with the catalogue guard and its gate, or ``--guard`` and ``--min-share``); the guard's mean weight and
-the share of pixels above 0.1 / 0.5 (weights before the gate); and, per weight band, the change of the summed
-squared error (over pixels and channels, values in [0, 1]) that the kept change makes against the input
-(negative = the change helps).
+input, the network alone and the guarded output (with the catalogue guard and its gate, or ``--guard`` and
+``--min-share``); the guard's mean weight and the share of pixels above 0.1 / 0.5 (weights before the gate); and,
+per weight band, the change of the summed squared error (over pixels and channels, values in [0, 1]) that the kept
+change makes against the input (negative = the change helps).
 """
 
 from __future__ import annotations

@@ -21,9 +21,12 @@
    [0, 1] as the ``model`` step clips it, and caches ``(x, model(x), clean)`` in ``<out>/pairs.pt`` (reused when
    the same arguments ask for it again).
 3. Trains :class:`restore.guard.GuardNet` so that ``x + w (model(x) - x)`` is close to the clean patch: the
-   Charbonnier distance (or ``--loss psnr``: -PSNR per pair), with identity pairs weighted ``--identity-weight`` (leaving a clean photo alone matters more
-   than a small gain on a degraded one).  AdamW, warm-up and cosine decay over ``--minutes``, one CPU thread by
-   default (:mod:`data_tools.train_loop`).
+   Charbonnier distance (or ``--loss psnr``: -PSNR per pair), with identity pairs weighted ``--identity-weight``
+   (leaving a clean photo alone matters more than a small gain on a degraded one); ``--harm-weight`` adds a cost
+   for pixels the kept change makes worse.  ``--frame-weight`` adds the whole-image weight
+   (``GuardNet(frame_weight=True)``); ``--init`` starts from a trained guard and ``--frame-only`` then trains the
+   whole-image weight alone.  AdamW, warm-up and cosine decay over ``--minutes``, one CPU thread by default
+   (:mod:`data_tools.train_loop`).
 4. Prints, per kind of pair, the mean and worst gain of the guarded and the unguarded output over the input on the
    training pairs (the held-out figures are ``benchmarks/starter_eval.py --do-no-harm``'s), and writes the guard to
    ``--weights``.
@@ -297,7 +300,8 @@ def main(argv=None) -> int:
             ap.error(f"--init: {e}")
         missing = net.load_state_dict(start.state_dict(), strict=False)
         if missing.unexpected_keys or any(not k.startswith("frame.") for k in missing.missing_keys):
-            ap.error(f"--init {args.init}: a guard of another form (--feats / --global-context differ)")
+            ap.error(f"--init {args.init}: a guard of another form (--feats differs, or it lacks the global context "
+                     "that --global-context and --frame-weight need)")
     if args.frame_only:
         for name, p in net.named_parameters():
             p.requires_grad_(name.startswith("frame."))

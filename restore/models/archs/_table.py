@@ -74,7 +74,8 @@ def table_markdown() -> str:
     lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
     for r in architectures():
         name = f"[{r['arch']}]({r['repo']})" if r["repo"] else str(r["arch"])
-        cells = [name, r["source"], r["task"], r["frames"], r["input_encoding"], f"{r['overlap']} / {r['context']}" + (" (default layout)" if r["context_per_checkpoint"] else ""),
+        context = f"{r['overlap']} / {r['context']}" + (" (default layout)" if r["context_per_checkpoint"] else "")
+        cells = [name, r["source"], r["task"], r["frames"], r["input_encoding"], context,
                  r["tiling"], r["cpu_bf16"] or "fp32", "; ".join(r["checkpoints"])]  # type: ignore[arg-type]
         lines.append("| " + " | ".join(_cell(c) for c in cells) + " |")
     return "\n".join(lines) + "\n"
