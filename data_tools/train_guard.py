@@ -298,8 +298,8 @@ def main(argv=None) -> int:
             start = load_guard(args.init)
         except ValueError as e:
             ap.error(f"--init: {e}")
-        missing = net.load_state_dict(start.state_dict(), strict=False)
-        if missing.unexpected_keys or any(not k.startswith("frame.") for k in missing.missing_keys):
+        keys = net.load_state_dict(start.state_dict(), strict=False)  # only the whole-image weight may be new
+        if keys.unexpected_keys or any(not k.startswith("frame.") for k in keys.missing_keys):
             ap.error(f"--init {args.init}: a guard of another form (--feats differs, or it lacks the global context "
                      "that --global-context and --frame-weight need)")
     if args.frame_only:
